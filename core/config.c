@@ -1,0 +1,191 @@
+#include "config.h"
+
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pool.h"
+
+#ifndef TR_LUA_DIR
+#define TR_LUA_DIR "core/lua"
+#endif
+#define TR_VERSION "0.1.0"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: triage [options]            serve the application\n"
+            "       triage reload [--admin HOST:PORT]   ask a running server to reload its code\n"
+            "\n"
+            "  --app DIR                 application directory (routes/, scripts/); default .\n"
+            "  --listen HOST:PORT        public listener; default 127.0.0.1:8080\n"
+            "  --workers N               worker processes; default: number of CPUs\n"
+            "  --admin HOST:PORT         admin listener (/_triage/status); default 127.0.0.1:9180\n"
+            "  --max-body BYTES          largest request body (k, m suffixes); default 1m\n"
+            "  --max-header BYTES        largest header section; default 8k\n"
+            "  --max-uri BYTES           longest request target; default 4k\n"
+            "  --keepalive-timeout SEC   idle keep-alive connections close after this; default 60\n"
+            "  --shutdown-timeout SEC    how long in-flight requests may finish on SIGTERM; default 10\n"
+            "  --access-log FILE         buffered access log ('-' = stdout); default off\n"
+            "  --error-log FILE          error log; default stderr\n"
+            "  --reload-check CMD        command that must succeed before new code goes live\n"
+            "  --no-watch                do not reload on file changes (SIGHUP and 'triage reload' still do)\n"
+            "  --version, --help\n");
+}
+
+static int parse_size(const char *s, size_t *out)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s)
+        return -1;
+    if (*end == 'k' || *end == 'K')
+        v <<= 10, end++;
+    else if (*end == 'm' || *end == 'M')
+        v <<= 20, end++;
+    if (*end != '\0' || v == 0 || v > (1ULL << 30))
+        return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+static int parse_seconds(const char *s, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || !(v > 0) || v > 86400)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int tr_config_parse_addr(const char *s, char *host, size_t host_size, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    const char *p = colon ? colon + 1 : s;
+    char *end;
+    long v = strtol(p, &end, 10);
+    if (end == p || *end != '\0' || v <= 0 || v > 65535)
+        return -1;
+    size_t hlen = colon ? (size_t)(colon - s) : 0;
+    if (hlen >= 2 && s[0] == '[' && s[hlen - 1] == ']') /* [::1]:8080 */
+        s++, hlen -= 2;
+    if (hlen == 0) {
+        snprintf(host, host_size, "127.0.0.1");
+    } else {
+        if (hlen >= host_size)
+            return -1;
+        memcpy(host, s, hlen);
+        host[hlen] = '\0';
+    }
+    *port = (int)v;
+    return 0;
+}
+
+int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    const char *app = ".";
+    snprintf(cfg->listen_host, sizeof(cfg->listen_host), "127.0.0.1");
+    cfg->listen_port = 8080;
+    snprintf(cfg->admin_host, sizeof(cfg->admin_host), "127.0.0.1");
+    cfg->admin_port = 9180;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->workers = ncpu > 0 ? (int)ncpu : 1;
+    cfg->max_body = 1 << 20;
+    cfg->max_header = 8 << 10;
+    cfg->max_uri = 4 << 10;
+    cfg->keepalive_timeout = 60;
+    cfg->shutdown_timeout = 10;
+    cfg->watch = 1;
+    cfg->lua_dir = getenv("TRIAGE_LUA_DIR") ? getenv("TRIAGE_LUA_DIR") : TR_LUA_DIR;
+
+    enum { O_APP = 256, O_LISTEN, O_WORKERS, O_ADMIN, O_MAX_BODY, O_MAX_HEADER, O_MAX_URI, O_KEEPALIVE,
+           O_SHUTDOWN, O_ACCESS_LOG, O_ERROR_LOG, O_RELOAD_CHECK, O_NO_WATCH, O_VERSION, O_HELP };
+    static const struct option options[] = {
+        {"app", required_argument, NULL, O_APP},
+        {"listen", required_argument, NULL, O_LISTEN},
+        {"workers", required_argument, NULL, O_WORKERS},
+        {"admin", required_argument, NULL, O_ADMIN},
+        {"max-body", required_argument, NULL, O_MAX_BODY},
+        {"max-header", required_argument, NULL, O_MAX_HEADER},
+        {"max-uri", required_argument, NULL, O_MAX_URI},
+        {"keepalive-timeout", required_argument, NULL, O_KEEPALIVE},
+        {"shutdown-timeout", required_argument, NULL, O_SHUTDOWN},
+        {"access-log", required_argument, NULL, O_ACCESS_LOG},
+        {"error-log", required_argument, NULL, O_ERROR_LOG},
+        {"reload-check", required_argument, NULL, O_RELOAD_CHECK},
+        {"no-watch", no_argument, NULL, O_NO_WATCH},
+        {"version", no_argument, NULL, O_VERSION},
+        {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        const char *bad = NULL;
+        switch (c) {
+        case O_APP: app = optarg; break;
+        case O_LISTEN:
+            if (tr_config_parse_addr(optarg, cfg->listen_host, sizeof(cfg->listen_host), &cfg->listen_port) != 0)
+                bad = "--listen wants HOST:PORT";
+            break;
+        case O_ADMIN:
+            if (tr_config_parse_addr(optarg, cfg->admin_host, sizeof(cfg->admin_host), &cfg->admin_port) != 0)
+                bad = "--admin wants HOST:PORT";
+            break;
+        case O_WORKERS: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end != '\0' || v < 1 || v > 256)
+                bad = "--workers wants a number from 1 to 256";
+            cfg->workers = (int)v;
+            break;
+        }
+        case O_MAX_BODY: if (parse_size(optarg, &cfg->max_body) != 0) bad = "--max-body wants a size like 1048576 or 1m"; break;
+        case O_MAX_HEADER: if (parse_size(optarg, &cfg->max_header) != 0) bad = "--max-header wants a size like 8k"; break;
+        case O_MAX_URI: if (parse_size(optarg, &cfg->max_uri) != 0) bad = "--max-uri wants a size like 4k"; break;
+        case O_KEEPALIVE: if (parse_seconds(optarg, &cfg->keepalive_timeout) != 0) bad = "--keepalive-timeout wants seconds"; break;
+        case O_SHUTDOWN: if (parse_seconds(optarg, &cfg->shutdown_timeout) != 0) bad = "--shutdown-timeout wants seconds"; break;
+        case O_ACCESS_LOG: cfg->access_log = optarg; break;
+        case O_ERROR_LOG: cfg->error_log = optarg; break;
+        case O_RELOAD_CHECK: cfg->reload_check = optarg; break;
+        case O_NO_WATCH: cfg->watch = 0; break;
+        case O_VERSION: printf("triage " TR_VERSION "\n"); return 1;
+        case O_HELP: usage(stdout); return 1;
+        default:
+            fprintf(stderr, "triage: unknown or incomplete option '%s'\n", argv[optind - 1]);
+            usage(stderr);
+            return -1;
+        }
+        if (bad != NULL) {
+            fprintf(stderr, "triage: %s (got '%s')\n", bad, optarg);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "triage: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return -1;
+    }
+    if (cfg->listen_port == cfg->admin_port &&
+        (strcmp(cfg->listen_host, cfg->admin_host) == 0 || strcmp(cfg->admin_host, "0.0.0.0") == 0 ||
+         strcmp(cfg->listen_host, "0.0.0.0") == 0)) {
+        fprintf(stderr, "triage: --admin must not be the public listener (%s:%d)\n", cfg->listen_host,
+                cfg->listen_port);
+        return -1;
+    }
+    char resolved[PATH_MAX];
+    if (realpath(app, resolved) == NULL) {
+        fprintf(stderr, "triage: --app %s: no such directory\n", app);
+        return -1;
+    }
+    cfg->app_dir = tr_mem_strdup(resolved);
+    if (realpath(cfg->lua_dir, resolved) != NULL)
+        cfg->lua_dir = tr_mem_strdup(resolved);
+    return 0;
+}

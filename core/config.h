@@ -1,0 +1,37 @@
+/*
+ * Command-line configuration. Parsed once in the master; workers inherit it across fork.
+ */
+#ifndef TR_CONFIG_H
+#define TR_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct tr_config_s {
+    const char *app_dir;      /* absolute path of the application (routes/, scripts/) */
+    const char *lua_dir;      /* the Lua half of the framework (the triage/ modules) */
+    char listen_host[256];
+    int listen_port;
+    char admin_host[256];
+    int admin_port;
+    int workers;
+    size_t max_body;
+    size_t max_header;
+    size_t max_uri;
+    double keepalive_timeout;
+    double shutdown_timeout;
+    const char *access_log;   /* NULL: off */
+    const char *error_log;    /* NULL: standard error */
+    const char *reload_check; /* command run against a new tree before it goes live; NULL: none */
+    int watch;                /* watch routes/ and scripts/ for changes */
+} tr_config_t;
+
+/*
+ * Fill cfg from argv (defaults first). Returns 0, 1 when the caller should exit 0 (--help, --version
+ * printed), or -1 after printing a usage error to standard error.
+ */
+int tr_config_parse(tr_config_t *cfg, int argc, char **argv);
+
+/* Parse "HOST:PORT" (or ":PORT", or "PORT"). Returns 0 or -1. */
+int tr_config_parse_addr(const char *s, char *host, size_t host_size, int *port);
+
+#endif

@@ -1,0 +1,229 @@
+/*
+ * The request API exported to Lua (declared in lua/triage/cdef.h). No Lua stack work here: these are
+ * plain C functions the LuaJIT FFI calls directly, so the JIT can compile the Lua side around them.
+ * Every request call first checks the caller's serial against the request's (tr_req_check).
+ */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+
+#include "conn.h"
+#include "ffi_api.h"
+#include "log.h"
+#include "worker.h"
+
+tr_req_t *tr_req_check(tr_req_pub_t *pub, uint32_t serial)
+{
+    tr_req_t *r = (tr_req_t *)pub;
+    if (pub == NULL || pub->serial != serial || r->state != TR_REQ_RUNNING || r->conn == NULL)
+        return NULL;
+    return r;
+}
+
+TR_FFI_EXPORT const char *tr_ffi_method_name(int method)
+{
+    return http_method_str((enum http_method)method);
+}
+
+TR_FFI_EXPORT const char *tr_ffi_req_path(tr_req_pub_t *pub, uint32_t serial, size_t *len)
+{
+    tr_req_t *r = tr_req_check(pub, serial);
+    if (r == NULL)
+        return NULL;
+    *len = r->path_len;
+    return tr_req_str(r, r->url);
+}
+
+TR_FFI_EXPORT const char *tr_ffi_req_query_string(tr_req_pub_t *pub, uint32_t serial, size_t *len)
+{
+    tr_req_t *r = tr_req_check(pub, serial);
+    if (r == NULL)
+        return NULL;
+    if (r->path_len == r->url.len) {
+        *len = 0;
+        return "";
+    }
+    *len = r->url.len - r->path_len - 1;
+    return tr_req_str(r, r->url) + r->path_len + 1;
+}
+
+TR_FFI_EXPORT const char *tr_ffi_req_query(tr_req_pub_t *pub, uint32_t serial, const char *name, size_t name_len,
+                                           size_t *len)
+{
+    size_t qlen;
+    const char *q = tr_ffi_req_query_string(pub, serial, &qlen);
+    if (q == NULL)
+        return NULL;
+    const char *end = q + qlen;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp ? amp : end;
+        const char *eq = memchr(q, '=', (size_t)(stop - q));
+        const char *key_end = eq ? eq : stop;
+        if ((size_t)(key_end - q) == name_len && memcmp(q, name, name_len) == 0) {
+            const char *v = eq ? eq + 1 : stop;
+            *len = (size_t)(stop - v);
+            return v;
+        }
+        q = stop + 1;
+    }
+    return NULL;
+}
+
+TR_FFI_EXPORT const char *tr_ffi_req_param(tr_req_pub_t *pub, uint32_t serial, const char *name, size_t name_len,
+                                           size_t *len)
+{
+    tr_req_t *r = tr_req_check(pub, serial);
+    if (r == NULL || r->pub.handler < 0)
+        return NULL;
+    for (unsigned i = 0; i < r->match.nparams; i++) {
+        const tr_route_param_t *p = &r->match.params[i];
+        if (p->name_len == name_len && memcmp(p->name, name, name_len) == 0) {
+            *len = p->len;
+            return tr_req_str(r, r->url) + p->offset;
+        }
+    }
+    return NULL;
+}
+
+TR_FFI_EXPORT const char *tr_ffi_req_header(tr_req_pub_t *pub, uint32_t serial, const char *name, size_t name_len,
+                                            size_t *len)
+{
+    tr_req_t *r = tr_req_check(pub, serial);
+    if (r == NULL)
+        return NULL;
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        if (r->headers[i][0].len == name_len && strncasecmp(tr_req_str(r, r->headers[i][0]), name, name_len) == 0) {
+            *len = r->headers[i][1].len;
+            return r->headers[i][1].len ? tr_req_str(r, r->headers[i][1]) : "";
+        }
+    }
+    return NULL;
+}
+
+TR_FFI_EXPORT int tr_ffi_req_header_count(tr_req_pub_t *pub, uint32_t serial)
+{
+    tr_req_t *r = tr_req_check(pub, serial);
+    return r == NULL ? -1 : (int)r->nheaders;
+}
+
+TR_FFI_EXPORT const char *tr_ffi_req_header_at(tr_req_pub_t *pub, uint32_t serial, int i, size_t *name_len,
+                                               const char **value, size_t *value_len)
+{
+    tr_req_t *r = tr_req_check(pub, serial);
+    if (r == NULL || i < 0 || (unsigned)i >= r->nheaders)
+        return NULL;
+    *name_len = r->headers[i][0].len;
+    *value_len = r->headers[i][1].len;
+    *value = r->headers[i][1].len ? tr_req_str(r, r->headers[i][1]) : "";
+    return tr_req_str(r, r->headers[i][0]);
+}
+
+TR_FFI_EXPORT const char *tr_ffi_req_body(tr_req_pub_t *pub, uint32_t serial, size_t *len)
+{
+    tr_req_t *r = tr_req_check(pub, serial);
+    if (r == NULL)
+        return NULL;
+    *len = r->body.len;
+    return r->body.len ? tr_req_str(r, r->body) : "";
+}
+
+TR_FFI_EXPORT const char *tr_ffi_req_allow(tr_req_pub_t *pub, uint32_t serial, size_t *len)
+{
+    tr_req_t *r = tr_req_check(pub, serial);
+    if (r == NULL)
+        return NULL;
+    *len = strlen(r->allow);
+    return r->allow;
+}
+
+TR_FFI_EXPORT int tr_ffi_req_id(tr_req_pub_t *pub, uint32_t serial, char *buf, size_t size)
+{
+    tr_req_t *r = tr_req_check(pub, serial);
+    if (r == NULL)
+        return -1;
+    tr_worker_t *w = r->conn->w;
+    int n = snprintf(buf, size, "%llx-%x-%llx", (unsigned long long)w->started, (unsigned)w->slot,
+                     (unsigned long long)r->seq);
+    return n < 0 || (size_t)n >= size ? -1 : n;
+}
+
+static int is_token_char(unsigned char ch)
+{
+    return ch > 32 && ch < 127 && strchr("\"(),/:;<=>?@[\\]{}", ch) == NULL;
+}
+
+TR_FFI_EXPORT int tr_ffi_resp_header(tr_req_pub_t *pub, uint32_t serial, const char *name, size_t name_len,
+                                     const char *value, size_t value_len)
+{
+    tr_req_t *r = tr_req_check(pub, serial);
+    if (r == NULL)
+        return -1;
+    if (name_len == 0)
+        return -2;
+    for (size_t i = 0; i < name_len; i++)
+        if (!is_token_char((unsigned char)name[i]))
+            return -2;
+    for (size_t i = 0; i < value_len; i++)
+        if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
+            return -2; /* no response splitting */
+    static const char *const managed[] = {"content-length", "transfer-encoding", "connection", "date"};
+    for (size_t i = 0; i < sizeof(managed) / sizeof(managed[0]); i++)
+        if (strlen(managed[i]) == name_len && strncasecmp(managed[i], name, name_len) == 0)
+            return -3;
+    if (name_len == 12 && strncasecmp(name, "content-type", 12) == 0)
+        r->content_type_set = 1;
+    tr_bufpool_t *bp = &r->conn->w->bufs;
+    tr_buf_append(bp, &r->resp_headers, name, name_len);
+    tr_buf_append(bp, &r->resp_headers, ": ", 2);
+    tr_buf_append(bp, &r->resp_headers, value, value_len);
+    tr_buf_append(bp, &r->resp_headers, "\r\n", 2);
+    return 0;
+}
+
+TR_FFI_EXPORT int tr_ffi_resp_reset(tr_req_pub_t *pub, uint32_t serial)
+{
+    tr_req_t *r = tr_req_check(pub, serial);
+    if (r == NULL)
+        return -1;
+    tr_buf_release(&r->conn->w->bufs, &r->resp_headers);
+    r->content_type_set = 0;
+    return 0;
+}
+
+TR_FFI_EXPORT int tr_ffi_resp_finish(tr_req_pub_t *pub, uint32_t serial, const char *body, size_t len)
+{
+    tr_req_t *r = tr_req_check(pub, serial);
+    if (r == NULL)
+        return -1;
+    tr_http_respond(r, body, len);
+    r->state = TR_REQ_FINISHED;
+    return 0;
+}
+
+TR_FFI_EXPORT void tr_ffi_log_error(const char *msg, size_t len)
+{
+    tr_log_error("%.*s", (int)len, msg);
+}
+
+TR_FFI_EXPORT int tr_ffi_router_add(tr_router_t *router, const char *method, const char *pattern,
+                                    size_t pattern_len, int handler, char *err, size_t err_size)
+{
+    return tr_router_add(router, method, pattern, pattern_len, handler, err, err_size);
+}
+
+TR_FFI_EXPORT tr_req_pub_t *tr_ffi_req_running(void)
+{
+    return tr_worker != NULL && tr_worker->running != NULL ? &tr_worker->running->pub : NULL;
+}
+
+TR_FFI_EXPORT double tr_ffi_now(void)
+{
+    return tr_worker != NULL && tr_worker->loop != NULL ? ev_now(tr_worker->loop) : tr_wall_clock();
+}
+
+TR_FFI_EXPORT int tr_ffi_worker_slot(void)
+{
+    return tr_worker != NULL ? tr_worker->slot : -1;
+}

@@ -1,0 +1,312 @@
+/*
+ * HTTP/1.1 glue: http-parser callbacks that record a request as slices of the read buffer and
+ * enforce the limits, and the serialization of responses into the write buffer.
+ */
+#include <limits.h>
+#include <stddef.h>
+#include <string.h>
+#include <strings.h>
+
+#include "conn.h"
+#include "worker.h"
+
+static tr_conn_t *conn_of(http_parser *p)
+{
+    return p->data;
+}
+
+static uint32_t offset_of(tr_conn_t *c, const char *at)
+{
+    return (uint32_t)(at - c->rbuf.data);
+}
+
+static int reject(tr_conn_t *c, int status)
+{
+    c->error_status = status;
+    return -1; /* makes http_parser_execute stop with a callback error */
+}
+
+static int on_message_begin(http_parser *p)
+{
+    tr_conn_t *c = conn_of(p);
+    tr_worker_t *w = c->w;
+    tr_req_t *r = tr_pool_get(&w->req_pool);
+    uint32_t serial = r->pub.serial; /* survives reuse: only ever incremented */
+    memset(r, 0, offsetof(tr_req_t, resp_headers));
+    r->resp_headers.data = NULL;
+    r->resp_headers.len = r->resp_headers.cap = 0;
+    r->pub.serial = serial + 1;
+    r->pub.status = 200;
+    r->pub.handler = -1;
+    r->conn = c;
+    r->state = TR_REQ_PARSING;
+    r->started = w->loop ? ev_now(w->loop) : 0;
+    c->req = r;
+    c->req_start = c->parsed;
+    c->in_message = 1;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    tr_conn_t *c = conn_of(p);
+    tr_req_t *r = c->req;
+    if (r->url.len == 0)
+        r->url.off = offset_of(c, at);
+    r->url.len += (uint32_t)len;
+    if (r->url.len > c->w->cfg->max_uri)
+        return reject(c, 414);
+    return 0;
+}
+
+static int header_bytes_ok(tr_conn_t *c, tr_req_t *r, size_t more)
+{
+    size_t total = more;
+    for (unsigned i = 0; i < r->nheaders; i++)
+        total += r->headers[i][0].len + r->headers[i][1].len + 4;
+    return total <= c->w->cfg->max_header;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    tr_conn_t *c = conn_of(p);
+    tr_req_t *r = c->req;
+    if (r->nheaders == 0 || r->in_value) {
+        if (r->nheaders == TR_MAX_HEADERS)
+            return reject(c, 431);
+        r->headers[r->nheaders][0].off = offset_of(c, at);
+        r->headers[r->nheaders][0].len = 0;
+        r->headers[r->nheaders][1].off = 0;
+        r->headers[r->nheaders][1].len = 0;
+        r->nheaders++;
+        r->in_value = 0;
+    }
+    r->headers[r->nheaders - 1][0].len += (uint32_t)len;
+    return header_bytes_ok(c, r, 0) ? 0 : reject(c, 431);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    tr_conn_t *c = conn_of(p);
+    tr_req_t *r = c->req;
+    tr_slice_t *v = &r->headers[r->nheaders - 1][1];
+    if (!r->in_value) {
+        v->off = offset_of(c, at);
+        v->len = 0;
+        r->in_value = 1;
+    }
+    v->len += (uint32_t)len;
+    return header_bytes_ok(c, r, 0) ? 0 : reject(c, 431);
+}
+
+static int header_is(const tr_req_t *r, unsigned i, const char *name, size_t len)
+{
+    return r->headers[i][0].len == len && strncasecmp(tr_req_str(r, r->headers[i][0]), name, len) == 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    tr_conn_t *c = conn_of(p);
+    tr_req_t *r = c->req;
+    tr_worker_t *w = c->w;
+    const char *url = tr_req_str(r, r->url);
+    const char *q = memchr(url, '?', r->url.len);
+    r->path_len = q ? (uint32_t)(q - url) : r->url.len;
+    r->pub.method = (int32_t)p->method;
+    r->head = p->method == HTTP_HEAD;
+    r->keep_alive = http_should_keep_alive(p) != 0;
+    r->headers_done = 1;
+    if (r->url.len == 0 || url[0] != '/')
+        return reject(c, 400);
+    if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX && p->content_length > w->cfg->max_body)
+        return reject(c, 413);
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        if (header_is(r, i, "expect", 6)) {
+            if (r->headers[i][1].len == 12 && strncasecmp(tr_req_str(r, r->headers[i][1]), "100-continue", 12) == 0)
+                r->expect_continue = 1;
+            else
+                return reject(c, 417);
+        }
+    }
+    /* Ask for the body (harmless if some of it is here already); HTTP/1.0 clients do not know 100. */
+    if (r->expect_continue && p->http_minor >= 1 && (p->flags & F_CHUNKED || (p->content_length > 0 && p->content_length != ULLONG_MAX)))
+        tr_buf_append(&w->bufs, &c->wbuf, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    tr_conn_t *c = conn_of(p);
+    tr_req_t *r = c->req;
+    if ((size_t)r->body.len + len > c->w->cfg->max_body)
+        return reject(c, 413);
+    uint32_t off = offset_of(c, at);
+    if (r->body.len == 0)
+        r->body.off = off;
+    else if (off != r->body.off + r->body.len) /* chunked: close the gap the chunk framing left */
+        memmove(c->rbuf.data + r->body.off + r->body.len, at, len);
+    r->body.len += (uint32_t)len;
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    tr_conn_t *c = conn_of(p);
+    c->in_message = 0;
+    /* One request at a time: stop here so the request runs before the next one is parsed. */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+const http_parser_settings tr_http_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void tr_http_update_date(tr_worker_t *w, time_t now)
+{
+    if (now == w->date_sec)
+        return;
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    w->date_len = strftime(w->date_line, sizeof(w->date_line), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+    w->date_sec = now;
+}
+
+void tr_http_begin(tr_conn_t *c)
+{
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+}
+
+const char *tr_http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+/* Decimal digits of v at the end of buf[24]; returns the first digit. */
+static char *format_u64(char *end, uint64_t v)
+{
+    char *p = end;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return p;
+}
+
+static void append_str(tr_worker_t *w, tr_buf_t *b, const char *s, size_t len)
+{
+    memcpy(b->data + b->len, s, len);
+    b->len += len;
+    (void)w;
+}
+
+#define APPEND_LIT(w, b, lit) append_str(w, b, lit, sizeof(lit) - 1)
+
+static void respond(tr_conn_t *c, int status, int keep_alive, int http10, int head, const char *headers,
+                    size_t headers_len, int content_type_set, const char *body, size_t len)
+{
+    tr_worker_t *w = c->w;
+    tr_buf_t *b = &c->wbuf;
+    const char *reason = tr_http_reason(status);
+    size_t reason_len = strlen(reason);
+    int no_body = status == 204 || status == 304 || status < 200;
+    size_t body_len = (head || no_body) ? 0 : len;
+    /* Reserve the whole response at once: the status line and fixed headers take < 200 bytes. */
+    if (tr_buf_reserve(&w->bufs, b, 256 + reason_len + w->date_len + headers_len + body_len) != 0) {
+        c->closing = 1;
+        return;
+    }
+    char num[24];
+    char *digits = format_u64(num + sizeof(num), (uint64_t)status);
+    APPEND_LIT(w, b, "HTTP/1.1 ");
+    append_str(w, b, digits, (size_t)(num + sizeof(num) - digits));
+    b->data[b->len++] = ' ';
+    append_str(w, b, reason, reason_len);
+    APPEND_LIT(w, b, "\r\nServer: triage\r\n");
+    append_str(w, b, w->date_line, w->date_len);
+    if (status != 204 && status >= 200) {
+        digits = format_u64(num + sizeof(num), (uint64_t)len);
+        APPEND_LIT(w, b, "Content-Length: ");
+        append_str(w, b, digits, (size_t)(num + sizeof(num) - digits));
+        APPEND_LIT(w, b, "\r\n");
+    }
+    if (!keep_alive)
+        APPEND_LIT(w, b, "Connection: close\r\n");
+    else if (http10)
+        APPEND_LIT(w, b, "Connection: keep-alive\r\n");
+    if (!content_type_set && len > 0)
+        APPEND_LIT(w, b, "Content-Type: text/plain; charset=utf-8\r\n");
+    append_str(w, b, headers, headers_len);
+    APPEND_LIT(w, b, "\r\n");
+    append_str(w, b, body, body_len);
+    if (!keep_alive)
+        c->closing = 1;
+}
+
+void tr_http_respond(tr_req_t *r, const char *body, size_t len)
+{
+    tr_conn_t *c = r->conn;
+    tr_worker_t *w = c->w;
+    int keep_alive = r->keep_alive && !c->closing && !w->shutting_down && !c->parser.upgrade;
+    int status = r->pub.status;
+    if (status < 100 || status > 999)
+        status = 500;
+    respond(c, status, keep_alive, c->parser.http_minor == 0, r->head, r->resp_headers.data, r->resp_headers.len,
+            r->content_type_set, body, len);
+    r->resp_body_len = len;
+}
+
+void tr_http_error(tr_conn_t *c, int status, int keep_alive)
+{
+    char body[128];
+    const char *reason = tr_http_reason(status);
+    int n = 0;
+    for (const char *s = "{\"error\":\""; *s; s++)
+        body[n++] = *s;
+    for (const char *s = reason; *s && n < 100; s++)
+        body[n++] = (char)((*s >= 'A' && *s <= 'Z') ? *s + 32 : *s);
+    body[n++] = '"';
+    body[n++] = '}';
+    static const char ct[] = "Content-Type: application/json\r\n";
+    respond(c, status, keep_alive, c->parser.http_minor == 0, 0, ct, sizeof(ct) - 1, 1, body, (size_t)n);
+}

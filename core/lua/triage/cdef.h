@@ -1,0 +1,50 @@
+/*
+ * The C functions the Lua half of triage calls through the LuaJIT FFI.
+ *
+ * This file is read twice: the C core includes it (core/ffi_api.h) and triage/ffi.lua passes its text
+ * to ffi.cdef, so both sides always agree. It must therefore hold plain declarations only: no
+ * preprocessor lines other than this comment's file, no macros, no inline code.
+ *
+ * Conventions: every request call takes the request and the serial the ctx was made with; a stale
+ * serial (the request has finished and its context was reused) makes the call fail (NULL or -1)
+ * without touching the request. Returned pointers are valid until the request finishes; Lua copies
+ * them into strings at once (ffi.string) and never keeps them.
+ */
+typedef struct tr_router_s tr_router_t;
+
+typedef struct tr_req_pub_s {
+    uint32_t serial;   /* changes every time the request context is taken from or put back in its pool */
+    int32_t handler;   /* route handler index, -1 no route matched (404), -2 other methods only (405) */
+    int32_t status;    /* response status, 200 until set */
+    int32_t method;    /* http_parser method number; names from tr_ffi_method_name */
+} tr_req_pub_t;
+
+const char *tr_ffi_method_name(int method);
+tr_req_pub_t *tr_ffi_req_running(void);
+
+const char *tr_ffi_req_path(tr_req_pub_t *r, uint32_t serial, size_t *len);
+const char *tr_ffi_req_query_string(tr_req_pub_t *r, uint32_t serial, size_t *len);
+const char *tr_ffi_req_query(tr_req_pub_t *r, uint32_t serial, const char *name, size_t name_len, size_t *len);
+const char *tr_ffi_req_param(tr_req_pub_t *r, uint32_t serial, const char *name, size_t name_len, size_t *len);
+const char *tr_ffi_req_header(tr_req_pub_t *r, uint32_t serial, const char *name, size_t name_len, size_t *len);
+int tr_ffi_req_header_count(tr_req_pub_t *r, uint32_t serial);
+const char *tr_ffi_req_header_at(tr_req_pub_t *r, uint32_t serial, int i, size_t *name_len, const char **value, size_t *value_len);
+const char *tr_ffi_req_body(tr_req_pub_t *r, uint32_t serial, size_t *len);
+const char *tr_ffi_req_allow(tr_req_pub_t *r, uint32_t serial, size_t *len);
+int tr_ffi_req_id(tr_req_pub_t *r, uint32_t serial, char *buf, size_t size);
+
+int tr_ffi_resp_header(tr_req_pub_t *r, uint32_t serial, const char *name, size_t name_len, const char *value, size_t value_len);
+int tr_ffi_resp_reset(tr_req_pub_t *r, uint32_t serial);
+int tr_ffi_resp_finish(tr_req_pub_t *r, uint32_t serial, const char *body, size_t len);
+
+int tr_ffi_sleep(double seconds);
+double tr_ffi_now(void);
+void tr_ffi_log_error(const char *msg, size_t len);
+int tr_ffi_worker_slot(void);
+
+int tr_ffi_router_add(tr_router_t *router, const char *method, const char *pattern, size_t pattern_len, int handler, char *err, size_t err_size);
+
+tr_req_pub_t *tr_ffi_test_request(const char *raw, size_t len, tr_router_t *router, char *err, size_t err_size);
+const char *tr_ffi_test_response(size_t *len);
+tr_router_t *tr_ffi_test_router_new(void);
+void tr_ffi_test_router_free(tr_router_t *router);

@@ -1,0 +1,236 @@
+-- ctx: the request and its response, as handlers and middleware see them.
+--
+-- A ctx is a small table holding the C request (a tr_req_pub_t *) and the serial the request had
+-- when the ctx was made. Every method checks the serial first: once the request has finished, its
+-- C context goes back to the pool (and may serve another request), its serial changes, and any call
+-- on the old ctx raises instead of reading or writing someone else's request.
+local ffi = require "ffi"
+local cjson = require "cjson"
+local cjson_safe = require "cjson.safe"
+local C = require("triage.ffi").C
+
+local ffi_string = ffi.string
+local type, tostring, tonumber, error, setmetatable = type, tostring, tonumber, error, setmetatable
+
+local STALE = "ctx used after its request finished"
+
+local len_out = ffi.new("size_t[1]")
+local len_out2 = ffi.new("size_t[1]")
+local ptr_out = ffi.new("const char *[1]")
+local id_buf = ffi.new("char[64]")
+
+local method_names = {}
+
+local Ctx = {}
+Ctx.__index = Ctx
+
+local function new(r)
+  return setmetatable({ _r = r, _s = r.serial }, Ctx)
+end
+
+local function req(self)
+  local r = self._r
+  if r.serial ~= self._s then
+    error(STALE, 3)
+  end
+  return r
+end
+
+local function unescape(s, plus)
+  if plus and s:find("+", 1, true) then
+    s = s:gsub("+", " ")
+  end
+  if s:find("%", 1, true) then
+    s = s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+  end
+  return s
+end
+
+function Ctx:method()
+  local m = req(self).method
+  local name = method_names[m]
+  if not name then
+    name = ffi_string(C.tr_ffi_method_name(m))
+    method_names[m] = name
+  end
+  return name
+end
+
+function Ctx:path()
+  local p = C.tr_ffi_req_path(req(self), self._s, len_out)
+  return ffi_string(p, len_out[0])
+end
+
+-- A route parameter (`:id`, `*rest`), percent-decoded; nil if the route has none of that name.
+function Ctx:param(name)
+  local p = C.tr_ffi_req_param(req(self), self._s, name, #name, len_out)
+  if p == nil then
+    return nil
+  end
+  return unescape(ffi_string(p, len_out[0]), false)
+end
+
+-- A query argument, decoded ('+' is a space); "" for `?flag`; nil if absent.
+function Ctx:query(name)
+  local p = C.tr_ffi_req_query(req(self), self._s, name, #name, len_out)
+  if p == nil then
+    return nil
+  end
+  return unescape(ffi_string(p, len_out[0]), true)
+end
+
+-- The raw query string (without '?'), "" if none.
+function Ctx:query_string()
+  local p = C.tr_ffi_req_query_string(req(self), self._s, len_out)
+  return ffi_string(p, len_out[0])
+end
+
+-- A request header by case-insensitive name (the first if repeated), or nil.
+function Ctx:header(name)
+  local p = C.tr_ffi_req_header(req(self), self._s, name, #name, len_out)
+  if p == nil then
+    return nil
+  end
+  return ffi_string(p, len_out[0])
+end
+
+-- All request headers as a table keyed by lower-case name (repeated headers joined with ", ").
+function Ctx:headers()
+  local r = req(self)
+  local t = {}
+  for i = 0, C.tr_ffi_req_header_count(r, self._s) - 1 do
+    local n = C.tr_ffi_req_header_at(r, self._s, i, len_out, ptr_out, len_out2)
+    local name = ffi_string(n, len_out[0]):lower()
+    local value = ffi_string(ptr_out[0], len_out2[0])
+    t[name] = t[name] and (t[name] .. ", " .. value) or value
+  end
+  return t
+end
+
+-- The request body ("" if none). The string is made once and kept, so middleware and handler can
+-- both read it.
+function Ctx:body()
+  local r = req(self)
+  local b = self._body
+  if b == nil then
+    local p = C.tr_ffi_req_body(r, self._s, len_out)
+    b = ffi_string(p, len_out[0])
+    self._body = b
+  end
+  return b
+end
+
+-- The body decoded as JSON, or nil and a message. Never raises on bad input.
+function Ctx:json_body()
+  if self._json ~= nil or self._json_err ~= nil then
+    req(self)
+    return self._json, self._json_err
+  end
+  local b = self:body()
+  local v, err
+  if b == "" then
+    err = "empty body"
+  else
+    v, err = cjson_safe.decode(b)
+    if v == nil then
+      err = "invalid JSON: " .. tostring(err)
+    end
+  end
+  self._json, self._json_err = v, err
+  return v, err
+end
+
+-- This request's id: the X-Request-Id the client sent (when the request_id middleware accepted
+-- it) or one made by the worker.
+function Ctx:request_id()
+  local r = req(self)
+  local id = self._id
+  if not id then
+    local n = C.tr_ffi_req_id(r, self._s, id_buf, 64)
+    id = n > 0 and ffi_string(id_buf, n) or "-"
+    self._id = id
+  end
+  return id
+end
+
+-- Values shared along the middleware chain for this request.
+function Ctx:get(key)
+  req(self)
+  local l = self._locals
+  return l and l[key]
+end
+
+function Ctx:set(key, value)
+  req(self)
+  local l = self._locals
+  if not l then
+    l = {}
+    self._locals = l
+  end
+  l[key] = value
+  return self
+end
+
+function Ctx:status(code)
+  local r = req(self)
+  if code == nil then
+    return r.status
+  end
+  if type(code) ~= "number" or code < 100 or code > 599 or code % 1 ~= 0 then
+    error("ctx:status: expected an HTTP status from 100 to 599, got " .. tostring(code), 2)
+  end
+  r.status = code
+  return self
+end
+
+function Ctx:set_header(name, value)
+  local r = req(self)
+  name, value = tostring(name), tostring(value)
+  local rc = C.tr_ffi_resp_header(r, self._s, name, #name, value, #value)
+  if rc == -2 then
+    error("ctx:set_header: invalid header name or value (CR, LF or NUL) for '" .. name .. "'", 2)
+  elseif rc == -3 then
+    error("ctx:set_header: '" .. name .. "' is set by the server", 2)
+  end
+  if name:lower() == "content-type" then
+    self._content_type = true
+  end
+  return self
+end
+
+function Ctx:send(body)
+  req(self)
+  local t = type(body)
+  if t == "number" then
+    body = tostring(body)
+  elseif t ~= "string" then
+    error("ctx:send: expected a string, got " .. t, 2)
+  end
+  self._resp = body
+  return self
+end
+
+function Ctx:json(value)
+  req(self)
+  local body = cjson.encode(value)
+  if not self._content_type then
+    self:set_header("Content-Type", "application/json")
+  end
+  self._resp = body
+  return self
+end
+
+-- Internal: serialize the response. Called once, by the request loop.
+function Ctx:_finish()
+  local body = self._resp or ""
+  return C.tr_ffi_resp_finish(self._r, self._s, body, #body)
+end
+
+-- Internal: forget what the handler set, before an error response.
+function Ctx:_reset()
+  self._resp = nil
+  self._content_type = nil
+  C.tr_ffi_resp_reset(self._r, self._s)
+end
+
+return { new = new, Ctx = Ctx, STALE = STALE }

@@ -1,0 +1,215 @@
+-- Route tables: runs the application's routes/*.lua files with the route DSL in scope, adds each
+-- route to the C router and builds each route's middleware chain.
+local ffi = require "ffi"
+local C = require("triage.ffi").C
+
+local M = {}
+
+local METHODS = { "GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD" }
+
+local function plain_replace(s, what, with)
+  local out, i = {}, 1
+  while true do
+    local a, b = s:find(what, i, true)
+    if not a then break end
+    out[#out + 1] = s:sub(i, a - 1)
+    out[#out + 1] = with
+    i = b + 1
+  end
+  out[#out + 1] = s:sub(i)
+  return table.concat(out)
+end
+
+-- "module.function" -> the function, via require. Errors name what is missing.
+local function resolve_name(name)
+  local mod, fn = name:match("^([%w_%.]+)%.([%w_]+)$")
+  if not mod then
+    error(("'%s' is not of the form 'module.function'"):format(name), 0)
+  end
+  local ok, m = pcall(require, mod)
+  if not ok then
+    error(("'%s': %s"):format(name, tostring(m)), 0)
+  end
+  local f = type(m) == "table" and m[fn]
+  if type(f) ~= "function" then
+    error(("'%s': module '%s' has no function '%s'"):format(name, mod, fn), 0)
+  end
+  return f
+end
+
+-- A handler or middleware reference: a function, "mod.fn", or "mod.factory(args)" which calls the
+-- factory with the (constant) arguments and uses the function it returns.
+local function resolve(ref, what)
+  if type(ref) == "function" then
+    return ref
+  end
+  if type(ref) ~= "string" then
+    error(("%s must be a function or a 'module.function' name, got %s"):format(what, type(ref)), 0)
+  end
+  local name, args = ref:match("^%s*([%w_%.]+)%s*%((.*)%)%s*$")
+  if not name then
+    return resolve_name(ref)
+  end
+  local factory = resolve_name(name)
+  local chunk, err = loadstring("return " .. args, "=" .. ref)
+  if not chunk then
+    error(("%s '%s': bad arguments: %s"):format(what, ref, err), 0)
+  end
+  setfenv(chunk, {})
+  local f = factory(chunk())
+  if type(f) ~= "function" then
+    error(("%s '%s' did not return a function"):format(what, ref), 0)
+  end
+  return f
+end
+
+local function join(prefix, pattern)
+  if prefix == "" then
+    return pattern
+  end
+  if pattern == "/" or pattern == "" then
+    return prefix
+  end
+  if prefix:sub(-1) == "/" then
+    prefix = prefix:sub(1, -2)
+  end
+  if pattern:sub(1, 1) ~= "/" then
+    pattern = "/" .. pattern
+  end
+  return prefix .. pattern
+end
+
+local function copy(t)
+  local c = {}
+  for i = 1, #t do
+    c[i] = t[i]
+  end
+  return c
+end
+
+-- Load the route files (absolute paths, in order) of the app in app_dir into router.
+-- Returns chains (handler id -> array of functions, handler last) and globals (global middleware).
+function M.load(app_dir, router, files)
+  local routes, globals = {}, {}
+  local groups = {} -- stack of { prefix = "/x", middleware = { ... } }
+  local errbuf = ffi.new("char[512]")
+  local current_file
+
+  local function rel(s)
+    return plain_replace(tostring(s), app_dir .. "/", "")
+  end
+
+  local function where(level)
+    local info = debug.getinfo(level + 1, "Sl")
+    return ("%s:%d"):format(rel(info.source:gsub("^@", "")), info.currentline or 0)
+  end
+
+  local function fail(at, msg)
+    error(at .. ": " .. rel(msg), 0)
+  end
+
+  local function prefix()
+    local p = ""
+    for i = 1, #groups do
+      p = join(p, groups[i].prefix)
+    end
+    return p
+  end
+
+  local function group_middleware()
+    local mw = {}
+    for i = 1, #groups do
+      for j = 1, #groups[i].middleware do
+        mw[#mw + 1] = groups[i].middleware[j]
+      end
+    end
+    return mw
+  end
+
+  local function add(at, method, pattern, handler)
+    if type(method) ~= "string" or type(pattern) ~= "string" then
+      fail(at, "a route needs a method and a pattern string")
+    end
+    method = method:upper()
+    local ok, fn = pcall(resolve, handler, "handler")
+    if not ok then
+      fail(at, fn)
+    end
+    local full = join(prefix(), pattern)
+    local id = #routes + 1
+    if C.tr_ffi_router_add(router, method, full, #full, id, errbuf, 512) ~= 0 then
+      fail(at, ffi.string(errbuf))
+    end
+    routes[id] = { handler = fn, middleware = group_middleware(), where = at }
+  end
+
+  local env = setmetatable({}, { __index = _G })
+  for _, m in ipairs(METHODS) do
+    env[m:lower()] = function(pattern, handler)
+      add(where(2), m, pattern, handler)
+    end
+  end
+  env.route = function(method, pattern, handler)
+    add(where(2), method, pattern, handler)
+  end
+  env.use = function(...)
+    local at = where(2)
+    for i = 1, select("#", ...) do
+      local ok, fn = pcall(resolve, (select(i, ...)), "middleware")
+      if not ok then
+        fail(at, fn)
+      end
+      local target = #groups > 0 and groups[#groups].middleware or globals
+      target[#target + 1] = fn
+    end
+  end
+  env.group = function(pfx, middleware, body)
+    local at = where(2)
+    if type(middleware) == "function" and body == nil then
+      middleware, body = {}, middleware
+    end
+    if type(pfx) ~= "string" or type(middleware) ~= "table" or type(body) ~= "function" then
+      fail(at, "group(prefix, { middleware... }, function() ... end)")
+    end
+    local resolved = {}
+    for i, ref in ipairs(middleware) do
+      local ok, fn = pcall(resolve, ref, "middleware")
+      if not ok then
+        fail(at, fn)
+      end
+      resolved[i] = fn
+    end
+    groups[#groups + 1] = { prefix = pfx, middleware = resolved }
+    local ok, err = pcall(body)
+    groups[#groups] = nil
+    if not ok then
+      error(err, 0)
+    end
+  end
+
+  for _, path in ipairs(files) do
+    current_file = path
+    local chunk, err = loadfile(path)
+    if not chunk then
+      error(rel(err), 0)
+    end
+    setfenv(chunk, env)
+    local ok, run_err = pcall(chunk)
+    if not ok then
+      error(rel(run_err), 0)
+    end
+  end
+
+  local chains = {}
+  for id, r in ipairs(routes) do
+    local chain = copy(globals)
+    for _, mw in ipairs(r.middleware) do
+      chain[#chain + 1] = mw
+    end
+    chain[#chain + 1] = r.handler
+    chains[id] = chain
+  end
+  return chains, globals
+end
+
+return M

@@ -1,0 +1,254 @@
+/*
+ * Generations of the Lua application and the coroutines that run requests on them.
+ */
+#include "lua_vm.h"
+
+#include <dirent.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "pool.h"
+#include "worker.h"
+
+static void set_error(char *err, size_t size, const char *what, lua_State *L)
+{
+    const char *msg = lua_tostring(L, -1);
+    snprintf(err, size, "%s%s", what, msg ? msg : "(error object is not a string)");
+}
+
+static int is_route_file(const struct dirent *e)
+{
+    size_t n = strlen(e->d_name);
+    return e->d_name[0] != '.' && n > 4 && strcmp(e->d_name + n - 4, ".lua") == 0;
+}
+
+/* Push an array of the absolute paths of the route files (routes/NAME.lua), in name order. */
+static void push_route_files(lua_State *L, const char *app_dir)
+{
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s/routes", app_dir);
+    struct dirent **list;
+    int n = scandir(dir, &list, is_route_file, alphasort);
+    lua_createtable(L, n > 0 ? n : 0, 0); /* stack: files */
+    for (int i = 0; i < n; i++) {
+        lua_pushfstring(L, "%s/%s", dir, list[i]->d_name); /* stack: files, path */
+        lua_rawseti(L, -2, i + 1);                         /* stack: files */
+        free(list[i]);
+    }
+    if (n >= 0)
+        free(list);
+}
+
+tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, char *err, size_t err_size)
+{
+    lua_State *L = luaL_newstate();
+    if (L == NULL) {
+        snprintf(err, err_size, "cannot create a Lua state (out of memory)");
+        return NULL;
+    }
+    luaL_openlibs(L);
+    tr_gen_t *gen = tr_mem_alloc(sizeof(*gen));
+    memset(gen, 0, sizeof(*gen));
+    gen->L = L;
+    gen->id = id;
+    gen->router = tr_router_new();
+    gen->dispatch_ref = LUA_NOREF;
+
+    lua_getglobal(L, "package");  /* stack: package */
+    lua_getfield(L, -1, "path");  /* stack: package, path */
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/scripts/?.lua;%s/scripts/?/init.lua;%s", cfg->lua_dir,
+                    cfg->lua_dir, cfg->app_dir, cfg->app_dir, lua_tostring(L, -1)); /* stack: package, path, new */
+    lua_setfield(L, -3, "path");  /* stack: package, path */
+    lua_pop(L, 2);                /* stack: (empty) */
+
+    lua_getglobal(L, "require");       /* stack: require */
+    lua_pushliteral(L, "triage.app");  /* stack: require, name */
+    if (lua_pcall(L, 1, 1, 0) != 0) {  /* stack: app | err */
+        set_error(err, err_size, "loading the framework: ", L);
+        tr_gen_free(gen);
+        return NULL;
+    }
+    lua_getfield(L, -1, "boot");       /* stack: app, boot */
+    lua_pushstring(L, cfg->app_dir);   /* stack: app, boot, dir */
+    lua_pushlightuserdata(L, gen->router);
+    lua_pushnumber(L, (lua_Number)id); /* stack: app, boot, dir, router, id */
+    push_route_files(L, cfg->app_dir); /* stack: app, boot, dir, router, id, files */
+    if (lua_pcall(L, 4, 1, 0) != 0) {  /* stack: app, body | err */
+        set_error(err, err_size, "", L);
+        tr_gen_free(gen);
+        return NULL;
+    }
+    if (!lua_isfunction(L, -1)) {
+        snprintf(err, err_size, "triage.app.boot did not return the request function");
+        tr_gen_free(gen);
+        return NULL;
+    }
+    gen->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* stack: app */
+    lua_settop(L, 0);
+    gen->loaded_at = tr_wall_clock();
+    return gen;
+}
+
+void tr_gen_free(tr_gen_t *gen)
+{
+    if (gen == NULL)
+        return;
+    lua_close(gen->L);
+    tr_router_free(gen->router);
+    tr_mem_free(gen->idle_cos);
+    tr_mem_free(gen->idle_refs);
+    tr_mem_free(gen);
+}
+
+size_t tr_gen_lua_memory(tr_gen_t *gen)
+{
+    return (size_t)lua_gc(gen->L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(gen->L, LUA_GCCOUNTB, 0);
+}
+
+/* A coroutine ready to run the request function: from the idle list, or a new one (warm-up only). */
+static lua_State *take_coroutine(tr_gen_t *gen, int *ref)
+{
+    if (gen->nidle > 0) {
+        gen->nidle--;
+        *ref = gen->idle_refs[gen->nidle];
+        return gen->idle_cos[gen->nidle];
+    }
+    lua_State *L = gen->L;
+    lua_State *co = lua_newthread(L);                         /* stack: co */
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);                    /* stack: (empty) */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, gen->dispatch_ref);     /* stack: body */
+    lua_xmove(L, co, 1);                                      /* stack: (empty); co: body */
+    return co;
+}
+
+static void give_back_coroutine(tr_gen_t *gen, lua_State *co, int ref)
+{
+    if (gen->nidle == gen->idle_cap) {
+        gen->idle_cap = gen->idle_cap ? gen->idle_cap * 2 : 64;
+        gen->idle_cos = tr_mem_realloc(gen->idle_cos, gen->idle_cap * sizeof(*gen->idle_cos));
+        gen->idle_refs = tr_mem_realloc(gen->idle_refs, gen->idle_cap * sizeof(*gen->idle_refs));
+    }
+    gen->idle_cos[gen->nidle] = co;
+    gen->idle_refs[gen->nidle] = ref;
+    gen->nidle++;
+}
+
+/* Resume r's coroutine until it finishes the request or suspends in triage.sleep. */
+static void run(tr_worker_t *w, tr_req_t *r)
+{
+    tr_gen_t *gen = r->gen;
+    lua_State *co = r->co;
+    w->running = r;
+    r->waiting = 0;
+    int rc = lua_resume(co, 0);
+    w->running = NULL;
+    if (rc == LUA_YIELD && r->waiting)
+        return; /* a timer resumes it */
+    if (rc == LUA_YIELD && r->state == TR_REQ_FINISHED) {
+        give_back_coroutine(gen, co, r->co_ref);
+    } else {
+        /* The request function catches handler errors itself; getting here means the coroutine died
+         * or a handler yielded by itself. Either way it cannot be reused. */
+        const char *msg = rc == LUA_YIELD ? "a handler yielded outside triage.sleep"
+                          : rc == 0       ? "the request function returned"
+                                          : lua_tostring(co, -1);
+        tr_log_error("request %llx: %s", (unsigned long long)r->seq, msg ? msg : "unknown error");
+        luaL_unref(gen->L, LUA_REGISTRYINDEX, r->co_ref);
+        if (r->state != TR_REQ_FINISHED) {
+            r->pub.status = 500;
+            tr_buf_release(&w->bufs, &r->resp_headers);
+            static const char body[] = "{\"error\":\"internal server error\"}";
+            static const char ct[] = "Content-Type: application/json\r\n";
+            tr_buf_append(&w->bufs, &r->resp_headers, ct, sizeof(ct) - 1);
+            r->content_type_set = 1;
+            tr_http_respond(r, body, sizeof(body) - 1);
+            r->state = TR_REQ_FINISHED;
+        }
+    }
+    r->co = NULL;
+    tr_conn_request_done(r);
+    tr_vm_unpin(w, gen);
+}
+
+void tr_vm_dispatch(tr_worker_t *w, tr_req_t *r)
+{
+    tr_gen_t *gen = w->current;
+    const char *path = tr_req_str(r, r->url);
+    r->gen = gen;
+    gen->inflight++;
+    r->pub.handler = tr_router_match(gen->router, r->pub.method, path, r->path_len, &r->match);
+    if (r->pub.handler == TR_ROUTE_METHOD_NOT_ALLOWED)
+        tr_router_allow(gen->router, path, r->path_len, r->allow, sizeof(r->allow));
+    r->state = TR_REQ_RUNNING;
+    r->seq = ++w->req_seq;
+    w->stats->requests++;
+    r->co = take_coroutine(gen, &r->co_ref);
+    run(w, r);
+}
+
+void tr_vm_resume(tr_worker_t *w, tr_req_t *r)
+{
+    run(w, r);
+}
+
+static void remove_old(tr_worker_t *w, tr_gen_t *gen)
+{
+    for (tr_gen_t **p = &w->old; *p != NULL; p = &(*p)->next_old) {
+        if (*p == gen) {
+            *p = gen->next_old;
+            w->stats->old_generations--;
+            return;
+        }
+    }
+}
+
+void tr_vm_unpin(tr_worker_t *w, tr_gen_t *gen)
+{
+    gen->inflight--;
+    if (gen != w->current && gen->inflight == 0) {
+        remove_old(w, gen);
+        tr_gen_free(gen);
+    }
+}
+
+void tr_vm_swap(tr_worker_t *w, tr_gen_t *gen)
+{
+    tr_gen_t *old = w->current;
+    w->current = gen;
+    w->stats->generation = gen->id;
+    w->stats->generation_loaded_at = gen->loaded_at;
+    if (old == NULL)
+        return;
+    if (old->inflight == 0) {
+        tr_gen_free(old);
+    } else {
+        old->next_old = w->old;
+        w->old = old;
+        w->stats->old_generations++;
+    }
+}
+
+static void on_sleep_done(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    run(tr_worker, t->data);
+}
+
+TR_FFI_EXPORT int tr_ffi_sleep(double seconds)
+{
+    tr_worker_t *w = tr_worker;
+    tr_req_t *r = w != NULL ? w->running : NULL;
+    if (r == NULL || w->loop == NULL)
+        return -1;
+    if (!(seconds > 0))
+        seconds = 0;
+    ev_timer_init(&r->timer, on_sleep_done, seconds, 0.);
+    r->timer.data = r;
+    ev_timer_start(w->loop, &r->timer);
+    r->waiting = 1;
+    return 0;
+}

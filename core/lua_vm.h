@@ -1,0 +1,59 @@
+/*
+ * The Lua side of a worker: generations and the coroutines that run requests.
+ *
+ * A generation is one LuaJIT state with the application loaded into it (its modules, its route table
+ * compiled into a C router, its middleware chains) plus a count of the requests running on it. A
+ * worker serves new requests from its current generation; a request keeps the generation it started
+ * on until it ends, and an old generation is closed when its last request has ended.
+ *
+ * Each request runs in a coroutine of its generation, taken from a per-generation free list and put
+ * back when the request ends, so a request costs one lua_resume (more if it sleeps) and no new thread.
+ */
+#ifndef TR_LUA_VM_H
+#define TR_LUA_VM_H
+
+#include <lua.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "conn.h"
+#include "router.h"
+
+struct tr_gen_s {
+    lua_State *L;
+    tr_router_t *router;
+    uint64_t id;
+    double loaded_at;
+    unsigned inflight;
+    int dispatch_ref;       /* registry ref of the coroutine body */
+    lua_State **idle_cos;   /* coroutines ready for a request */
+    int *idle_refs;         /* their registry refs (anchors) */
+    unsigned nidle, idle_cap;
+    tr_gen_t *next_old;
+};
+
+/*
+ * Build a generation from cfg->app_dir: a new state, the framework and the application's route files
+ * loaded, the router built. Returns NULL with a message in err (file:line: message) on any failure:
+ * a syntax error, a failing require, an error thrown while loading, a bad or conflicting route.
+ */
+tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, char *err, size_t err_size);
+void tr_gen_free(tr_gen_t *gen);
+
+/* Lua memory in use by the generation, in bytes. */
+size_t tr_gen_lua_memory(tr_gen_t *gen);
+
+/* Run r (parsed, routed) on the worker's current generation. The request ends either before this
+ * returns or later from a timer; either way tr_conn_request_done is called once. */
+void tr_vm_dispatch(tr_worker_t *w, tr_req_t *r);
+
+/* Resume a request suspended in triage.sleep (timer callback). */
+void tr_vm_resume(tr_worker_t *w, tr_req_t *r);
+
+/* A request on gen has ended: unpin it (and close gen if it is old and idle). */
+void tr_vm_unpin(tr_worker_t *w, tr_gen_t *gen);
+
+/* Make gen the current generation; the old one is closed once its requests have ended. */
+void tr_vm_swap(tr_worker_t *w, tr_gen_t *gen);
+
+#endif

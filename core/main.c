@@ -1,0 +1,76 @@
+/*
+ * triage: serve an application (the master process), or `triage reload` to ask a running server to
+ * reload its code through the admin listener.
+ */
+#include <netdb.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "master.h"
+
+/* POST /_triage/reload to the admin listener and print the answer; 0 when the reload went live. */
+static int reload_command(int argc, char **argv)
+{
+    char host[256] = "127.0.0.1";
+    int port = 9180;
+    for (int i = 0; i < argc; i++) {
+        const char *addr = NULL;
+        if (strcmp(argv[i], "--admin") == 0 && i + 1 < argc)
+            addr = argv[++i];
+        else if (strncmp(argv[i], "--admin=", 8) == 0)
+            addr = argv[i] + 8;
+        if (addr != NULL && tr_config_parse_addr(addr, host, sizeof(host), &port) != 0) {
+            fprintf(stderr, "triage reload: --admin wants HOST:PORT\n");
+            return 2;
+        }
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+    char service[16];
+    snprintf(service, sizeof(service), "%d", port);
+    if (getaddrinfo(host, service, &hints, &res) != 0) {
+        fprintf(stderr, "triage reload: cannot resolve %s\n", host);
+        return 2;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
+        fprintf(stderr, "triage reload: no server answers on %s:%d\n", host, port);
+        freeaddrinfo(res);
+        return 2;
+    }
+    freeaddrinfo(res);
+    static const char req[] = "POST /_triage/reload HTTP/1.1\r\nHost: triage\r\nContent-Length: 0\r\n\r\n";
+    if (write(fd, req, sizeof(req) - 1) != (ssize_t)sizeof(req) - 1) {
+        perror("triage reload");
+        return 2;
+    }
+    char buf[16384];
+    size_t len = 0;
+    ssize_t n;
+    while (len < sizeof(buf) - 1 && (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+        len += (size_t)n;
+    buf[len] = '\0';
+    close(fd);
+    const char *body = strstr(buf, "\r\n\r\n");
+    printf("%s\n", body ? body + 4 : buf);
+    return strncmp(buf, "HTTP/1.1 200", 12) == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "reload") == 0)
+        return reload_command(argc - 2, argv + 2);
+    tr_config_t cfg;
+    int rc = tr_config_parse(&cfg, argc, argv);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+    rc = tr_log_open(cfg.error_log, cfg.access_log);
+    if (rc != 0) {
+        fprintf(stderr, "triage: cannot open a log file: %s\n", strerror(-rc));
+        return 1;
+    }
+    return tr_master_run(&cfg);
+}

@@ -1,0 +1,128 @@
+#include "pool.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t mem_counter_static;
+uint64_t *tr_mem_counter = &mem_counter_static;
+
+static void out_of_memory(size_t size)
+{
+    fprintf(stderr, "triage: out of memory allocating %zu bytes\n", size);
+    abort();
+}
+
+void *tr_mem_alloc(size_t size)
+{
+    void *p = malloc(size);
+    if (p == NULL)
+        out_of_memory(size);
+    ++*tr_mem_counter;
+    return p;
+}
+
+void *tr_mem_realloc(void *old, size_t size)
+{
+    void *p = realloc(old, size);
+    if (p == NULL)
+        out_of_memory(size);
+    ++*tr_mem_counter;
+    return p;
+}
+
+void tr_mem_free(void *p)
+{
+    free(p);
+}
+
+char *tr_mem_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    return memcpy(tr_mem_alloc(n), s, n);
+}
+
+void tr_pool_init(tr_pool_t *pool, size_t obj_size)
+{
+    pool->obj_size = obj_size < sizeof(void *) ? sizeof(void *) : obj_size;
+    pool->free_list = NULL;
+    pool->total = 0;
+    pool->nfree = 0;
+}
+
+void *tr_pool_get(tr_pool_t *pool)
+{
+    void *obj = pool->free_list;
+    if (obj != NULL) {
+        pool->free_list = *(void **)obj;
+        pool->nfree--;
+        return obj;
+    }
+    pool->total++;
+    return tr_mem_alloc(pool->obj_size);
+}
+
+void tr_pool_put(tr_pool_t *pool, void *obj)
+{
+    *(void **)obj = pool->free_list;
+    pool->free_list = obj;
+    pool->nfree++;
+}
+
+static int size_class(size_t size)
+{
+    int cls = 0;
+    while (((size_t)1 << (cls + TR_BUF_MIN_SHIFT)) < size) {
+        if (++cls == TR_BUF_CLASSES)
+            return -1;
+    }
+    return cls;
+}
+
+int tr_buf_reserve(tr_bufpool_t *bp, tr_buf_t *buf, size_t extra)
+{
+    size_t need = buf->len + extra;
+    if (buf->data != NULL && need <= buf->cap)
+        return 0;
+    int cls = size_class(need);
+    if (cls < 0)
+        return -1;
+    char *data = bp->free_list[cls];
+    if (data != NULL) {
+        bp->free_list[cls] = *(void **)data;
+        bp->nfree--;
+    } else {
+        data = tr_mem_alloc((size_t)1 << (cls + TR_BUF_MIN_SHIFT));
+        bp->total++;
+    }
+    if (buf->data != NULL) {
+        memcpy(data, buf->data, buf->len);
+        size_t len = buf->len;
+        tr_buf_release(bp, buf);
+        buf->len = len;
+    }
+    buf->data = data;
+    buf->cap = (size_t)1 << (cls + TR_BUF_MIN_SHIFT);
+    return 0;
+}
+
+void tr_buf_append(tr_bufpool_t *bp, tr_buf_t *buf, const void *data, size_t len)
+{
+    if (tr_buf_reserve(bp, buf, len) != 0)
+        out_of_memory(buf->len + len);
+    memcpy(buf->data + buf->len, data, len);
+    buf->len += len;
+}
+
+void tr_buf_release(tr_bufpool_t *bp, tr_buf_t *buf)
+{
+    if (buf->data != NULL) {
+        int cls = size_class(buf->cap);
+        *(void **)buf->data = bp->free_list[cls];
+        bp->free_list[cls] = buf->data;
+        bp->nfree++;
+    }
+    buf->data = NULL;
+    buf->len = 0;
+    buf->cap = 0;
+}

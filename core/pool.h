@@ -1,0 +1,63 @@
+/*
+ * Memory for the C core: counted allocation, fixed-size object pools and size-classed buffers.
+ *
+ * Every allocation the core makes goes through tr_mem_alloc/tr_mem_realloc, which bump one counter
+ * (tr_mem_counter, which a worker points into shared memory so /_triage/status can show it live).
+ * Request-path memory comes from pools that only grow: after warm-up the request path makes no
+ * allocation at all, and a pointer to a pooled object stays a valid object for the life of the
+ * process (it may belong to another request by then: that is what request serials are for).
+ */
+#ifndef TR_POOL_H
+#define TR_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Where allocations are counted; points at a static counter until a worker redirects it. */
+extern uint64_t *tr_mem_counter;
+
+/* malloc/realloc that count the call and abort the process on OOM (never return NULL). */
+void *tr_mem_alloc(size_t size);
+void *tr_mem_realloc(void *p, size_t size);
+void tr_mem_free(void *p);
+char *tr_mem_strdup(const char *s);
+
+/* A free list of fixed-size objects. Objects are never returned to the system. */
+typedef struct tr_pool_s {
+    size_t obj_size;
+    void *free_list;
+    uint64_t total; /* objects ever created */
+    uint64_t nfree; /* objects on the free list now */
+} tr_pool_t;
+
+void tr_pool_init(tr_pool_t *pool, size_t obj_size);
+/* An object from the free list, or a new one; its contents are undefined. */
+void *tr_pool_get(tr_pool_t *pool);
+void tr_pool_put(tr_pool_t *pool, void *obj);
+
+/*
+ * Buffers in power-of-two size classes from TR_BUF_MIN up. A tr_buf_t with data == NULL holds nothing;
+ * tr_buf_reserve takes or grows its storage (copying the live bytes), tr_buf_release gives it back.
+ */
+#define TR_BUF_MIN_SHIFT 12 /* 4 KiB */
+#define TR_BUF_CLASSES 20   /* up to 2 GiB */
+
+typedef struct tr_buf_s {
+    char *data;
+    size_t len;
+    size_t cap;
+} tr_buf_t;
+
+typedef struct tr_bufpool_s {
+    void *free_list[TR_BUF_CLASSES];
+    uint64_t total;
+    uint64_t nfree;
+} tr_bufpool_t;
+
+/* Make room for `extra` more bytes after buf->len. Returns 0, or -1 if the size is beyond every class. */
+int tr_buf_reserve(tr_bufpool_t *bp, tr_buf_t *buf, size_t extra);
+/* Append bytes, growing as needed (aborts only on OOM). */
+void tr_buf_append(tr_bufpool_t *bp, tr_buf_t *buf, const void *data, size_t len);
+void tr_buf_release(tr_bufpool_t *bp, tr_buf_t *buf);
+
+#endif

@@ -1,0 +1,38 @@
+/*
+ * Memory shared by the master and its workers (one anonymous MAP_SHARED mapping made before the first
+ * fork). Each worker writes only its own slot; the master reads them to answer /_triage/status and
+ * writes only the reload fields. Counters are plain words: a reader may see a value a moment old.
+ */
+#ifndef TR_SHARED_H
+#define TR_SHARED_H
+
+#include <stdint.h>
+
+#define TR_MAX_WORKERS 256
+#define TR_ERROR_MAX 2048
+
+typedef struct tr_stats_s {
+    volatile int32_t pid;
+    volatile uint64_t requests;
+    volatile uint64_t connections;
+    volatile uint64_t core_allocations;
+    volatile uint64_t lua_memory;
+    volatile uint64_t pool_conn_total, pool_conn_free;
+    volatile uint64_t pool_req_total, pool_req_free;
+    volatile uint64_t pool_buf_total, pool_buf_free;
+    volatile uint64_t generation;          /* the generation this worker serves */
+    volatile double generation_loaded_at;  /* unix time */
+    volatile uint64_t old_generations;     /* older generations still finishing requests */
+    char last_error[TR_ERROR_MAX];         /* this worker's last reload error, "" if none */
+} tr_stats_t;
+
+typedef struct tr_shared_s {
+    volatile uint64_t generation;          /* the generation the master has published */
+    volatile double generation_loaded_at;
+    char last_reload_error[TR_ERROR_MAX];  /* the last failed preflight, "" once a reload succeeds */
+    volatile double last_reload_at;
+    volatile uint64_t reloads, reload_failures;
+    tr_stats_t workers[TR_MAX_WORKERS];
+} tr_shared_t;
+
+#endif

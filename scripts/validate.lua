@@ -1,0 +1,45 @@
+-- Field checks shared by the sample handlers: each returns the names of the fields that fail.
+local M = {}
+
+local function non_empty_string(v)
+  return type(v) == "string" and v:find("%S") ~= nil
+end
+
+-- A JSON object with at least one member (lua-cjson decodes {} and [] alike, so an empty table is
+-- refused; a non-empty array has [1]).
+local function non_empty_object(v)
+  return type(v) == "table" and next(v) ~= nil and v[1] == nil
+end
+
+M.rules = { string = non_empty_string, object = non_empty_object }
+
+-- fields: array of { name, rule }. Returns a list of failing field names (empty if all pass).
+function M.check(body, fields)
+  local failed = {}
+  for _, f in ipairs(fields) do
+    if not M.rules[f[2]](body[f[1]]) then
+      failed[#failed + 1] = f[1]
+    end
+  end
+  return failed
+end
+
+-- Decode the body as a JSON object; on failure answer 400 and return nil.
+function M.json_object(ctx)
+  local body, err = ctx:json_body()
+  if body == nil then
+    ctx:status(400):json { success = false, error = err }
+    return nil
+  end
+  if type(body) ~= "table" then
+    ctx:status(400):json { success = false, error = "the body must be a JSON object" }
+    return nil
+  end
+  return body
+end
+
+function M.reject(ctx, failed)
+  return ctx:status(400):json { success = false, error = "invalid request", fields = failed }
+end
+
+return M
