@@ -42,9 +42,17 @@ char *tr_mem_strdup(const char *s)
     return memcpy(tr_mem_alloc(n), s, n);
 }
 
+/* Free objects are linked through a pointer stored after the object, never inside it: a pooled
+ * request keeps its serial while it waits in the pool (see tr_req_t). */
+static void **link_of(const tr_pool_t *pool, void *obj)
+{
+    return (void **)((char *)obj + pool->obj_size);
+}
+
 void tr_pool_init(tr_pool_t *pool, size_t obj_size)
 {
-    pool->obj_size = obj_size < sizeof(void *) ? sizeof(void *) : obj_size;
+    size_t align = sizeof(void *);
+    pool->obj_size = (obj_size + align - 1) / align * align;
     pool->free_list = NULL;
     pool->total = 0;
     pool->nfree = 0;
@@ -54,17 +62,19 @@ void *tr_pool_get(tr_pool_t *pool)
 {
     void *obj = pool->free_list;
     if (obj != NULL) {
-        pool->free_list = *(void **)obj;
+        pool->free_list = *link_of(pool, obj);
         pool->nfree--;
         return obj;
     }
     pool->total++;
-    return tr_mem_alloc(pool->obj_size);
+    obj = tr_mem_alloc(pool->obj_size + sizeof(void *));
+    memset(obj, 0, pool->obj_size);
+    return obj;
 }
 
 void tr_pool_put(tr_pool_t *pool, void *obj)
 {
-    *(void **)obj = pool->free_list;
+    *link_of(pool, obj) = pool->free_list;
     pool->free_list = obj;
     pool->nfree++;
 }

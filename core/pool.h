@@ -22,7 +22,8 @@ void *tr_mem_realloc(void *p, size_t size);
 void tr_mem_free(void *p);
 char *tr_mem_strdup(const char *s);
 
-/* A free list of fixed-size objects. Objects are never returned to the system. */
+/* A free list of fixed-size objects. Objects are never returned to the system, and the pool never
+ * writes into a free object (links live in a hidden trailer). */
 typedef struct tr_pool_s {
     size_t obj_size;
     void *free_list;
@@ -31,7 +32,7 @@ typedef struct tr_pool_s {
 } tr_pool_t;
 
 void tr_pool_init(tr_pool_t *pool, size_t obj_size);
-/* An object from the free list, or a new one; its contents are undefined. */
+/* An object from the free list (its bytes as they were when it was put back), or a new zeroed one. */
 void *tr_pool_get(tr_pool_t *pool);
 void tr_pool_put(tr_pool_t *pool, void *obj);
 

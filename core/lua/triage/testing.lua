@@ -1,0 +1,123 @@
+-- In-process testing of an application's handlers, for busted specs:
+--
+--   local testing = require "triage.testing"
+--   local app = testing.app("/path/to/app")          -- routes/ and scripts/ loaded in this process
+--   local res = app:request { method = "POST", path = "/api/epro/submit",
+--                             json = { patientId = "P-1", reportData = { q1 = 3 } } }
+--   assert.equals(200, res.status); assert.is_true(res:json().success)
+--
+-- Requests go as raw bytes through the server's own parser, router and response serializer (the
+-- C core built as build/libtriage_test.so); only the socket and the event loop are left out, so
+-- triage.sleep blocks here instead of yielding.
+local ffi = require "ffi"
+local cjson = require "cjson.safe"
+local tffi = require "triage.ffi"
+local triage = require "triage"
+local app_mod = require "triage.app"
+
+local C = tffi.C
+
+local M = {}
+
+ffi.cdef [[ int poll(void *fds, unsigned long nfds, int timeout); ]]
+
+triage._blocking_sleep = function(seconds)
+  if seconds > 0 then
+    ffi.C.poll(nil, 0, math.floor(seconds * 1000 + 0.5))
+  end
+end
+
+local Response = {}
+Response.__index = Response
+
+-- The body decoded as JSON (nil and an error if it is not JSON).
+function Response:json()
+  return cjson.decode(self.body)
+end
+
+local function parse_response(raw)
+  local head, body = raw:match("^(.-)\r\n\r\n(.*)$")
+  if not head then
+    error("malformed response: " .. raw, 2)
+  end
+  local status = tonumber(head:match("^HTTP/1%.1 (%d%d%d)"))
+  local headers = {}
+  for name, value in head:gmatch("\r\n([^:\r\n]+):%s*([^\r\n]*)") do
+    headers[name:lower()] = value
+  end
+  return setmetatable({ status = status, headers = headers, body = body, raw = raw }, Response)
+end
+
+local App = {}
+App.__index = App
+
+local function list_route_files(dir)
+  local files = {}
+  local p = io.popen('ls -1 "' .. dir .. '/routes" 2>/dev/null')
+  for name in p:lines() do
+    if name:match("%.lua$") and not name:match("^%.") then
+      files[#files + 1] = dir .. "/routes/" .. name
+    end
+  end
+  p:close()
+  table.sort(files)
+  return files
+end
+
+-- Load the application in dir (absolute or relative to the current directory).
+function M.app(dir)
+  dir = dir or "."
+  if dir:sub(1, 1) ~= "/" then
+    local pwd = io.popen("pwd"):read("*l")
+    dir = pwd .. "/" .. dir
+  end
+  dir = dir:gsub("/%.$", ""):gsub("/$", "")
+  local scripts = dir .. "/scripts/?.lua;" .. dir .. "/scripts/?/init.lua;"
+  if not package.path:find(scripts, 1, true) then
+    package.path = scripts .. package.path
+  end
+  local router = ffi.gc(C.tr_ffi_test_router_new(), C.tr_ffi_test_router_free)
+  local loop = app_mod.boot(dir, router, 1, list_route_files(dir))
+  return setmetatable({ dir = dir, router = router, loop = loop }, App)
+end
+
+-- Send one request: { method = "GET", path = "/x?y=1", headers = { Name = "v" }, body = "...",
+-- json = table }. Returns a response { status, headers (lower-case names), body, json() }.
+function App:request(opts)
+  if type(opts) == "string" then
+    opts = { path = opts }
+  end
+  local method = opts.method or "GET"
+  local body = opts.body
+  local headers = {}
+  for k, v in pairs(opts.headers or {}) do
+    headers[#headers + 1] = k .. ": " .. v .. "\r\n"
+  end
+  if opts.json ~= nil then
+    body = assert(cjson.encode(opts.json))
+    headers[#headers + 1] = "Content-Type: application/json\r\n"
+  end
+  if body then
+    headers[#headers + 1] = "Content-Length: " .. #body .. "\r\n"
+  end
+  local raw = method .. " " .. (opts.path or "/") .. " HTTP/1.1\r\nHost: test\r\n" .. table.concat(headers) .. "\r\n"
+    .. (body or "")
+  local err = ffi.new("char[256]")
+  local r = C.tr_ffi_test_request(raw, #raw, self.router, err, 256)
+  if r == nil then
+    local msg = ffi.string(err)
+    return setmetatable({ status = tonumber(msg:match("^(%d+)")), headers = {}, body = "", error = msg }, Response)
+  end
+  if not self.co or coroutine.status(self.co) == "dead" then
+    self.co = coroutine.create(self.loop)
+  end
+  local ok, e = coroutine.resume(self.co)
+  if not ok then
+    error("request loop failed: " .. tostring(e))
+  end
+  local len = ffi.new("size_t[1]")
+  local p = C.tr_ffi_test_response(len)
+  return parse_response(ffi.string(p, len[0]))
+end
+
+return M

@@ -1,0 +1,144 @@
+-- The sample clinical app, in process: handlers, validation and middleware without a socket.
+local testing = require "triage.testing"
+
+describe("sample app", function()
+  local app
+
+  setup(function()
+    app = testing.app(".")
+  end)
+
+  describe("GET /api/v1/protocols/:id", function()
+    it("returns a known protocol with every documented field", function()
+      local res = app:request "/api/v1/protocols/NCT04356798"
+      assert.equals(200, res.status)
+      assert.equals("application/json", res.headers["content-type"])
+      local p = res:json()
+      assert.equals("NCT04356798", p.id)
+      for _, field in ipairs { "title", "sponsor", "phase", "status", "createdAt" } do
+        assert.is_string(p[field], field)
+      end
+    end)
+
+    it("answers 404 JSON naming the unknown id", function()
+      local res = app:request "/api/v1/protocols/NCT00000000"
+      assert.equals(404, res.status)
+      assert.same({ error = "protocol not found", id = "NCT00000000" }, res:json())
+    end)
+
+    it("decodes percent-encoded ids", function()
+      local res = app:request "/api/v1/protocols/NCT%30%34356798"
+      assert.equals(200, res.status)
+    end)
+
+    it("gives every response a request id", function()
+      local a = app:request "/api/v1/protocols/NCT04356798"
+      local b = app:request "/api/v1/protocols/NCT04356798"
+      assert.is_string(a.headers["x-request-id"])
+      assert.are_not.equal(a.headers["x-request-id"], b.headers["x-request-id"])
+    end)
+
+    it("keeps a sane client request id", function()
+      local res = app:request { path = "/api/v1/protocols/NCT04356798", headers = { ["X-Request-Id"] = "trace-42" } }
+      assert.equals("trace-42", res.headers["x-request-id"])
+      res = app:request { path = "/api/v1/protocols/NCT04356798", headers = { ["X-Request-Id"] = "bad id!" } }
+      assert.are_not.equal("bad id!", res.headers["x-request-id"])
+    end)
+  end)
+
+  describe("POST /api/epro/submit", function()
+    it("accepts a valid report", function()
+      local res = app:request { method = "POST", path = "/api/epro/submit",
+        json = { patientId = "P-0001", reportData = { pain = 3, fatigue = 2 } } }
+      assert.equals(200, res.status)
+      assert.same({ success = true, message = "report accepted" }, res:json())
+      assert.same({ pain = 3, fatigue = 2 }, require("epro").latest("P-0001"))
+    end)
+
+    it("names a missing patientId", function()
+      local res = app:request { method = "POST", path = "/api/epro/submit", json = { reportData = { q = 1 } } }
+      assert.equals(400, res.status)
+      assert.same({ "patientId" }, res:json().fields)
+    end)
+
+    it("refuses a reportData that is not an object", function()
+      for _, bad in ipairs { "text", 42, { 1, 2, 3 }, {} } do
+        local res = app:request { method = "POST", path = "/api/epro/submit",
+          json = { patientId = "P-0002", reportData = bad } }
+        assert.equals(400, res.status)
+        assert.same({ "reportData" }, res:json().fields)
+      end
+    end)
+
+    it("names both fields when both fail", function()
+      local res = app:request { method = "POST", path = "/api/epro/submit", json = { patientId = "" } }
+      assert.equals(400, res.status)
+      assert.same({ "patientId", "reportData" }, res:json().fields)
+    end)
+
+    it("answers 400 to a body that is not JSON", function()
+      local res = app:request { method = "POST", path = "/api/epro/submit", body = "{not json" }
+      assert.equals(400, res.status)
+      assert.matches("^invalid JSON", res:json().error)
+    end)
+
+    it("answers 405 with Allow to GET", function()
+      local res = app:request "/api/epro/submit"
+      assert.equals(405, res.status)
+      assert.equals("POST", res.headers["allow"])
+    end)
+  end)
+
+  describe("POST /api/v1/tags/add", function()
+    it("adds a tag", function()
+      local res = app:request { method = "POST", path = "/api/v1/tags/add",
+        json = { patientId = "P-0003", tagName = "high-risk" } }
+      assert.equals(200, res.status)
+      assert.same({ success = true }, res:json())
+      assert.is_true(require("tags").of("P-0003")["high-risk"])
+    end)
+
+    it("refuses a missing tagName", function()
+      local res = app:request { method = "POST", path = "/api/v1/tags/add", json = { patientId = "P-0003" } }
+      assert.equals(400, res.status)
+      assert.same({ "tagName" }, res:json().fields)
+    end)
+  end)
+
+  describe("the secure group (authentication, permission, audit)", function()
+    local path = "/api/v1/secure/protocols/NCT04356798"
+
+    it("answers 401 without a token", function()
+      local res = app:request(path)
+      assert.equals(401, res.status)
+      assert.equals("Bearer", res.headers["www-authenticate"])
+    end)
+
+    it("answers 403 to a token without protocol:read", function()
+      local res = app:request { path = path, headers = { Authorization = "Bearer monitor-token" } }
+      assert.equals(403, res.status)
+    end)
+
+    it("serves the protocol to an authorized user and audits it", function()
+      local res = app:request { path = path, headers = { Authorization = "Bearer demo-token" } }
+      assert.equals(200, res.status)
+      assert.equals("NCT04356798", res:json().id)
+      local entry = require("audit").recent(1)[1]
+      assert.equals("dr.chen", entry.user)
+      assert.equals(200, entry.status)
+      assert.equals(res.headers["x-request-id"], entry.requestId)
+    end)
+  end)
+
+  it("waits in GET /api/v1/sleep and answers ok", function()
+    local res = app:request "/api/v1/sleep"
+    assert.equals(200, res.status)
+    assert.same({ ok = true }, res:json())
+  end)
+
+  it("answers 404 JSON to an unknown path", function()
+    local res = app:request "/nope"
+    assert.equals(404, res.status)
+    assert.same({ error = "not found" }, res:json())
+  end)
+end)
