@@ -66,7 +66,8 @@ void tr_admin_status_json(tr_bufpool_t *bp, tr_buf_t *out, const tr_shared_t *sh
                 "\"old_generations\":%llu,\"last_error\":",
                 (unsigned long long)s->core_allocations, (unsigned long long)s->lua_memory,
                 (unsigned long long)s->generation, s->generation_loaded_at, (unsigned long long)s->old_generations);
-        tr_admin_json_string(bp, out, s->last_error);
+        /* A worker reports its own load failure, or else the last rejected reload (which it never saw). */
+        tr_admin_json_string(bp, out, s->last_error[0] ? s->last_error : shared->last_reload_error);
         tr_buf_append(bp, out, "}", 1);
     }
     tr_buf_append(bp, out, "]}", 2);

@@ -43,7 +43,8 @@ static void push_route_files(lua_State *L, const char *app_dir)
         free(list);
 }
 
-tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, char *err, size_t err_size)
+tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *carried, size_t carried_len, char *err,
+                     size_t err_size)
 {
     lua_State *L = luaL_newstate();
     if (L == NULL) {
@@ -77,7 +78,11 @@ tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, char *err, size_t err_
     lua_pushlightuserdata(L, gen->router);
     lua_pushnumber(L, (lua_Number)id); /* stack: app, boot, dir, router, id */
     push_route_files(L, cfg->app_dir); /* stack: app, boot, dir, router, id, files */
-    if (lua_pcall(L, 4, 1, 0) != 0) {  /* stack: app, body | err */
+    if (carried != NULL)
+        lua_pushlstring(L, carried, carried_len);
+    else
+        lua_pushnil(L);                /* stack: app, boot, dir, router, id, files, carried */
+    if (lua_pcall(L, 5, 1, 0) != 0) {  /* stack: app, body | err */
         set_error(err, err_size, "", L);
         tr_gen_free(gen);
         return NULL;
@@ -102,6 +107,29 @@ void tr_gen_free(tr_gen_t *gen)
     tr_mem_free(gen->idle_cos);
     tr_mem_free(gen->idle_refs);
     tr_mem_free(gen);
+}
+
+void tr_gen_export_carried(tr_gen_t *gen, void (*fn)(const char *data, size_t len, void *arg), void *arg)
+{
+    lua_State *L = gen->L;
+    lua_getglobal(L, "require");                   /* stack: require */
+    lua_pushliteral(L, "triage");                  /* stack: require, name */
+    if (lua_pcall(L, 1, 1, 0) == 0) {              /* stack: triage */
+        lua_getfield(L, -1, "_export");            /* stack: triage, export */
+        if (lua_pcall(L, 0, 1, 0) == 0 && lua_type(L, -1) == LUA_TSTRING) { /* stack: triage, blob */
+            size_t len;
+            const char *data = lua_tolstring(L, -1, &len);
+            fn(data, len, arg);
+        } else if (lua_type(L, -1) == LUA_TSTRING) {
+            tr_log_error("triage.carry: exporting carried values failed: %s", lua_tostring(L, -1));
+            fn(NULL, 0, arg);
+        } else {
+            fn(NULL, 0, arg);
+        }
+    } else {
+        fn(NULL, 0, arg);
+    }
+    lua_settop(L, 0);
 }
 
 size_t tr_gen_lua_memory(tr_gen_t *gen)

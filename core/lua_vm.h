@@ -36,9 +36,15 @@ struct tr_gen_s {
  * Build a generation from cfg->app_dir: a new state, the framework and the application's route files
  * loaded, the router built. Returns NULL with a message in err (file:line: message) on any failure:
  * a syntax error, a failing require, an error thrown while loading, a bad or conflicting route.
+ * carried (may be NULL) is what the previous generation exported for triage.carry.
  */
-tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, char *err, size_t err_size);
+tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *carried, size_t carried_len, char *err,
+                     size_t err_size);
 void tr_gen_free(tr_gen_t *gen);
+
+/* Serialize the values gen's scripts registered with triage.carry and pass them to fn (the bytes
+ * live only during the call). */
+void tr_gen_export_carried(tr_gen_t *gen, void (*fn)(const char *data, size_t len, void *arg), void *arg);
 
 /* Lua memory in use by the generation, in bytes. */
 size_t tr_gen_lua_memory(tr_gen_t *gen);

@@ -382,7 +382,7 @@ static void start_reload(void)
     }
     char err[TR_ERROR_MAX];
     uint64_t next = m.shared->generation + 1;
-    tr_gen_t *gen = tr_gen_new(m.cfg, next, err, sizeof(err));
+    tr_gen_t *gen = tr_gen_new(m.cfg, next, NULL, 0, err, sizeof(err));
     if (gen == NULL) {
         reload_failed(err);
         return;
@@ -634,7 +634,7 @@ int tr_master_run(const tr_config_t *cfg)
     raise_fd_limit();
 
     /* Refuse to start on an application that does not load: same preflight as a reload. */
-    tr_gen_t *gen = tr_gen_new(cfg, 1, err, sizeof(err));
+    tr_gen_t *gen = tr_gen_new(cfg, 1, NULL, 0, err, sizeof(err));
     if (gen == NULL) {
         tr_log_error("the application in %s does not load: %s", cfg->app_dir, err);
         return 1;

@@ -100,14 +100,30 @@ static void on_accept_retry(struct ev_loop *loop, ev_timer *t, int revents)
         ev_io_start(loop, &w->accept_io);
 }
 
-/* Reload: build the generation the master published, and swap it in if it loads. */
+typedef struct reload_s {
+    tr_worker_t *w;
+    uint64_t id;
+    tr_gen_t *gen;
+    char err[TR_ERROR_MAX];
+} reload_t;
+
+static void build_with_carried(const char *data, size_t len, void *arg)
+{
+    reload_t *rl = arg;
+    rl->gen = tr_gen_new(rl->w->cfg, rl->id, data, len, rl->err, sizeof(rl->err));
+}
+
+/* Reload: build the generation the master published (handing it what the running one carries), and
+ * swap it in if it loads. Requests already running stay on the generation they started on. */
 static void check_reload(tr_worker_t *w)
 {
     uint64_t want = w->shared->generation;
     if (w->current != NULL && w->current->id == want)
         return;
-    char err[TR_ERROR_MAX];
-    tr_gen_t *gen = tr_gen_new(w->cfg, want, err, sizeof(err));
+    reload_t rl = {.w = w, .id = want};
+    tr_gen_export_carried(w->current, build_with_carried, &rl);
+    tr_gen_t *gen = rl.gen;
+    char *err = rl.err;
     if (gen == NULL) {
         tr_log_error("worker %d: generation %llu failed to load, keeping %llu: %s", w->slot,
                      (unsigned long long)want, (unsigned long long)w->current->id, err);
@@ -179,7 +195,7 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *
     }
 
     char err[TR_ERROR_MAX];
-    tr_gen_t *gen = tr_gen_new(cfg, shared->generation, err, sizeof(err));
+    tr_gen_t *gen = tr_gen_new(cfg, shared->generation, NULL, 0, err, sizeof(err));
     if (gen == NULL) {
         tr_log_error("worker %d: the application failed to load: %s", slot, err);
         snprintf(w->stats->last_error, sizeof(w->stats->last_error), "%s", err);

@@ -72,8 +72,10 @@ local function request_loop(chains, not_found_chain, not_allowed_chain)
 end
 
 -- Load the application in app_dir into this state: route files (absolute paths, in order), their
--- handlers and middleware, added to router. Returns the request loop function.
-function M.boot(app_dir, router, generation, route_files)
+-- handlers and middleware, added to router; carried is what the previous generation exported for
+-- triage.carry (or nil). Returns the request loop function.
+function M.boot(app_dir, router, generation, route_files, carried)
+  triage._import(carried)
   triage.app_dir = app_dir
   triage.generation = generation
   if type(router) ~= "cdata" then

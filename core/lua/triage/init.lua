@@ -38,6 +38,51 @@ function M.log(...)
   C.tr_ffi_log_error(msg, #msg)
 end
 
+local carried_in = {} -- name -> the value the previous generation carried
+local carried = {}    -- name -> the value this generation carries
+
+-- Keep a value across reloads. At load, init(previous) is called with the value the previous
+-- generation carried under `name` (nil on the first load, after a restart, or when it could not be
+-- carried) and its result is returned and registered: when the code is reloaded, the registered value
+-- as it is then is copied into the new generation. Values are copied (string.buffer), so carry plain
+-- data: tables, strings, numbers, booleans; functions, coroutines and cdata cannot be carried.
+--   local cache = triage.carry("protocol-cache", function(previous) return previous or {} end)
+function M.carry(name, init)
+  if type(name) ~= "string" or type(init) ~= "function" then
+    error("triage.carry(name, function(previous) ... end)", 2)
+  end
+  local value = init(carried_in[name])
+  carried[name] = value
+  return value
+end
+
+function M._import(blob)
+  carried_in, carried = {}, {}
+  if type(blob) == "string" and #blob > 0 then
+    local ok, t = pcall(require("string.buffer").decode, blob)
+    if ok and type(t) == "table" then
+      carried_in = t
+    end
+  end
+end
+
+function M._export()
+  local buffer = require "string.buffer"
+  local ok, blob = pcall(buffer.encode, carried)
+  if ok then
+    return blob
+  end
+  local t = {}
+  for name, value in pairs(carried) do
+    if pcall(buffer.encode, value) then
+      t[name] = value
+    else
+      M.log("triage.carry: '" .. name .. "' holds a value that cannot be copied; it starts fresh")
+    end
+  end
+  return buffer.encode(t)
+end
+
 -- The worker slot this state runs in (0-based), or -1 outside a worker.
 function M.worker()
   return C.tr_ffi_worker_slot()

@@ -1,0 +1,257 @@
+-- Hot reload: edits to routes/ and scripts/ go live in the running server, with no restart, no
+-- failed request, and no broken code ever serving.
+local server = require "support.server"
+local http = require "support.http"
+local loadgen = require "support.loadgen"
+local sys = require "support.sys"
+
+local FIXTURE = server.fixtures .. "/reload_app"
+
+-- A JSON string from status, or nil for null.
+local function str(v)
+  return type(v) == "string" and v or nil
+end
+
+local function copy_app()
+  local dir = sys.mkdtemp("/tmp/triage-reload-")
+  assert(os.execute(("cp -r %q/routes %q/scripts %q/"):format(FIXTURE, FIXTURE, dir)) == 0)
+  return dir
+end
+
+local function write_file(path, text, how)
+  if how == "rename" then -- what most editors do: write a temporary file, rename it over
+    local tmp = path .. ".tmp~"
+    local f = assert(io.open(tmp, "wb"))
+    f:write(text)
+    f:close()
+    assert(os.rename(tmp, path))
+  else -- in place
+    local f = assert(io.open(path, "wb"))
+    f:write(text)
+    f:close()
+  end
+end
+
+local function read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function body_of(port, path)
+  local r = http.get(port, path, { timeout = 5 })
+  return r and r.body, r and r.status
+end
+
+-- Wait until every worker reports `generation` (or more) in status.
+local function wait_generation(srv, generation, timeout)
+  return server.eventually(timeout or 5, function()
+    local st = srv:status()
+    if not st then return false end
+    for _, w in ipairs(st.workers) do
+      if w.generation < generation then return false end
+    end
+    return st
+  end)
+end
+
+describe("hot reload", function()
+  local srv, app, version_file
+
+  before_each(function()
+    app = copy_app()
+    version_file = app .. "/scripts/version.lua"
+    srv = server.start { app = app, workers = 2 }
+  end)
+
+  after_each(function()
+    if srv then srv:stop() end
+    os.execute(("rm -rf %q"):format(app))
+  end)
+
+  it("puts an edited handler live under constant load without failing a request", function()
+    local original = read_file(version_file)
+    local edited_at, seen_at
+    local t0 = sys.now()
+    local st = loadgen.run {
+      port = srv.port, concurrency = 20, keepalive = true, deadline = 20,
+      request = "GET /version HTTP/1.1\r\nHost: t\r\n\r\n",
+      on_tick = function()
+        local now = sys.now()
+        if not edited_at and now - t0 > 0.5 then
+          write_file(version_file, original:gsub('"v1"', '"v2"'), "rename")
+          edited_at = now
+        elseif edited_at and not seen_at then
+          if body_of(srv.port, "/version") == "v2" and wait_generation(srv, 2, 0.01) then
+            seen_at = sys.now()
+          end
+        elseif seen_at and now - seen_at > 0.5 then
+          return false
+        end
+        if now - t0 > 10 then return false end
+      end,
+    }
+    assert.is_not_nil(seen_at, "the new code never went live: " .. srv:logs())
+    print(("\n  reload: new code on every worker %.0f ms after the save; %d requests during the run"):format(
+      (seen_at - edited_at) * 1000, st.ok))
+    assert.is_true(seen_at - edited_at < 1.0, "the new code took more than a second")
+    assert.equals(0, st.failed, loadgen.summary(st))
+    assert.is_true(st.ok > 100, loadgen.summary(st))
+    assert.equals("v2", body_of(srv.port, "/version"))
+  end)
+
+  it("keeps serving the old code after a bad save, reports it, and recovers when fixed", function()
+    local original = read_file(version_file)
+    write_file(version_file, original .. "\nlocal broken = = 1\n")
+    local st = server.eventually(5, function()
+      local s = srv:status()
+      return s and str(s.reload.last_error) and s
+    end)
+    assert.is_truthy(st, "no reload error in status: " .. srv:logs())
+    assert.matches("scripts/version%.lua:%d+:", st.reload.last_error)
+    for _, w in ipairs(st.workers) do
+      assert.matches("scripts/version%.lua:%d+:", str(w.last_error))
+      assert.equals(1, w.generation)
+    end
+    assert.equals("v1", body_of(srv.port, "/version"))
+    assert.matches("reload rejected", srv:error_log())
+
+    write_file(version_file, original:gsub('"v1"', '"v3"'), "rename")
+    assert.is_truthy(wait_generation(srv, 2), srv:logs())
+    assert.equals("v3", body_of(srv.port, "/version"))
+    st = srv:status()
+    assert.is_nil(str(st.reload.last_error))
+    for _, w in ipairs(st.workers) do
+      assert.is_nil(str(w.last_error))
+    end
+  end)
+
+  it("refuses a route conflict and keeps the running routes", function()
+    write_file(app .. "/routes/zz_conflict.lua", 'get("/version", "version.show")\n')
+    local st = server.eventually(5, function()
+      local s = srv:status()
+      return s and str(s.reload.last_error) and s
+    end)
+    assert.is_truthy(st, srv:logs())
+    assert.matches("routes/zz_conflict%.lua:1:.*conflicts", st.reload.last_error)
+    assert.equals("v1", body_of(srv.port, "/version"))
+  end)
+
+  it("adds a new route file, then drops its route when the file is deleted", function()
+    local _, status = body_of(srv.port, "/extra")
+    assert.equals(404, status)
+    write_file(app .. "/scripts/extra.lua", 'return { hi = function(ctx) return ctx:send("extra") end }\n', "rename")
+    write_file(app .. "/routes/extra.lua", 'get("/extra", "extra.hi")\n', "rename")
+    assert.is_truthy(server.eventually(5, function() return body_of(srv.port, "/extra") == "extra" end), srv:logs())
+    local st = srv:status()
+    os.remove(app .. "/routes/extra.lua")
+    assert.is_truthy(wait_generation(srv, st.generation + 1), srv:logs())
+    assert.is_truthy(server.eventually(5, function() return select(2, body_of(srv.port, "/extra")) == 404 end))
+  end)
+
+  it("keeps a keep-alive connection open across the swap", function()
+    local c = assert(http.connect(srv.port))
+    local r = assert(c:request("GET", "/version"))
+    assert.equals("v1", r.body)
+    write_file(version_file, read_file(version_file):gsub('"v1"', '"v4"'))
+    assert.is_truthy(wait_generation(srv, 2), srv:logs())
+    r = assert(c:request("GET", "/version"))
+    assert.equals("v4", r.body)
+    c:close()
+  end)
+
+  it("carries triage.carry values into the new generation", function()
+    for _ = 1, 3 do body_of(srv.port, "/visits") end
+    local before = srv:status()
+    -- both workers count on their own; push the count on every worker past zero
+    for _ = 1, 20 do body_of(srv.port, "/visits") end
+    write_file(version_file, read_file(version_file):gsub('"v1"', '"v5"'))
+    assert.is_truthy(wait_generation(srv, before.generation + 1), srv:logs())
+    assert.equals("v5", body_of(srv.port, "/version"))
+    -- a fresh generation would restart at 1; carried, the counters go on past what they had
+    local n = tonumber((body_of(srv.port, "/visits")))
+    assert.is_true(n > 1, "counter restarted at " .. tostring(n))
+  end)
+
+  it("reloads on SIGHUP and on `triage reload`", function()
+    assert.is_true(srv:signal(1))
+    assert.is_truthy(wait_generation(srv, 2), srv:logs())
+    local cmd = ("%q reload --admin 127.0.0.1:%d"):format(server.bin, srv.admin_port)
+    local p = io.popen(cmd .. " 2>&1")
+    local out = p:read("*a")
+    local ok = p:close()
+    assert.is_truthy(ok, out)
+    assert.matches('"ok":true', out)
+    assert.is_truthy(wait_generation(srv, 3), srv:logs())
+  end)
+end)
+
+describe("hot reload with --reload-check", function()
+  it("keeps the old code when the check fails, and goes live when it passes", function()
+    local app = copy_app()
+    local flag = app .. "/check-passes"
+    local check = ("test -e %q || { echo 'spec failed: version should be v1'; exit 3; }"):format(flag)
+    local srv = server.start { app = app, workers = 2, args = { "--reload-check", check } }
+    finally(function()
+      srv:stop()
+      os.execute(("rm -rf %q"):format(app))
+    end)
+    local version_file = app .. "/scripts/version.lua"
+    write_file(version_file, read_file(version_file):gsub('"v1"', '"v6"'), "rename")
+    local st = server.eventually(10, function()
+      local s = srv:status()
+      return s and str(s.reload.last_error) and s
+    end)
+    assert.is_truthy(st, srv:logs())
+    assert.matches("exited with status 3", st.reload.last_error)
+    assert.matches("spec failed: version should be v1", st.reload.last_error)
+    assert.equals("v1", body_of(srv.port, "/version"))
+
+    write_file(flag, "")
+    write_file(version_file, read_file(version_file) .. "\n")
+    assert.is_truthy(wait_generation(srv, 2, 10), srv:logs())
+    assert.equals("v6", body_of(srv.port, "/version"))
+  end)
+end)
+
+describe("1,000 reloads in a row", function()
+  local function tree_rss_kb(pid)
+    local total = 0
+    local pids = sys.descendants(pid)
+    pids[#pids + 1] = pid
+    for _, p in ipairs(pids) do
+      local s = sys.read_all("/proc/" .. p .. "/status") or ""
+      total = total + (tonumber(s:match("VmRSS:%s*(%d+)")) or 0)
+    end
+    return total
+  end
+
+  it("leaves resident memory flat and every worker on the last generation", function()
+    local app = copy_app()
+    local srv = server.start { app = app, workers = 2, args = { "--no-watch" } }
+    finally(function()
+      srv:stop()
+      os.execute(("rm -rf %q"):format(app))
+    end)
+    local function reload()
+      local r = assert(http.post(srv.admin_port, "/_triage/reload", "", { timeout = 10 }))
+      assert.equals(200, r.status, r.body)
+      body_of(srv.port, "/version")
+    end
+    for _ = 1, 50 do reload() end -- warm-up: allocator arenas, pools
+    assert.is_truthy(wait_generation(srv, 51))
+    local before = tree_rss_kb(srv.pid)
+    for _ = 1, 1000 do reload() end
+    local st = wait_generation(srv, 1051, 10)
+    assert.is_truthy(st, srv:logs())
+    for _, w in ipairs(st.workers) do
+      assert.equals(1051, w.generation)
+      assert.equals(0, w.old_generations)
+    end
+    local after = tree_rss_kb(srv.pid)
+    print(("\n  resident memory of the server tree: %d kB before, %d kB after 1,000 reloads"):format(before, after))
+    assert.is_true(after - before < 4096, ("resident memory grew by %d kB"):format(after - before))
+    assert.equals("v1", body_of(srv.port, "/version"))
+  end)
+end)
