@@ -40,15 +40,13 @@ void tr_admin_json_string(tr_bufpool_t *bp, tr_buf_t *out, const char *s)
     tr_buf_append(bp, out, "\"", 1);
 }
 
-void tr_admin_status_json(tr_bufpool_t *bp, tr_buf_t *out, const tr_shared_t *shared, int nworkers,
-                          double started_at)
+void tr_admin_status_json(tr_bufpool_t *bp, tr_buf_t *out, const tr_shared_t *shared, int nworkers, double started_at)
 {
     appendf(bp, out, "{\"master_pid\":%d,\"uptime\":%.3f,\"generation\":%llu,\"generation_loaded_at\":%.3f,",
             (int)getpid(), tr_wall_clock() - started_at, (unsigned long long)shared->generation,
             shared->generation_loaded_at);
     appendf(bp, out, "\"reload\":{\"reloads\":%llu,\"failures\":%llu,\"last_at\":%.3f,\"last_error\":",
-            (unsigned long long)shared->reloads, (unsigned long long)shared->reload_failures,
-            shared->last_reload_at);
+            (unsigned long long)shared->reloads, (unsigned long long)shared->reload_failures, shared->last_reload_at);
     tr_admin_json_string(bp, out, shared->last_reload_error);
     tr_buf_append(bp, out, "},\"workers\":[", 13);
     for (int i = 0; i < nworkers; i++) {

@@ -16,24 +16,23 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: triage [options]            serve the application\n"
-            "       triage reload [--admin HOST:PORT]   ask a running server to reload its code\n"
-            "\n"
-            "  --app DIR                 application directory (routes/, scripts/); default .\n"
-            "  --listen HOST:PORT        public listener; default 127.0.0.1:8080\n"
-            "  --workers N               worker processes; default: number of CPUs\n"
-            "  --admin HOST:PORT         admin listener (/_triage/status); default 127.0.0.1:9180\n"
-            "  --max-body BYTES          largest request body (k, m suffixes); default 1m\n"
-            "  --max-header BYTES        largest header section; default 8k\n"
-            "  --max-uri BYTES           longest request target; default 4k\n"
-            "  --keepalive-timeout SEC   idle keep-alive connections close after this; default 60\n"
-            "  --shutdown-timeout SEC    how long in-flight requests may finish on SIGTERM; default 10\n"
-            "  --access-log FILE         buffered access log ('-' = stdout); default off\n"
-            "  --error-log FILE          error log; default stderr\n"
-            "  --reload-check CMD        command that must succeed before new code goes live\n"
-            "  --no-watch                do not reload on file changes (SIGHUP and 'triage reload' still do)\n"
-            "  --version, --help\n");
+    fprintf(out, "usage: triage [options]            serve the application\n"
+                 "       triage reload [--admin HOST:PORT]   ask a running server to reload its code\n"
+                 "\n"
+                 "  --app DIR                 application directory (routes/, scripts/); default .\n"
+                 "  --listen HOST:PORT        public listener; default 127.0.0.1:8080\n"
+                 "  --workers N               worker processes; default: number of CPUs\n"
+                 "  --admin HOST:PORT         admin listener (/_triage/status); default 127.0.0.1:9180\n"
+                 "  --max-body BYTES          largest request body (k, m suffixes); default 1m\n"
+                 "  --max-header BYTES        largest header section; default 8k\n"
+                 "  --max-uri BYTES           longest request target; default 4k\n"
+                 "  --keepalive-timeout SEC   idle keep-alive connections close after this; default 60\n"
+                 "  --shutdown-timeout SEC    how long in-flight requests may finish on SIGTERM; default 10\n"
+                 "  --access-log FILE         buffered access log ('-' = stdout); default off\n"
+                 "  --error-log FILE          error log; default stderr\n"
+                 "  --reload-check CMD        command that must succeed before new code goes live\n"
+                 "  --no-watch                do not reload on file changes (SIGHUP and 'triage reload' still do)\n"
+                 "  --version, --help\n");
 }
 
 static int parse_size(const char *s, size_t *out)
@@ -103,8 +102,23 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
     cfg->watch = 1;
     cfg->lua_dir = getenv("TRIAGE_LUA_DIR") ? getenv("TRIAGE_LUA_DIR") : TR_LUA_DIR;
 
-    enum { O_APP = 256, O_LISTEN, O_WORKERS, O_ADMIN, O_MAX_BODY, O_MAX_HEADER, O_MAX_URI, O_KEEPALIVE,
-           O_SHUTDOWN, O_ACCESS_LOG, O_ERROR_LOG, O_RELOAD_CHECK, O_NO_WATCH, O_VERSION, O_HELP };
+    enum {
+        O_APP = 256,
+        O_LISTEN,
+        O_WORKERS,
+        O_ADMIN,
+        O_MAX_BODY,
+        O_MAX_HEADER,
+        O_MAX_URI,
+        O_KEEPALIVE,
+        O_SHUTDOWN,
+        O_ACCESS_LOG,
+        O_ERROR_LOG,
+        O_RELOAD_CHECK,
+        O_NO_WATCH,
+        O_VERSION,
+        O_HELP
+    };
     static const struct option options[] = {
         {"app", required_argument, NULL, O_APP},
         {"listen", required_argument, NULL, O_LISTEN},
@@ -146,11 +160,26 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
             cfg->workers = (int)v;
             break;
         }
-        case O_MAX_BODY: if (parse_size(optarg, &cfg->max_body) != 0) bad = "--max-body wants a size like 1048576 or 1m"; break;
-        case O_MAX_HEADER: if (parse_size(optarg, &cfg->max_header) != 0) bad = "--max-header wants a size like 8k"; break;
-        case O_MAX_URI: if (parse_size(optarg, &cfg->max_uri) != 0) bad = "--max-uri wants a size like 4k"; break;
-        case O_KEEPALIVE: if (parse_seconds(optarg, &cfg->keepalive_timeout) != 0) bad = "--keepalive-timeout wants seconds"; break;
-        case O_SHUTDOWN: if (parse_seconds(optarg, &cfg->shutdown_timeout) != 0) bad = "--shutdown-timeout wants seconds"; break;
+        case O_MAX_BODY:
+            if (parse_size(optarg, &cfg->max_body) != 0)
+                bad = "--max-body wants a size like 1048576 or 1m";
+            break;
+        case O_MAX_HEADER:
+            if (parse_size(optarg, &cfg->max_header) != 0)
+                bad = "--max-header wants a size like 8k";
+            break;
+        case O_MAX_URI:
+            if (parse_size(optarg, &cfg->max_uri) != 0)
+                bad = "--max-uri wants a size like 4k";
+            break;
+        case O_KEEPALIVE:
+            if (parse_seconds(optarg, &cfg->keepalive_timeout) != 0)
+                bad = "--keepalive-timeout wants seconds";
+            break;
+        case O_SHUTDOWN:
+            if (parse_seconds(optarg, &cfg->shutdown_timeout) != 0)
+                bad = "--shutdown-timeout wants seconds";
+            break;
         case O_ACCESS_LOG: cfg->access_log = optarg; break;
         case O_ERROR_LOG: cfg->error_log = optarg; break;
         case O_RELOAD_CHECK: cfg->reload_check = optarg; break;

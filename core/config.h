@@ -7,8 +7,8 @@
 #include <stddef.h>
 
 typedef struct tr_config_s {
-    const char *app_dir;      /* absolute path of the application (routes/, scripts/) */
-    const char *lua_dir;      /* the Lua half of the framework (the triage/ modules) */
+    const char *app_dir; /* absolute path of the application (routes/, scripts/) */
+    const char *lua_dir; /* the Lua half of the framework (the triage/ modules) */
     char listen_host[256];
     int listen_port;
     char admin_host[256];

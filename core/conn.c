@@ -224,8 +224,8 @@ static void conn_process(tr_conn_t *c)
 {
     tr_worker_t *w = c->w;
     while (!c->closing && c->parsed < c->rbuf.len && !request_running(c)) {
-        size_t n = http_parser_execute(&c->parser, &tr_http_settings, c->rbuf.data + c->parsed,
-                                       c->rbuf.len - c->parsed);
+        size_t n =
+            http_parser_execute(&c->parser, &tr_http_settings, c->rbuf.data + c->parsed, c->rbuf.len - c->parsed);
         c->parsed += n;
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e == HPE_PAUSED) {
@@ -262,12 +262,12 @@ static void access_log(tr_req_t *r)
     char line[1024];
     const char *url = tr_req_str(r, r->url);
     /* Date line is "Date: Wed, 25 Nov 2026 01:02:03 GMT\r\n": keep the timestamp only. */
-    int n = snprintf(line, sizeof(line), "%s [%.*s] \"%s %.*s HTTP/%d.%d\" %d %zu %.3f %llx-%llx", c->peer,
-                     (int)(w->date_len > 8 ? w->date_len - 8 : 0), w->date_line + 6,
-                     http_method_str((enum http_method)r->pub.method), (int)(r->url.len > 512 ? 512 : r->url.len),
-                     url, c->parser.http_major, c->parser.http_minor, r->pub.status, r->resp_body_len,
-                     (ev_now(w->loop) - r->started) * 1000.0, (unsigned long long)w->started,
-                     (unsigned long long)r->seq);
+    int n =
+        snprintf(line, sizeof(line), "%s [%.*s] \"%s %.*s HTTP/%d.%d\" %d %zu %.3f %llx-%llx", c->peer,
+                 (int)(w->date_len > 8 ? w->date_len - 8 : 0), w->date_line + 6,
+                 http_method_str((enum http_method)r->pub.method), (int)(r->url.len > 512 ? 512 : r->url.len), url,
+                 c->parser.http_major, c->parser.http_minor, r->pub.status, r->resp_body_len,
+                 (ev_now(w->loop) - r->started) * 1000.0, (unsigned long long)w->started, (unsigned long long)r->seq);
     if (n > 0)
         tr_access_log_append(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }
@@ -324,8 +324,7 @@ void tr_conn_sweep(tr_worker_t *w, int all_idle)
             continue;
         ev_tstamp idle = now - c->last_active;
         int idle_keepalive = !c->in_message && c->written == c->wbuf.len;
-        if ((c->lingering && idle > LINGER_SECONDS) || idle > w->cfg->keepalive_timeout ||
-            (all_idle && idle_keepalive))
+        if ((c->lingering && idle > LINGER_SECONDS) || idle > w->cfg->keepalive_timeout || (all_idle && idle_keepalive))
             tr_conn_close(c);
     }
 }

@@ -16,10 +16,10 @@
 
 #include <ev.h>
 #include <http_parser.h>
-#include <time.h>
 #include <lua.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "ffi_api.h"
 #include "pool.h"
@@ -47,19 +47,19 @@ struct tr_req_s {
     tr_req_pub_t pub; /* first: Lua sees a tr_req_t * as a tr_req_pub_t * */
     enum tr_req_state state;
     tr_conn_t *conn;
-    tr_gen_t *gen;     /* the generation the request runs on (pinned until it ends) */
-    lua_State *co;     /* its coroutine while running */
-    int co_ref;        /* the coroutine's anchor in its generation's registry */
-    int waiting;       /* suspended in triage.sleep */
+    tr_gen_t *gen; /* the generation the request runs on (pinned until it ends) */
+    lua_State *co; /* its coroutine while running */
+    int co_ref;    /* the coroutine's anchor in its generation's registry */
+    int waiting;   /* suspended in triage.sleep */
     ev_timer timer;
     ev_tstamp started;
-    uint64_t seq;      /* per worker, for the request id */
+    uint64_t seq; /* per worker, for the request id */
     tr_slice_t url;
     uint32_t path_len; /* of url, up to '?' */
     tr_slice_t body;
     tr_slice_t headers[TR_MAX_HEADERS][2]; /* name, value */
     unsigned nheaders;
-    int in_value;      /* the last header callback was for a value */
+    int in_value; /* the last header callback was for a value */
     unsigned keep_alive : 1;
     unsigned head : 1;
     unsigned expect_continue : 1;
@@ -77,16 +77,16 @@ struct tr_conn_s {
     ev_io rio, wio;
     http_parser parser;
     tr_buf_t rbuf;
-    size_t parsed;      /* bytes of rbuf the parser has consumed */
-    size_t req_start;   /* where the request being parsed starts in rbuf */
+    size_t parsed;    /* bytes of rbuf the parser has consumed */
+    size_t req_start; /* where the request being parsed starts in rbuf */
     tr_buf_t wbuf;
-    size_t written;     /* bytes of wbuf already sent */
-    tr_req_t *req;      /* being parsed or running */
-    int error_status;   /* set by a parser callback that rejected the request (413, 414, 431) */
+    size_t written;   /* bytes of wbuf already sent */
+    tr_req_t *req;    /* being parsed or running */
+    int error_status; /* set by a parser callback that rejected the request (413, 414, 431) */
     unsigned in_message : 1;
-    unsigned closing : 1;   /* close once wbuf is sent */
-    unsigned lingering : 1; /* response sent, draining the client's input before close */
-    unsigned closed : 1;    /* socket closed; the context waits for its running request */
+    unsigned closing : 1;     /* close once wbuf is sent */
+    unsigned lingering : 1;   /* response sent, draining the client's input before close */
+    unsigned closed : 1;      /* socket closed; the context waits for its running request */
     unsigned dispatching : 1; /* inside tr_vm_dispatch: a request ending now ends synchronously */
     ev_tstamp last_active;
     tr_conn_t *prev, *next; /* the worker's connections, least recently active first */

@@ -207,8 +207,8 @@ TR_FFI_EXPORT void tr_ffi_log_error(const char *msg, size_t len)
     tr_log_error("%.*s", (int)len, msg);
 }
 
-TR_FFI_EXPORT int tr_ffi_router_add(tr_router_t *router, const char *method, const char *pattern,
-                                    size_t pattern_len, int handler, char *err, size_t err_size)
+TR_FFI_EXPORT int tr_ffi_router_add(tr_router_t *router, const char *method, const char *pattern, size_t pattern_len,
+                                    int handler, char *err, size_t err_size)
 {
     return tr_router_add(router, method, pattern, pattern_len, handler, err, err_size);
 }

@@ -129,7 +129,8 @@ static int on_headers_complete(http_parser *p)
         }
     }
     /* Ask for the body (harmless if some of it is here already); HTTP/1.0 clients do not know 100. */
-    if (r->expect_continue && p->http_minor >= 1 && (p->flags & F_CHUNKED || (p->content_length > 0 && p->content_length != ULLONG_MAX)))
+    if (r->expect_continue && p->http_minor >= 1 &&
+        (p->flags & F_CHUNKED || (p->content_length > 0 && p->content_length != ULLONG_MAX)))
         tr_buf_append(&w->bufs, &c->wbuf, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     return 0;
 }

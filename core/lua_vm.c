@@ -59,30 +59,30 @@ tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *carried, s
     gen->router = tr_router_new();
     gen->dispatch_ref = LUA_NOREF;
 
-    lua_getglobal(L, "package");  /* stack: package */
-    lua_getfield(L, -1, "path");  /* stack: package, path */
-    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/scripts/?.lua;%s/scripts/?/init.lua;%s", cfg->lua_dir,
-                    cfg->lua_dir, cfg->app_dir, cfg->app_dir, lua_tostring(L, -1)); /* stack: package, path, new */
-    lua_setfield(L, -3, "path");  /* stack: package, path */
-    lua_pop(L, 2);                /* stack: (empty) */
+    lua_getglobal(L, "package"); /* stack: package */
+    lua_getfield(L, -1, "path"); /* stack: package, path */
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/scripts/?.lua;%s/scripts/?/init.lua;%s", cfg->lua_dir, cfg->lua_dir,
+                    cfg->app_dir, cfg->app_dir, lua_tostring(L, -1)); /* stack: package, path, new */
+    lua_setfield(L, -3, "path");                                      /* stack: package, path */
+    lua_pop(L, 2);                                                    /* stack: (empty) */
 
-    lua_getglobal(L, "require");       /* stack: require */
-    lua_pushliteral(L, "triage.app");  /* stack: require, name */
-    if (lua_pcall(L, 1, 1, 0) != 0) {  /* stack: app | err */
+    lua_getglobal(L, "require");      /* stack: require */
+    lua_pushliteral(L, "triage.app"); /* stack: require, name */
+    if (lua_pcall(L, 1, 1, 0) != 0) { /* stack: app | err */
         set_error(err, err_size, "loading the framework: ", L);
         tr_gen_free(gen);
         return NULL;
     }
-    lua_getfield(L, -1, "boot");       /* stack: app, boot */
-    lua_pushstring(L, cfg->app_dir);   /* stack: app, boot, dir */
+    lua_getfield(L, -1, "boot");     /* stack: app, boot */
+    lua_pushstring(L, cfg->app_dir); /* stack: app, boot, dir */
     lua_pushlightuserdata(L, gen->router);
     lua_pushnumber(L, (lua_Number)id); /* stack: app, boot, dir, router, id */
     push_route_files(L, cfg->app_dir); /* stack: app, boot, dir, router, id, files */
     if (carried != NULL)
         lua_pushlstring(L, carried, carried_len);
     else
-        lua_pushnil(L);                /* stack: app, boot, dir, router, id, files, carried */
-    if (lua_pcall(L, 5, 1, 0) != 0) {  /* stack: app, body | err */
+        lua_pushnil(L);               /* stack: app, boot, dir, router, id, files, carried */
+    if (lua_pcall(L, 5, 1, 0) != 0) { /* stack: app, body | err */
         set_error(err, err_size, "", L);
         tr_gen_free(gen);
         return NULL;
@@ -112,10 +112,10 @@ void tr_gen_free(tr_gen_t *gen)
 void tr_gen_export_carried(tr_gen_t *gen, void (*fn)(const char *data, size_t len, void *arg), void *arg)
 {
     lua_State *L = gen->L;
-    lua_getglobal(L, "require");                   /* stack: require */
-    lua_pushliteral(L, "triage");                  /* stack: require, name */
-    if (lua_pcall(L, 1, 1, 0) == 0) {              /* stack: triage */
-        lua_getfield(L, -1, "_export");            /* stack: triage, export */
+    lua_getglobal(L, "require");                                            /* stack: require */
+    lua_pushliteral(L, "triage");                                           /* stack: require, name */
+    if (lua_pcall(L, 1, 1, 0) == 0) {                                       /* stack: triage */
+        lua_getfield(L, -1, "_export");                                     /* stack: triage, export */
         if (lua_pcall(L, 0, 1, 0) == 0 && lua_type(L, -1) == LUA_TSTRING) { /* stack: triage, blob */
             size_t len;
             const char *data = lua_tolstring(L, -1, &len);
@@ -146,10 +146,10 @@ static lua_State *take_coroutine(tr_gen_t *gen, int *ref)
         return gen->idle_cos[gen->nidle];
     }
     lua_State *L = gen->L;
-    lua_State *co = lua_newthread(L);                         /* stack: co */
-    *ref = luaL_ref(L, LUA_REGISTRYINDEX);                    /* stack: (empty) */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, gen->dispatch_ref);     /* stack: body */
-    lua_xmove(L, co, 1);                                      /* stack: (empty); co: body */
+    lua_State *co = lua_newthread(L);                     /* stack: co */
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);                /* stack: (empty) */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, gen->dispatch_ref); /* stack: body */
+    lua_xmove(L, co, 1);                                  /* stack: (empty); co: body */
     return co;
 }
 

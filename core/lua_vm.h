@@ -25,9 +25,9 @@ struct tr_gen_s {
     uint64_t id;
     double loaded_at;
     unsigned inflight;
-    int dispatch_ref;       /* registry ref of the coroutine body */
-    lua_State **idle_cos;   /* coroutines ready for a request */
-    int *idle_refs;         /* their registry refs (anchors) */
+    int dispatch_ref;     /* registry ref of the coroutine body */
+    lua_State **idle_cos; /* coroutines ready for a request */
+    int *idle_refs;       /* their registry refs (anchors) */
     unsigned nidle, idle_cap;
     tr_gen_t *next_old;
 };

@@ -73,8 +73,8 @@ static struct {
     int inotify_fd;
     ev_io inotify_io;
     ev_timer debounce;
-    int reloading;      /* a check command is running */
-    int reload_again;   /* files changed while it ran */
+    int reloading;    /* a check command is running */
+    int reload_again; /* files changed while it ran */
     uint64_t pending_generation;
     pid_t check_pid;
     int check_fd;
@@ -499,8 +499,11 @@ static void admin_reply(admin_conn_t *a, int status, const char *body, size_t le
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\nServer: triage\r\nContent-Type: application/json\r\n"
                      "Content-Length: %zu\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
-                     status, status == 200 ? "OK" : status == 404 ? "Not Found" : status == 409 ? "Conflict"
-                                                                                      : "Bad Request",
+                     status,
+                     status == 200   ? "OK"
+                     : status == 404 ? "Not Found"
+                     : status == 409 ? "Conflict"
+                                     : "Bad Request",
                      len);
     /* Admin answers are small and the socket is fresh: a blocking write of both parts is fine. */
     int flags = fcntl(a->fd, F_GETFL);
@@ -546,7 +549,8 @@ static void admin_handle(admin_conn_t *a)
         m.reload_waiters = a;
         start_reload();
     } else {
-        static const char body[] = "{\"error\":\"not found\",\"endpoints\":[\"GET /_triage/status\",\"POST /_triage/reload\"]}";
+        static const char body[] =
+            "{\"error\":\"not found\",\"endpoints\":[\"GET /_triage/status\",\"POST /_triage/reload\"]}";
         admin_reply(a, 404, body, sizeof(body) - 1);
     }
 }
@@ -604,12 +608,8 @@ static void on_signal(struct ev_loop *loop, ev_io *io, int revents)
             break;
         }
         case SIGTERM:
-        case SIGINT:
-            begin_stop();
-            break;
-        case SIGHUP:
-            start_reload();
-            break;
+        case SIGINT: begin_stop(); break;
+        case SIGHUP: start_reload(); break;
         }
     }
 }

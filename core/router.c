@@ -109,8 +109,8 @@ static char *dup_n(const char *s, size_t len)
     return d;
 }
 
-int tr_router_add(tr_router_t *router, const char *method, const char *pattern, size_t plen, int handler,
-                  char *err, size_t err_size)
+int tr_router_add(tr_router_t *router, const char *method, const char *pattern, size_t plen, int handler, char *err,
+                  size_t err_size)
 {
     int m = tr_router_method_index(method, strlen(method));
     if (m < 0) {
@@ -139,8 +139,8 @@ int tr_router_add(tr_router_t *router, const char *method, const char *pattern, 
                 return -1;
             }
             if (p[0] == '*' && e != end) {
-                snprintf(err, err_size, "pattern '%.*s': catch-all '%.*s' must be the last segment", (int)plen,
-                         pattern, (int)len, p);
+                snprintf(err, err_size, "pattern '%.*s': catch-all '%.*s' must be the last segment", (int)plen, pattern,
+                         (int)len, p);
                 return -1;
             }
             if (++nparams > TR_ROUTER_MAX_PARAMS) {
@@ -170,8 +170,8 @@ int tr_router_add(tr_router_t *router, const char *method, const char *pattern, 
                 n->param = node_new(NULL, 0);
                 n->param_name = dup_n(p + 1, len - 1);
             } else if (strlen(n->param_name) != len - 1 || memcmp(n->param_name, p + 1, len - 1) != 0) {
-                snprintf(err, err_size, "%s %.*s: parameter '%.*s' conflicts with ':%s' at the same position",
-                         method, (int)plen, pattern, (int)len, p, n->param_name);
+                snprintf(err, err_size, "%s %.*s: parameter '%.*s' conflicts with ':%s' at the same position", method,
+                         (int)plen, pattern, (int)len, p, n->param_name);
                 return -1;
             }
             n = n->param;
@@ -180,8 +180,8 @@ int tr_router_add(tr_router_t *router, const char *method, const char *pattern, 
                 n->catch_all = node_new(NULL, 0);
                 n->catch_all_name = dup_n(p + 1, len - 1);
             } else if (strlen(n->catch_all_name) != len - 1 || memcmp(n->catch_all_name, p + 1, len - 1) != 0) {
-                snprintf(err, err_size, "%s %.*s: catch-all '%.*s' conflicts with '*%s' at the same position",
-                         method, (int)plen, pattern, (int)len, p, n->catch_all_name);
+                snprintf(err, err_size, "%s %.*s: catch-all '%.*s' conflicts with '*%s' at the same position", method,
+                         (int)plen, pattern, (int)len, p, n->catch_all_name);
                 return -1;
             }
             n = n->catch_all;
@@ -205,8 +205,8 @@ int tr_router_add(tr_router_t *router, const char *method, const char *pattern, 
         p = e + 1;
     }
     if (n->handler >= 0) {
-        snprintf(err, err_size, "%s %.*s conflicts with the route %s %s declared before", method, (int)plen,
-                 pattern, method, n->pattern);
+        snprintf(err, err_size, "%s %.*s conflicts with the route %s %s declared before", method, (int)plen, pattern,
+                 method, n->pattern);
         return -1;
     }
     n->handler = handler;

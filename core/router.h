@@ -46,16 +46,15 @@ int tr_router_method_index(const char *name, size_t len);
  * Add a route. Returns 0, or -1 with a message in err (a malformed pattern, an unknown method, or a
  * conflict with a route added before, which the message names).
  */
-int tr_router_add(tr_router_t *router, const char *method, const char *pattern, size_t pattern_len,
-                  int handler, char *err, size_t err_size);
+int tr_router_add(tr_router_t *router, const char *method, const char *pattern, size_t pattern_len, int handler,
+                  char *err, size_t err_size);
 
 /*
  * Find the handler for method (an index) and path (starting with '/', without query string).
  * Returns the handler (>= 0), TR_ROUTE_NOT_FOUND, or TR_ROUTE_METHOD_NOT_ALLOWED when the path matches
  * under other methods only. HEAD falls back to GET routes. Fills m's parameters on success.
  */
-int tr_router_match(const tr_router_t *router, int method, const char *path, size_t len,
-                    tr_route_match_t *m);
+int tr_router_match(const tr_router_t *router, int method, const char *path, size_t len, tr_route_match_t *m);
 
 /* The comma-separated methods whose routes match path ("GET, HEAD, POST"): the Allow header.
  * Returns its length (truncated to fit size - 1, always NUL-terminated). */

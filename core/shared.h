@@ -20,16 +20,16 @@ typedef struct tr_stats_s {
     volatile uint64_t pool_conn_total, pool_conn_free;
     volatile uint64_t pool_req_total, pool_req_free;
     volatile uint64_t pool_buf_total, pool_buf_free;
-    volatile uint64_t generation;          /* the generation this worker serves */
-    volatile double generation_loaded_at;  /* unix time */
-    volatile uint64_t old_generations;     /* older generations still finishing requests */
-    char last_error[TR_ERROR_MAX];         /* this worker's last reload error, "" if none */
+    volatile uint64_t generation;         /* the generation this worker serves */
+    volatile double generation_loaded_at; /* unix time */
+    volatile uint64_t old_generations;    /* older generations still finishing requests */
+    char last_error[TR_ERROR_MAX];        /* this worker's last reload error, "" if none */
 } tr_stats_t;
 
 typedef struct tr_shared_s {
-    volatile uint64_t generation;          /* the generation the master has published */
+    volatile uint64_t generation; /* the generation the master has published */
     volatile double generation_loaded_at;
-    char last_reload_error[TR_ERROR_MAX];  /* the last failed preflight, "" once a reload succeeds */
+    char last_reload_error[TR_ERROR_MAX]; /* the last failed preflight, "" once a reload succeeds */
     volatile double last_reload_at;
     volatile uint64_t reloads, reload_failures;
     tr_stats_t workers[TR_MAX_WORKERS];

@@ -77,10 +77,8 @@ TR_FFI_EXPORT tr_req_pub_t *tr_ffi_test_request(const char *raw, size_t len, tr_
     size_t n = http_parser_execute(&c->parser, &tr_http_settings, c->rbuf.data, c->rbuf.len);
     c->parsed = n;
     if (HTTP_PARSER_ERRNO(&c->parser) != HPE_PAUSED) {
-        int status = c->error_status ? c->error_status
-                     : HTTP_PARSER_ERRNO(&c->parser) == HPE_OK ? 0 : 400;
-        snprintf(err, err_size, status ? "%d %s" : "incomplete request",
-                 status, tr_http_reason(status));
+        int status = c->error_status ? c->error_status : HTTP_PARSER_ERRNO(&c->parser) == HPE_OK ? 0 : 400;
+        snprintf(err, err_size, status ? "%d %s" : "incomplete request", status, tr_http_reason(status));
         if (c->req != NULL) {
             last_request = c->req;
             c->req = NULL;

@@ -7,8 +7,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -125,8 +125,8 @@ static void check_reload(tr_worker_t *w)
     tr_gen_t *gen = rl.gen;
     char *err = rl.err;
     if (gen == NULL) {
-        tr_log_error("worker %d: generation %llu failed to load, keeping %llu: %s", w->slot,
-                     (unsigned long long)want, (unsigned long long)w->current->id, err);
+        tr_log_error("worker %d: generation %llu failed to load, keeping %llu: %s", w->slot, (unsigned long long)want,
+                     (unsigned long long)w->current->id, err);
         snprintf(w->stats->last_error, sizeof(w->stats->last_error), "%s", err);
         return;
     }

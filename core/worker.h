@@ -28,15 +28,15 @@ struct tr_worker_s {
     tr_bufpool_t bufs;
     tr_stats_t *stats;
     tr_shared_t *shared;
-    tr_gen_t *current;     /* serves new requests */
-    tr_gen_t *old;         /* older generations still running requests (list) */
-    tr_req_t *running;     /* the request whose coroutine is being resumed */
-    tr_conn_t conns;       /* list head: every open connection, least recently active first */
+    tr_gen_t *current; /* serves new requests */
+    tr_gen_t *old;     /* older generations still running requests (list) */
+    tr_req_t *running; /* the request whose coroutine is being resumed */
+    tr_conn_t conns;   /* list head: every open connection, least recently active first */
     unsigned nconns;
     uint64_t req_seq;
     time_t started;
     int shutting_down;
-    char date_line[64];    /* "Date: Wed, 25 Nov 2026 01:02:03 GMT\r\n" */
+    char date_line[64]; /* "Date: Wed, 25 Nov 2026 01:02:03 GMT\r\n" */
     size_t date_len;
     time_t date_sec;
 };

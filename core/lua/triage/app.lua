@@ -75,6 +75,10 @@ end
 -- handlers and middleware, added to router; carried is what the previous generation exported for
 -- triage.carry (or nil). Returns the request loop function.
 function M.boot(app_dir, router, generation, route_files, carried)
+  local jit_log = os.getenv("TRIAGE_JIT_LOG") -- trace compiler diagnostics, for profiling
+  if jit_log and jit_log ~= "" then
+    require("jit.v").start(jit_log)
+  end
   triage._import(carried)
   triage.app_dir = app_dir
   triage.generation = generation

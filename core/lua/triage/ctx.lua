@@ -36,12 +36,18 @@ local function req(self)
   return r
 end
 
+local function hex_char(h)
+  return string.char(tonumber(h, 16))
+end
+
+-- Percent-decoding (and '+' as space in query strings). Kept free of closures so the JIT can
+-- compile the common case, a value with nothing to decode.
 local function unescape(s, plus)
   if plus and s:find("+", 1, true) then
     s = s:gsub("+", " ")
   end
   if s:find("%", 1, true) then
-    s = s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+    s = s:gsub("%%(%x%x)", hex_char)
   end
   return s
 end
