@@ -114,6 +114,8 @@ void tr_http_respond(tr_req_t *r, const char *body, size_t len);
 /* Append an error response that the core produces itself (400, 404, 413, ...). */
 void tr_http_error(tr_conn_t *c, int status, int keep_alive);
 const char *tr_http_reason(int status);
+/* Non-zero for the characters RFC 9110 allows in a header name (tchar). */
+extern const unsigned char tr_http_token_chars[256];
 /* Refresh w's cached Date header line if the second has changed. */
 void tr_http_update_date(tr_worker_t *w, time_t now);
 

@@ -138,20 +138,34 @@ TR_FFI_EXPORT const char *tr_ffi_req_allow(tr_req_pub_t *pub, uint32_t serial, s
     return r->allow;
 }
 
+/* Lower-case hex of v at buf, no leading zeros; returns the length. */
+static size_t put_hex(char *buf, uint64_t v)
+{
+    char tmp[16];
+    size_t n = 0;
+    do {
+        tmp[n++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* "<worker start time>-<slot>-<request sequence>" in hex: unique across workers and restarts. Formatted
+ * by hand: this runs for every request that carries an X-Request-Id. */
 TR_FFI_EXPORT int tr_ffi_req_id(tr_req_pub_t *pub, uint32_t serial, char *buf, size_t size)
 {
     tr_req_t *r = tr_req_check(pub, serial);
-    if (r == NULL)
+    if (r == NULL || size < 3 * 16 + 3)
         return -1;
     tr_worker_t *w = r->conn->w;
-    int n = snprintf(buf, size, "%llx-%x-%llx", (unsigned long long)w->started, (unsigned)w->slot,
-                     (unsigned long long)r->seq);
-    return n < 0 || (size_t)n >= size ? -1 : n;
-}
-
-static int is_token_char(unsigned char ch)
-{
-    return ch > 32 && ch < 127 && strchr("\"(),/:;<=>?@[\\]{}", ch) == NULL;
+    size_t n = put_hex(buf, (uint64_t)w->started);
+    buf[n++] = '-';
+    n += put_hex(buf + n, (uint64_t)w->slot);
+    buf[n++] = '-';
+    n += put_hex(buf + n, r->seq);
+    return (int)n;
 }
 
 TR_FFI_EXPORT int tr_ffi_resp_header(tr_req_pub_t *pub, uint32_t serial, const char *name, size_t name_len,
@@ -163,22 +177,27 @@ TR_FFI_EXPORT int tr_ffi_resp_header(tr_req_pub_t *pub, uint32_t serial, const c
     if (name_len == 0)
         return -2;
     for (size_t i = 0; i < name_len; i++)
-        if (!is_token_char((unsigned char)name[i]))
+        if (!tr_http_token_chars[(unsigned char)name[i]])
             return -2;
-    for (size_t i = 0; i < value_len; i++)
-        if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
-            return -2; /* no response splitting */
+    if (memchr(value, '\r', value_len) != NULL || memchr(value, '\n', value_len) != NULL ||
+        memchr(value, '\0', value_len) != NULL)
+        return -2; /* no response splitting */
     static const char *const managed[] = {"content-length", "transfer-encoding", "connection", "date"};
     for (size_t i = 0; i < sizeof(managed) / sizeof(managed[0]); i++)
         if (strlen(managed[i]) == name_len && strncasecmp(managed[i], name, name_len) == 0)
             return -3;
     if (name_len == 12 && strncasecmp(name, "content-type", 12) == 0)
         r->content_type_set = 1;
-    tr_bufpool_t *bp = &r->conn->w->bufs;
-    tr_buf_append(bp, &r->resp_headers, name, name_len);
-    tr_buf_append(bp, &r->resp_headers, ": ", 2);
-    tr_buf_append(bp, &r->resp_headers, value, value_len);
-    tr_buf_append(bp, &r->resp_headers, "\r\n", 2);
+    tr_buf_t *h = &r->resp_headers;
+    if (tr_buf_reserve(&r->conn->w->bufs, h, name_len + value_len + 4) != 0)
+        return -2;
+    memcpy(h->data + h->len, name, name_len);
+    h->len += name_len;
+    memcpy(h->data + h->len, ": ", 2);
+    memcpy(h->data + h->len + 2, value, value_len);
+    h->len += 2 + value_len;
+    memcpy(h->data + h->len, "\r\n", 2);
+    h->len += 2;
     return 0;
 }
 

@@ -10,6 +10,18 @@
 #include "conn.h"
 #include "worker.h"
 
+/* RFC 9110 tchar: the characters a header name may use. */
+const unsigned char tr_http_token_chars[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1,
+    ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1, ['0'] = 1,  ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1,
+    ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1, ['A'] = 1,  ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,
+    ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1,  ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1,
+    ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,  ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1,
+    ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1,  ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1,
+    ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1,  ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1,
+    ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1,  ['z'] = 1,
+};
+
 static tr_conn_t *conn_of(http_parser *p)
 {
     return p->data;
@@ -118,6 +130,21 @@ static int on_headers_complete(http_parser *p)
     r->headers_done = 1;
     if (r->url.len == 0 || url[0] != '/')
         return reject(c, 400);
+    /* Debian's http-parser is built lenient: insist on exactly "<target> HTTP/1.x" and on header
+     * names made of token characters, so "HTTX/1.1" or "Content-Length : 5" (a smuggling vector)
+     * get 400 instead of a guess. */
+    const char *after_url = url + r->url.len;
+    if (c->rbuf.data + c->rbuf.len - after_url < 8 || memcmp(after_url, " HTTP/1.", 8) != 0 || p->http_major != 1 ||
+        p->http_minor > 1)
+        return reject(c, 400);
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        const unsigned char *name = (const unsigned char *)tr_req_str(r, r->headers[i][0]);
+        if (r->headers[i][0].len == 0)
+            return reject(c, 400);
+        for (uint32_t k = 0; k < r->headers[i][0].len; k++)
+            if (!tr_http_token_chars[name[k]])
+                return reject(c, 400);
+    }
     if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX && p->content_length > w->cfg->max_body)
         return reject(c, 413);
     for (unsigned i = 0; i < r->nheaders; i++) {

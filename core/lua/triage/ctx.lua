@@ -135,7 +135,7 @@ function Ctx:json_body()
   local b = self:body()
   local v, err
   if b == "" then
-    err = "empty body"
+    err = "invalid JSON: empty body"
   else
     v, err = cjson_safe.decode(b)
     if v == nil then

@@ -1,0 +1,328 @@
+-- Starts and stops the real build/triage binary for the integration specs.
+--
+--   local S = require "support.server"
+--   local srv = S.start{ app = S.root, workers = 2, args = { "--max-body", "1k" } }
+--   srv.port, srv.admin_port, srv.pid
+--   srv:status()            -- /_triage/status decoded (or nil, err)
+--   srv:error_log()         -- contents of the --error-log file
+--   srv:stop()              -- SIGTERM, wait, SIGKILL; returns exit info
+--   S.stop_all()            -- in teardown: stops every server still running
+--
+-- The binary is $TRIAGE_BIN or <repo>/build/triage; the repo root is
+-- $TRIAGE_ROOT or found from this file's location.
+local sys = require "support.sys"
+local http = require "support.http"
+local loadgen = require "support.loadgen"
+local cjson = require "cjson"
+
+local M = { sys = sys, http = http, loadgen = loadgen }
+
+local function find_root()
+  local env = os.getenv("TRIAGE_ROOT")
+  if env and env ~= "" then return sys.realpath(env) or env end
+  local src = debug.getinfo(1, "S").source
+  local file = src:sub(1, 1) == "@" and src:sub(2) or src
+  local abs = sys.realpath(file) or file
+  local root = abs:match("^(.*)/spec/support/server%.lua$")
+  if root then return root end
+  return sys.realpath(".") or "."
+end
+
+M.root = find_root()
+M.bin = os.getenv("TRIAGE_BIN")
+if not M.bin or M.bin == "" then M.bin = M.root .. "/build/triage" end
+M.fixtures = M.root .. "/spec/fixtures"
+M.fixture_app = M.fixtures .. "/app"
+M.keep_logs = os.getenv("TRIAGE_KEEP_LOGS") ~= nil and os.getenv("TRIAGE_KEEP_LOGS") ~= ""
+
+sys.raise_nofile(20000)
+sys.become_subreaper()
+
+-- Every server started and not yet stopped.
+local running = {}
+
+-- Free loopback ports: bind port 0, read the port, close. All sockets are
+-- held open until every port is picked so the ports differ.
+function M.free_ports(n)
+  local socket = require "socket"
+  local socks, ports = {}, {}
+  for i = 1, n do
+    local s = assert(socket.bind("127.0.0.1", 0))
+    local _, port = s:getsockname()
+    socks[i], ports[i] = s, tonumber(port)
+  end
+  for _, s in ipairs(socks) do s:close() end
+  return (table.unpack or unpack)(ports)
+end
+
+function M.free_port()
+  return (M.free_ports(1))
+end
+
+function M.binary_exists()
+  local f = io.open(M.bin, "rb")
+  if f then f:close(); return true end
+  return false
+end
+
+local Server = {}
+Server.__index = Server
+
+local function read_file(path)
+  return sys.read_all(path) or ""
+end
+
+function Server:error_log()
+  if self.final_error_log then return self.final_error_log end
+  return read_file(self.error_log_path)
+end
+
+-- what the process wrote to stdout/stderr
+function Server:output()
+  if self.final_output then return self.final_output end
+  return read_file(self.output_path)
+end
+
+function Server:access_log()
+  if self.final_access_log then return self.final_access_log end
+  return self.access_log_path and read_file(self.access_log_path) or ""
+end
+
+function Server:logs()
+  return ("---- error log (%s) ----\n%s\n---- stdout/stderr ----\n%s"):format(
+    tostring(self.error_log_path), self:error_log(), self:output())
+end
+
+-- Has the master exited? Returns the exit table or false.
+function Server:exited()
+  if self.exit then return self.exit end
+  local e = sys.reap(self.pid)
+  if e then
+    self.exit = e
+    return e
+  end
+  if e == nil then
+    -- not our child any more (should not happen): treat a vanished pid as exited
+    if not sys.alive(self.pid) then
+      self.exit = { unknown = true }
+      return self.exit
+    end
+  end
+  return false
+end
+
+function Server:wait_exit(timeout)
+  local deadline = sys.now() + (timeout or 10)
+  while true do
+    local e = self:exited()
+    if e then return e end
+    if sys.now() > deadline then return nil end
+    sys.sleep(0.02)
+  end
+end
+
+function Server:signal(sig)
+  if self:exited() then return false end
+  return sys.C.kill(self.pid, sig) == 0
+end
+
+-- GET /_triage/status on the admin listener, decoded.
+function Server:status(timeout)
+  local r, err = http.get(self.admin_port, "/_triage/status", { timeout = timeout or 5 })
+  if not r then return nil, "status: " .. tostring(err) end
+  if r.status ~= 200 then return nil, ("status: HTTP %d %s"):format(r.status, http.quote(r.body)) end
+  local t, jerr = http.json(r)
+  if not t then return nil, "status: " .. jerr end
+  return t
+end
+
+-- worker pids by slot (from status): { [slot] = pid }, status
+function Server:worker_pids()
+  local st, err = self:status()
+  if not st then return nil, err end
+  local out = {}
+  for _, w in ipairs(st.workers or {}) do out[w.slot] = w.pid end
+  return out, st
+end
+
+local function ready_error(self, msg)
+  local logs = self:logs()
+  self:stop({ timeout = 3 })
+  error(("triage %s\ncommand: %s\n%s"):format(msg, table.concat(self.argv, " "), logs), 0)
+end
+
+function Server:wait_ready(timeout)
+  local deadline = sys.now() + (timeout or 10)
+  local listener_ok, admin_ok = false, false
+  local last_err
+  while sys.now() < deadline do
+    local e = self:exited()
+    if e then ready_error(self, "exited during start-up (" .. sys.describe_exit(e) .. ")") end
+    if not listener_ok then
+      local r, err = http.get(self.port, "/__spec_ready_probe", { timeout = 1 })
+      if r then listener_ok = true else last_err = "listener: " .. tostring(err) end
+    end
+    if not admin_ok then
+      local st, err = self:status(1)
+      if st then admin_ok = true else last_err = "admin: " .. tostring(err) end
+    end
+    if listener_ok and admin_ok then break end
+    sys.sleep(0.05)
+  end
+  if not (listener_ok and admin_ok) then
+    ready_error(self, ("did not answer within %ds (%s)"):format(timeout or 10, tostring(last_err)))
+  end
+  -- give every worker a moment to show up in the status (bounded)
+  local wdeadline = math.min(deadline, sys.now() + 3)
+  while sys.now() < wdeadline do
+    local st = self:status(1)
+    local ws = st and type(st.workers) == "table" and st.workers
+    if ws and #ws >= self.workers then
+      local all = true
+      for _, w in ipairs(ws) do
+        if type(w.pid) ~= "number" or w.pid <= 0 then all = false end
+      end
+      if all then break end
+    end
+    sys.sleep(0.05)
+  end
+  return self
+end
+
+-- Start a server. opts:
+--   app (dir, default the repo root), workers (default 2), args (extra flags),
+--   access_log (true: --access-log to a temp file), wait (default true),
+--   ready_timeout (default 10), port/admin_port (default: free ports),
+--   cwd (working directory of the server, default this process's).
+function M.start(opts)
+  opts = opts or {}
+  if not M.binary_exists() then
+    error("triage binary not found at " .. M.bin .. " (set TRIAGE_BIN or build it)", 2)
+  end
+  local port, admin = M.free_ports(2)
+  port = opts.port or port
+  admin = opts.admin_port or admin
+  local dir = sys.mkdtemp("/tmp/triage-spec-")
+  local workers = opts.workers or 2
+  local self = setmetatable({
+    port = port, admin_port = admin, dir = dir, workers = workers,
+    app = opts.app or M.root,
+    error_log_path = dir .. "/error.log",
+    output_path = dir .. "/output.log",
+  }, Server)
+  local argv = {
+    M.bin, "--app", self.app,
+    "--listen", "127.0.0.1:" .. port,
+    "--admin", "127.0.0.1:" .. admin,
+    "--workers", tostring(workers),
+    "--error-log", self.error_log_path,
+  }
+  if opts.access_log then
+    self.access_log_path = dir .. "/access.log"
+    argv[#argv + 1] = "--access-log"
+    argv[#argv + 1] = self.access_log_path
+  end
+  for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
+  self.argv = argv
+  self.pid = sys.spawn(argv, self.output_path, opts.cwd)
+  self.started_at = sys.now()
+  running[self] = true
+  if opts.wait ~= false then self:wait_ready(opts.ready_timeout or 10) end
+  return self
+end
+
+-- Stop: signal (default SIGTERM), wait up to opts.timeout (default 15 s), then
+-- SIGKILL. Processes descended from the master that are still alive after it
+-- exited are killed too and listed in the second result.
+function Server:stop(opts)
+  opts = opts or {}
+  running[self] = nil
+  if self.stopped then return self.exit, self.leftovers end
+  self.stopped = true
+  local family = sys.descendants(self.pid)
+  local e = self:exited()
+  if not e then
+    sys.C.kill(self.pid, opts.signal or sys.SIGTERM)
+    e = self:wait_exit(opts.timeout or 15)
+    if not e then
+      self.killed = true
+      sys.C.kill(self.pid, sys.SIGKILL)
+      e = self:wait_exit(5)
+    end
+  end
+  -- anything the master left behind (re-parented to us: we are a subreaper)
+  local leftovers = {}
+  local deadline = sys.now() + (opts.orphan_grace or 2)
+  for _, p in ipairs(family) do
+    while sys.alive(p) and sys.now() < deadline do sys.sleep(0.02) end
+    if sys.alive(p) then
+      leftovers[#leftovers + 1] = p
+      sys.C.kill(p, sys.SIGKILL)
+    end
+    for _ = 1, 50 do
+      local r = sys.reap(p)
+      if r ~= false then break end
+      sys.sleep(0.01)
+    end
+  end
+  self.leftovers = leftovers
+  self.final_error_log = read_file(self.error_log_path)
+  self.final_output = read_file(self.output_path)
+  if self.access_log_path then self.final_access_log = read_file(self.access_log_path) end
+  if not M.keep_logs then
+    os.remove(self.error_log_path)
+    os.remove(self.output_path)
+    if self.access_log_path then os.remove(self.access_log_path) end
+    sys.C.rmdir(self.dir)
+  end
+  return e, leftovers
+end
+
+function M.stop_all()
+  local list = {}
+  for s in pairs(running) do list[#list + 1] = s end
+  for _, s in ipairs(list) do s:stop({ timeout = 10 }) end
+end
+
+-- Wait until fn() returns a truthy value (polling every `interval` s) or the
+-- timeout passes. Returns fn's values, or nil plus the last values.
+function M.eventually(timeout, fn, interval)
+  local deadline = sys.now() + timeout
+  local last
+  while true do
+    last = { fn() }
+    if last[1] then return unpack(last) end
+    if sys.now() > deadline then return nil, unpack(last, 2) end
+    sys.sleep(interval or 0.05)
+  end
+end
+
+-- Is anything accepting connections on 127.0.0.1:port?
+function M.port_open(port)
+  local c = http.connect(port, { timeout = 1 })
+  if c then c:close(); return true end
+  return false
+end
+
+-- The set of keys of a table, sorted, for exact key-set comparisons.
+function M.keys(t)
+  local out = {}
+  for k in pairs(t) do out[#out + 1] = k end
+  table.sort(out)
+  return out
+end
+
+function M.contains(list, value)
+  for _, v in ipairs(list or {}) do
+    if v == value then return true end
+  end
+  return false
+end
+
+-- Last line of defence: when this module is collected (busted drops it after
+-- each spec file) or the Lua state closes, stop whatever is still running.
+M._sentinel = newproxy(true)
+getmetatable(M._sentinel).__gc = function() pcall(M.stop_all) end
+
+M.json = cjson
+return M
