@@ -57,7 +57,6 @@ struct tr_req_s {
     tr_slice_t url;
     uint32_t path_len; /* of url, up to '?' */
     tr_slice_t body;
-    tr_slice_t headers[TR_MAX_HEADERS][2]; /* name, value */
     unsigned nheaders;
     int in_value; /* the last header callback was for a value */
     unsigned keep_alive : 1;
@@ -65,10 +64,12 @@ struct tr_req_s {
     unsigned expect_continue : 1;
     unsigned content_type_set : 1;
     unsigned headers_done : 1;
-    tr_route_match_t match;
     tr_buf_t resp_headers; /* "Name: value\r\n" lines set by the handler */
-    char allow[128];       /* for 405 */
     size_t resp_body_len;
+    /* Not cleared between requests (only their first nheaders / nparams entries are meaningful). */
+    tr_slice_t headers[TR_MAX_HEADERS][2]; /* name, value */
+    tr_route_match_t match;
+    char allow[128]; /* for 405 */
 };
 
 struct tr_conn_s {

@@ -44,9 +44,9 @@ static int on_message_begin(http_parser *p)
     tr_worker_t *w = c->w;
     tr_req_t *r = tr_pool_get(&w->req_pool);
     uint32_t serial = r->pub.serial; /* survives reuse: only ever incremented */
-    memset(r, 0, offsetof(tr_req_t, resp_headers));
-    r->resp_headers.data = NULL;
-    r->resp_headers.len = r->resp_headers.cap = 0;
+    memset(r, 0, offsetof(tr_req_t, headers)); /* resp_headers was released: all zero already */
+    r->allow[0] = '\0';
+    r->match.nparams = 0;
     r->pub.serial = serial + 1;
     r->pub.status = 200;
     r->pub.handler = -1;
