@@ -48,12 +48,17 @@ static void touch(tr_conn_t *c)
     list_append(c->w, c);
 }
 
-/* Read while nothing runs and nothing waits to be written; write while something waits. */
+/*
+ * Write while something waits to be written, and read otherwise. Reading goes on while a request
+ * runs (it only buffers what a pipelining client sends next, and notices a client that leaves), so a
+ * request that sleeps costs no epoll changes; it pauses only when the buffer is full.
+ */
 static void update_watchers(tr_conn_t *c)
 {
     struct ev_loop *loop = c->w->loop;
     int want_write = c->written < c->wbuf.len;
-    int want_read = c->lingering || (!c->closing && !request_running(c) && !want_write);
+    int buffer_full = request_running(c) && c->rbuf.len == c->rbuf.cap;
+    int want_read = c->lingering || (!c->closing && !want_write && !buffer_full);
     if (want_read && !ev_is_active(&c->rio))
         ev_io_start(loop, &c->rio);
     else if (!want_read && ev_is_active(&c->rio))
@@ -151,10 +156,13 @@ static void compact(tr_conn_t *c)
     }
 }
 
-/* Make room to read into. Returns 0, or an HTTP status when the request can never fit. */
+/* Make room to read into. Returns 0, -1 to pause reading (the buffer holds a running request and is
+ * full), or an HTTP status when the request can never fit. */
 static int ensure_read_space(tr_conn_t *c)
 {
     tr_worker_t *w = c->w;
+    if (request_running(c)) /* its slices point into rbuf: neither move nor grow it */
+        return c->rbuf.len < c->rbuf.cap ? 0 : -1;
     if (!c->in_message && c->parsed == c->rbuf.len) {
         c->rbuf.len = c->parsed = c->req_start = 0;
     } else if (c->rbuf.len == c->rbuf.cap && c->req_start > 0) {
@@ -188,6 +196,10 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
         return;
     }
     int status = ensure_read_space(c);
+    if (status < 0) {
+        update_watchers(c);
+        return;
+    }
     if (status != 0) {
         tr_http_error(c, status, 0);
         flush(c);
@@ -200,7 +212,7 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
         conn_process(c);
     } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
         tr_conn_close(c);
-    } else if (!c->in_message && c->parsed == c->rbuf.len) {
+    } else if (!c->in_message && c->parsed == c->rbuf.len && !request_running(c)) {
         tr_buf_release(&c->w->bufs, &c->rbuf);
         c->parsed = c->req_start = 0;
     }

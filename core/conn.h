@@ -58,7 +58,8 @@ struct tr_req_s {
     uint32_t path_len; /* of url, up to '?' */
     tr_slice_t body;
     unsigned nheaders;
-    int in_value; /* the last header callback was for a value */
+    uint32_t trailer_bytes; /* of a chunked body's trailer section */
+    int in_value;           /* the last header callback was for a value */
     unsigned keep_alive : 1;
     unsigned head : 1;
     unsigned expect_continue : 1;

@@ -43,7 +43,7 @@ static int on_message_begin(http_parser *p)
     tr_conn_t *c = conn_of(p);
     tr_worker_t *w = c->w;
     tr_req_t *r = tr_pool_get(&w->req_pool);
-    uint32_t serial = r->pub.serial; /* survives reuse: only ever incremented */
+    uint32_t serial = r->pub.serial;           /* survives reuse: only ever incremented */
     memset(r, 0, offsetof(tr_req_t, headers)); /* resp_headers was released: all zero already */
     r->allow[0] = '\0';
     r->match.nparams = 0;
@@ -79,10 +79,20 @@ static int header_bytes_ok(tr_conn_t *c, tr_req_t *r, size_t more)
     return total <= c->w->cfg->max_header;
 }
 
+/* Trailer fields of a chunked body are not headers (RFC 9110 6.5.2): they are only counted toward the
+ * header limit, never recorded. */
+static int on_trailer(tr_conn_t *c, tr_req_t *r, size_t len)
+{
+    r->trailer_bytes += (uint32_t)len;
+    return r->trailer_bytes <= c->w->cfg->max_header ? 0 : reject(c, 431);
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     tr_conn_t *c = conn_of(p);
     tr_req_t *r = c->req;
+    if (r->headers_done)
+        return on_trailer(c, r, len);
     if (r->nheaders == 0 || r->in_value) {
         if (r->nheaders == TR_MAX_HEADERS)
             return reject(c, 431);
@@ -101,6 +111,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     tr_conn_t *c = conn_of(p);
     tr_req_t *r = c->req;
+    if (r->headers_done)
+        return on_trailer(c, r, len);
     tr_slice_t *v = &r->headers[r->nheaders - 1][1];
     if (!r->in_value) {
         v->off = offset_of(c, at);
@@ -263,6 +275,8 @@ static char *format_u64(char *end, uint64_t v)
 
 static void append_str(tr_worker_t *w, tr_buf_t *b, const char *s, size_t len)
 {
+    if (len == 0) /* s may be NULL then (no handler headers) */
+        return;
     memcpy(b->data + b->len, s, len);
     b->len += len;
     (void)w;

@@ -1,5 +1,6 @@
 #include "pool.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,8 @@ static int size_class(size_t size)
 
 int tr_buf_reserve(tr_bufpool_t *bp, tr_buf_t *buf, size_t extra)
 {
+    if (extra > SIZE_MAX - buf->len)
+        return -1;
     size_t need = buf->len + extra;
     if (buf->data != NULL && need <= buf->cap)
         return 0;

@@ -15,8 +15,10 @@ struct node_s {
     unsigned nstatics;
     node_t *param; /* the `:name` child */
     char *param_name;
-    node_t *catch_all; /* the `*name` child: always a leaf */
+    char *param_origin; /* the route that created the parameter child, for conflict messages */
+    node_t *catch_all;  /* the `*name` child: always a leaf */
     char *catch_all_name;
+    char *catch_all_origin;
     int handler;   /* -1: no route ends here */
     char *pattern; /* the route that ends here, for conflict messages */
 };
@@ -51,7 +53,9 @@ static void node_free(node_t *n)
     node_free(n->catch_all);
     tr_mem_free(n->segment);
     tr_mem_free(n->param_name);
+    tr_mem_free(n->param_origin);
     tr_mem_free(n->catch_all_name);
+    tr_mem_free(n->catch_all_origin);
     tr_mem_free(n->pattern);
     tr_mem_free(n);
 }
@@ -169,9 +173,12 @@ int tr_router_add(tr_router_t *router, const char *method, const char *pattern, 
             if (n->param == NULL) {
                 n->param = node_new(NULL, 0);
                 n->param_name = dup_n(p + 1, len - 1);
+                n->param_origin = dup_n(pattern, plen);
             } else if (strlen(n->param_name) != len - 1 || memcmp(n->param_name, p + 1, len - 1) != 0) {
-                snprintf(err, err_size, "%s %.*s: parameter '%.*s' conflicts with ':%s' at the same position", method,
-                         (int)plen, pattern, (int)len, p, n->param_name);
+                snprintf(err, err_size,
+                         "%s %.*s: parameter '%.*s' conflicts with ':%s' at the same position in the route %s %s "
+                         "declared before",
+                         method, (int)plen, pattern, (int)len, p, n->param_name, method, n->param_origin);
                 return -1;
             }
             n = n->param;
@@ -179,9 +186,12 @@ int tr_router_add(tr_router_t *router, const char *method, const char *pattern, 
             if (n->catch_all == NULL) {
                 n->catch_all = node_new(NULL, 0);
                 n->catch_all_name = dup_n(p + 1, len - 1);
+                n->catch_all_origin = dup_n(pattern, plen);
             } else if (strlen(n->catch_all_name) != len - 1 || memcmp(n->catch_all_name, p + 1, len - 1) != 0) {
-                snprintf(err, err_size, "%s %.*s: catch-all '%.*s' conflicts with '*%s' at the same position", method,
-                         (int)plen, pattern, (int)len, p, n->catch_all_name);
+                snprintf(err, err_size,
+                         "%s %.*s: catch-all '%.*s' conflicts with '*%s' at the same position in the route %s %s "
+                         "declared before",
+                         method, (int)plen, pattern, (int)len, p, n->catch_all_name, method, n->catch_all_origin);
                 return -1;
             }
             n = n->catch_all;
@@ -300,8 +310,10 @@ size_t tr_router_allow(const tr_router_t *router, const char *path, size_t len, 
         if (!matched)
             continue;
         int n = snprintf(buf + used, size - used, "%s%s", used ? ", " : "", http_method_str((enum http_method)i));
-        if (n < 0 || (size_t)n >= size - used)
+        if (n < 0 || (size_t)n >= size - used) {
+            buf[used] = '\0'; /* drop the method that did not fit whole */
             break;
+        }
         used += (size_t)n;
     }
     return used;
