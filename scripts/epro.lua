@@ -10,13 +10,9 @@ local accepted = 0
 local FIELDS = { { "patientId", "string" }, { "reportData", "object" } }
 
 function M.submit(ctx)
-  local body = validate.json_object(ctx)
+  local body = validate.body(ctx, FIELDS)
   if not body then
     return
-  end
-  local failed = validate.check(body, FIELDS)
-  if #failed > 0 then
-    return validate.reject(ctx, failed)
   end
   latest[body.patientId] = body.reportData
   accepted = accepted + 1

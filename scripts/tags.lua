@@ -8,13 +8,9 @@ local tags = {} -- patientId -> { tagName = true }
 local FIELDS = { { "patientId", "string" }, { "tagName", "string" } }
 
 function M.add(ctx)
-  local body = validate.json_object(ctx)
+  local body = validate.body(ctx, FIELDS)
   if not body then
     return
-  end
-  local failed = validate.check(body, FIELDS)
-  if #failed > 0 then
-    return validate.reject(ctx, failed)
   end
   local set = tags[body.patientId]
   if not set then

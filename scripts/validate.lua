@@ -42,4 +42,19 @@ function M.reject(ctx, failed)
   return ctx:status(400):json { success = false, error = "invalid request", fields = failed }
 end
 
+-- The body as a JSON object whose fields pass their rules; otherwise answer 400 (naming the failing
+-- fields) and return nil.
+function M.body(ctx, fields)
+  local body = M.json_object(ctx)
+  if not body then
+    return nil
+  end
+  local failed = M.check(body, fields)
+  if #failed > 0 then
+    M.reject(ctx, failed)
+    return nil
+  end
+  return body
+end
+
 return M
