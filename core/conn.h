@@ -26,6 +26,11 @@
 #include "router.h"
 
 #define TR_MAX_HEADERS 64
+#define TR_REQUEST_ID_MAX 128 /* longest X-Request-Id taken from a client */
+
+/* tr_req_pub_t.flags */
+#define TR_RESP_REQUEST_ID 1u /* send X-Request-Id */
+#define TR_RESP_JSON 2u       /* send Content-Type: application/json unless the handler set one */
 
 typedef struct tr_worker_s tr_worker_t;
 typedef struct tr_conn_s tr_conn_t;
@@ -57,6 +62,7 @@ struct tr_req_s {
     tr_slice_t url;
     uint32_t path_len; /* of url, up to '?' */
     tr_slice_t body;
+    tr_slice_t client_id; /* a well-formed X-Request-Id from the client, or empty */
     unsigned nheaders;
     uint32_t trailer_bytes; /* of a chunked body's trailer section */
     int in_value;           /* the last header callback was for a value */
@@ -116,6 +122,9 @@ void tr_http_respond(tr_req_t *r, const char *body, size_t len);
 /* Append an error response that the core produces itself (400, 404, 413, ...). */
 void tr_http_error(tr_conn_t *c, int status, int keep_alive);
 const char *tr_http_reason(int status);
+/* r's request id (the client's X-Request-Id if it sent a well-formed one, else made by the worker)
+ * written at buf, which holds TR_REQUEST_ID_MAX bytes; returns its length. */
+size_t tr_http_request_id(const tr_req_t *r, char *buf);
 /* Non-zero for the characters RFC 9110 allows in a header name (tchar). */
 extern const unsigned char tr_http_token_chars[256];
 /* Refresh w's cached Date header line if the second has changed. */

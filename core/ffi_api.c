@@ -138,33 +138,16 @@ TR_FFI_EXPORT const char *tr_ffi_req_allow(tr_req_pub_t *pub, uint32_t serial, s
     return r->allow;
 }
 
-/* Lower-case hex of v at buf, no leading zeros; returns the length. */
-static size_t put_hex(char *buf, uint64_t v)
-{
-    char tmp[16];
-    size_t n = 0;
-    do {
-        tmp[n++] = "0123456789abcdef"[v & 15];
-        v >>= 4;
-    } while (v != 0);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = tmp[n - 1 - i];
-    return n;
-}
-
-/* "<worker start time>-<slot>-<request sequence>" in hex: unique across workers and restarts. Formatted
- * by hand: this runs for every request that carries an X-Request-Id. */
 TR_FFI_EXPORT int tr_ffi_req_id(tr_req_pub_t *pub, uint32_t serial, char *buf, size_t size)
 {
     tr_req_t *r = tr_req_check(pub, serial);
-    if (r == NULL || size < 3 * 16 + 3)
+    char id[TR_REQUEST_ID_MAX];
+    if (r == NULL)
         return -1;
-    tr_worker_t *w = r->conn->w;
-    size_t n = put_hex(buf, (uint64_t)w->started);
-    buf[n++] = '-';
-    n += put_hex(buf + n, (uint64_t)w->slot);
-    buf[n++] = '-';
-    n += put_hex(buf + n, r->seq);
+    size_t n = tr_http_request_id(r, id);
+    if (n > size)
+        return -1;
+    memcpy(buf, id, n);
     return (int)n;
 }
 

@@ -128,6 +128,20 @@ static int header_is(const tr_req_t *r, unsigned i, const char *name, size_t len
     return r->headers[i][0].len == len && strncasecmp(tr_req_str(r, r->headers[i][0]), name, len) == 0;
 }
 
+/* A request id worth echoing: 1 to TR_REQUEST_ID_MAX characters of [A-Za-z0-9._:-]. */
+static int valid_request_id(const char *s, size_t len)
+{
+    if (len == 0 || len > TR_REQUEST_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+              ch == '_' || ch == '.' || ch == ':'))
+            return 0;
+    }
+    return 1;
+}
+
 static int on_headers_complete(http_parser *p)
 {
     tr_conn_t *c = conn_of(p);
@@ -160,6 +174,9 @@ static int on_headers_complete(http_parser *p)
     if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX && p->content_length > w->cfg->max_body)
         return reject(c, 413);
     for (unsigned i = 0; i < r->nheaders; i++) {
+        if (header_is(r, i, "x-request-id", 12) &&
+            valid_request_id(tr_req_str(r, r->headers[i][1]), r->headers[i][1].len))
+            r->client_id = r->headers[i][1];
         if (header_is(r, i, "expect", 6)) {
             if (r->headers[i][1].len == 12 && strncasecmp(tr_req_str(r, r->headers[i][1]), "100-continue", 12) == 0)
                 r->expect_continue = 1;
@@ -284,8 +301,43 @@ static void append_str(tr_worker_t *w, tr_buf_t *b, const char *s, size_t len)
 
 #define APPEND_LIT(w, b, lit) append_str(w, b, lit, sizeof(lit) - 1)
 
-static void respond(tr_conn_t *c, int status, int keep_alive, int http10, int head, const char *headers,
-                    size_t headers_len, int content_type_set, const char *body, size_t len)
+/* Lower-case hex of v at buf, no leading zeros; returns the length. */
+static size_t put_hex(char *buf, uint64_t v)
+{
+    char tmp[16];
+    size_t n = 0;
+    do {
+        tmp[n++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* Made ids are "<worker start time>-<slot>-<request sequence>" in hex: unique across workers and
+ * restarts, and formatted by hand because every response may carry one. */
+size_t tr_http_request_id(const tr_req_t *r, char *buf)
+{
+    if (r->client_id.len > 0) {
+        memcpy(buf, tr_req_str(r, r->client_id), r->client_id.len);
+        return r->client_id.len;
+    }
+    const tr_worker_t *w = r->conn->w;
+    size_t n = put_hex(buf, (uint64_t)w->started);
+    buf[n++] = '-';
+    n += put_hex(buf + n, (uint64_t)w->slot);
+    buf[n++] = '-';
+    n += put_hex(buf + n, r->seq);
+    return n;
+}
+
+/*
+ * Serialize a response into c's write buffer. `extra` holds header lines the core adds (request id,
+ * JSON content type), `headers` those the handler set.
+ */
+static void respond(tr_conn_t *c, int status, int keep_alive, int http10, int head, const char *extra, size_t extra_len,
+                    const char *headers, size_t headers_len, int content_type_set, const char *body, size_t len)
 {
     tr_worker_t *w = c->w;
     tr_buf_t *b = &c->wbuf;
@@ -294,7 +346,7 @@ static void respond(tr_conn_t *c, int status, int keep_alive, int http10, int he
     int no_body = status == 204 || status == 304 || status < 200;
     size_t body_len = (head || no_body) ? 0 : len;
     /* Reserve the whole response at once: the status line and fixed headers take < 200 bytes. */
-    if (tr_buf_reserve(&w->bufs, b, 256 + reason_len + w->date_len + headers_len + body_len) != 0) {
+    if (tr_buf_reserve(&w->bufs, b, 256 + reason_len + w->date_len + extra_len + headers_len + body_len) != 0) {
         c->closing = 1;
         return;
     }
@@ -318,6 +370,7 @@ static void respond(tr_conn_t *c, int status, int keep_alive, int http10, int he
         APPEND_LIT(w, b, "Connection: keep-alive\r\n");
     if (!content_type_set && len > 0)
         APPEND_LIT(w, b, "Content-Type: text/plain; charset=utf-8\r\n");
+    append_str(w, b, extra, extra_len);
     append_str(w, b, headers, headers_len);
     APPEND_LIT(w, b, "\r\n");
     append_str(w, b, body, body_len);
@@ -333,8 +386,23 @@ void tr_http_respond(tr_req_t *r, const char *body, size_t len)
     int status = r->pub.status;
     if (status < 100 || status > 999)
         status = 500;
-    respond(c, status, keep_alive, c->parser.http_minor == 0, r->head, r->resp_headers.data, r->resp_headers.len,
-            r->content_type_set, body, len);
+    char extra[TR_REQUEST_ID_MAX + 64];
+    size_t n = 0;
+    int content_type_set = r->content_type_set;
+    if (r->pub.flags & TR_RESP_REQUEST_ID) {
+        memcpy(extra, "X-Request-Id: ", 14);
+        n = 14 + tr_http_request_id(r, extra + 14);
+        extra[n++] = '\r';
+        extra[n++] = '\n';
+    }
+    if ((r->pub.flags & TR_RESP_JSON) && !content_type_set) {
+        static const char ct[] = "Content-Type: application/json\r\n";
+        memcpy(extra + n, ct, sizeof(ct) - 1);
+        n += sizeof(ct) - 1;
+        content_type_set = 1;
+    }
+    respond(c, status, keep_alive, c->parser.http_minor == 0, r->head, extra, n, r->resp_headers.data,
+            r->resp_headers.len, content_type_set, body, len);
     r->resp_body_len = len;
 }
 
@@ -350,5 +418,5 @@ void tr_http_error(tr_conn_t *c, int status, int keep_alive)
     body[n++] = '"';
     body[n++] = '}';
     static const char ct[] = "Content-Type: application/json\r\n";
-    respond(c, status, keep_alive, c->parser.http_minor == 0, 0, ct, sizeof(ct) - 1, 1, body, (size_t)n);
+    respond(c, status, keep_alive, c->parser.http_minor == 0, 0, ct, sizeof(ct) - 1, NULL, 0, 1, body, (size_t)n);
 }

@@ -61,8 +61,7 @@ local function request_loop(chains, not_found_chain, not_allowed_chain)
         local msg = ("request %s: %s %s failed: %s"):format(id, ctx:method(), ctx:path(), err)
         C.tr_ffi_log_error(msg, #msg)
         ctx:_reset()
-        ctx:status(500):set_header("X-Request-Id", id)
-        ctx:json { error = "internal server error", requestId = id }
+        ctx:status(500):send_request_id():json { error = "internal server error", requestId = id }
       end
       ctx:_finish()
       ctx, chain = nil, nil

@@ -17,6 +17,8 @@ typedef struct tr_req_pub_s {
     int32_t handler;   /* route handler index, -1 no route matched (404), -2 other methods only (405) */
     int32_t status;    /* response status, 200 until set */
     int32_t method;    /* http_parser method number; names from tr_ffi_method_name */
+    uint32_t flags;    /* response options set from Lua: 1 add X-Request-Id, 2 the body is JSON */
+    uint32_t reserved;
 } tr_req_pub_t;
 
 const char *tr_ffi_method_name(int method);
@@ -31,6 +33,7 @@ int tr_ffi_req_header_count(tr_req_pub_t *r, uint32_t serial);
 const char *tr_ffi_req_header_at(tr_req_pub_t *r, uint32_t serial, int i, size_t *name_len, const char **value, size_t *value_len);
 const char *tr_ffi_req_body(tr_req_pub_t *r, uint32_t serial, size_t *len);
 const char *tr_ffi_req_allow(tr_req_pub_t *r, uint32_t serial, size_t *len);
+/* Writes the request id (no NUL) and returns its length, or -1 if stale or it does not fit in size. */
 int tr_ffi_req_id(tr_req_pub_t *r, uint32_t serial, char *buf, size_t size);
 
 int tr_ffi_resp_header(tr_req_pub_t *r, uint32_t serial, const char *name, size_t name_len, const char *value, size_t value_len);

@@ -8,7 +8,9 @@ local ffi = require "ffi"
 local cjson = require "cjson"
 local cjson_safe = require "cjson.safe"
 local C = require("triage.ffi").C
+local bit = require "bit"
 
+local bor, band, bnot = bit.bor, bit.band, bit.bnot
 local ffi_string = ffi.string
 local type, tostring, tonumber, error, setmetatable = type, tostring, tonumber, error, setmetatable
 
@@ -17,7 +19,11 @@ local STALE = "ctx used after its request finished"
 local len_out = ffi.new("size_t[1]")
 local len_out2 = ffi.new("size_t[1]")
 local ptr_out = ffi.new("const char *[1]")
-local id_buf = ffi.new("char[64]")
+local id_buf = ffi.new("char[128]")
+
+-- tr_req_pub_t.flags: response headers the core writes itself, so that no FFI call is needed
+local FLAG_REQUEST_ID = 1 -- X-Request-Id
+local FLAG_JSON = 2       -- Content-Type: application/json (unless the handler set a Content-Type)
 
 local method_names = {}
 
@@ -146,13 +152,13 @@ function Ctx:json_body()
   return v, err
 end
 
--- This request's id: the X-Request-Id the client sent (when the request_id middleware accepted
--- it) or one made by the worker.
+-- This request's id: the X-Request-Id the client sent (1 to 128 characters of letters, digits and
+-- . _ : -) or one made by the worker.
 function Ctx:request_id()
   local r = req(self)
   local id = self._id
   if not id then
-    local n = C.tr_ffi_req_id(r, self._s, id_buf, 64)
+    local n = C.tr_ffi_req_id(r, self._s, id_buf, 128)
     id = n > 0 and ffi_string(id_buf, n) or "-"
     self._id = id
   end
@@ -198,9 +204,13 @@ function Ctx:set_header(name, value)
   elseif rc == -3 then
     error("ctx:set_header: '" .. name .. "' is set by the server", 2)
   end
-  if name:lower() == "content-type" then
-    self._content_type = true
-  end
+  return self
+end
+
+-- Send this request's id back as X-Request-Id (what the request_id middleware does).
+function Ctx:send_request_id()
+  local r = req(self)
+  r.flags = bor(r.flags, FLAG_REQUEST_ID)
   return self
 end
 
@@ -217,11 +227,9 @@ function Ctx:send(body)
 end
 
 function Ctx:json(value)
-  req(self)
+  local r = req(self)
   local body = cjson.encode(value)
-  if not self._content_type then
-    self:set_header("Content-Type", "application/json")
-  end
+  r.flags = bor(r.flags, FLAG_JSON)
   self._resp = body
   return self
 end
@@ -232,11 +240,12 @@ function Ctx:_finish()
   return C.tr_ffi_resp_finish(self._r, self._s, body, #body)
 end
 
--- Internal: forget what the handler set, before an error response.
+-- Internal: forget the response the handler set, before an error response.
 function Ctx:_reset()
   self._resp = nil
-  self._content_type = nil
-  C.tr_ffi_resp_reset(self._r, self._s)
+  local r = self._r
+  r.flags = band(r.flags, bnot(FLAG_JSON))
+  C.tr_ffi_resp_reset(r, self._s)
 end
 
 return { new = new, Ctx = Ctx, STALE = STALE }
