@@ -4,9 +4,9 @@
  * A connection owns its socket, its parser and two pooled buffers: what was read and what is to be
  * written. Buffers are taken when needed and given back as soon as they are empty, so an idle
  * keep-alive connection holds no buffer. Requests on a connection are handled one at a time, in
- * order: while one runs in Lua (it may sleep) the connection stops reading, so pipelined requests wait
- * in the read buffer and their responses leave in order. Every response produced while handling the
- * bytes of one read is written with a single write call.
+ * order: while one runs in Lua (it may sleep) the next ones are not parsed, only buffered (up to the
+ * buffer's size), so their responses leave in order. Every response produced while handling the bytes
+ * of one read is written with a single write call.
  *
  * The parser records requests as offsets into the read buffer (no copies); a request's strings are
  * made only when Lua asks for them.
