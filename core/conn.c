@@ -267,19 +267,22 @@ static void conn_process(tr_conn_t *c)
     flush(c);
 }
 
+/* One access log line: peer, time, request line, status, body bytes, milliseconds, request id (the
+ * same id as X-Request-Id, so a log line and a client's report can be matched). */
 static void access_log(tr_req_t *r)
 {
     tr_conn_t *c = r->conn;
     tr_worker_t *w = c->w;
-    char line[1024];
+    char line[1024 + TR_REQUEST_ID_MAX];
+    char id[TR_REQUEST_ID_MAX];
+    size_t id_len = tr_http_request_id(r, id);
     const char *url = tr_req_str(r, r->url);
     /* Date line is "Date: Wed, 25 Nov 2026 01:02:03 GMT\r\n": keep the timestamp only. */
-    int n =
-        snprintf(line, sizeof(line), "%s [%.*s] \"%s %.*s HTTP/%d.%d\" %d %zu %.3f %llx-%llx", c->peer,
-                 (int)(w->date_len > 8 ? w->date_len - 8 : 0), w->date_line + 6,
-                 http_method_str((enum http_method)r->pub.method), (int)(r->url.len > 512 ? 512 : r->url.len), url,
-                 c->parser.http_major, c->parser.http_minor, r->pub.status, r->resp_body_len,
-                 (ev_now(w->loop) - r->started) * 1000.0, (unsigned long long)w->started, (unsigned long long)r->seq);
+    int n = snprintf(line, sizeof(line), "%s [%.*s] \"%s %.*s HTTP/%d.%d\" %d %zu %.3f %.*s", c->peer,
+                     (int)(w->date_len > 8 ? w->date_len - 8 : 0), w->date_line + 6,
+                     http_method_str((enum http_method)r->pub.method), (int)(r->url.len > 512 ? 512 : r->url.len), url,
+                     c->parser.http_major, c->parser.http_minor, r->pub.status, r->resp_body_len,
+                     (ev_time() - r->started) * 1000.0, (int)id_len, id);
     if (n > 0)
         tr_access_log_append(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }
