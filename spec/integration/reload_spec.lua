@@ -161,6 +161,30 @@ describe("hot reload", function()
     c:close()
   end)
 
+  it("finishes a request on the generation it started on, then closes that generation", function()
+    local c = assert(http.connect(srv.port))
+    assert(c:send("GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"))
+    sys.sleep(0.05) -- the request is now sleeping on generation 1
+    write_file(version_file, read_file(version_file):gsub('"v1"', '"v7"'), "rename")
+    local st = wait_generation(srv, 2)
+    assert.is_truthy(st, srv:logs())
+    local old = 0
+    for _, w in ipairs(st.workers) do old = old + w.old_generations end
+    assert.equals(1, old, "the sleeping request should keep generation 1 alive")
+    assert.equals("v7", body_of(srv.port, "/version"))
+    local r = assert(c:read_response())
+    assert.equals("v1", r.body)
+    c:close()
+    assert.is_truthy(server.eventually(5, function()
+      local s = srv:status()
+      if not s then return false end
+      for _, w in ipairs(s.workers) do
+        if w.old_generations ~= 0 then return false end
+      end
+      return true
+    end), "the old generation was not closed after its last request")
+  end)
+
   it("carries triage.carry values into the new generation", function()
     for _ = 1, 3 do body_of(srv.port, "/visits") end
     local before = srv:status()
