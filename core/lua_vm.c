@@ -43,8 +43,8 @@ static void push_route_files(lua_State *L, const char *app_dir)
         free(list);
 }
 
-tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *carried, size_t carried_len, char *err,
-                     size_t err_size)
+tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *code_dir, const char *carried, size_t carried_len,
+                     char *err, size_t err_size)
 {
     lua_State *L = luaL_newstate();
     if (L == NULL) {
@@ -62,9 +62,9 @@ tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *carried, s
     lua_getglobal(L, "package"); /* stack: package */
     lua_getfield(L, -1, "path"); /* stack: package, path */
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/scripts/?.lua;%s/scripts/?/init.lua;%s", cfg->lua_dir, cfg->lua_dir,
-                    cfg->app_dir, cfg->app_dir, lua_tostring(L, -1)); /* stack: package, path, new */
-    lua_setfield(L, -3, "path");                                      /* stack: package, path */
-    lua_pop(L, 2);                                                    /* stack: (empty) */
+                    code_dir, code_dir, lua_tostring(L, -1)); /* stack: package, path, new */
+    lua_setfield(L, -3, "path");                              /* stack: package, path */
+    lua_pop(L, 2);                                            /* stack: (empty) */
 
     lua_getglobal(L, "require");      /* stack: require */
     lua_pushliteral(L, "triage.app"); /* stack: require, name */
@@ -77,12 +77,13 @@ tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *carried, s
     lua_pushstring(L, cfg->app_dir); /* stack: app, boot, dir */
     lua_pushlightuserdata(L, gen->router);
     lua_pushnumber(L, (lua_Number)id); /* stack: app, boot, dir, router, id */
-    push_route_files(L, cfg->app_dir); /* stack: app, boot, dir, router, id, files */
+    push_route_files(L, code_dir);     /* stack: app, boot, dir, router, id, files */
     if (carried != NULL)
         lua_pushlstring(L, carried, carried_len);
     else
         lua_pushnil(L);               /* stack: app, boot, dir, router, id, files, carried */
-    if (lua_pcall(L, 5, 1, 0) != 0) { /* stack: app, body | err */
+    lua_pushstring(L, code_dir);      /* stack: app, boot, dir, router, id, files, carried, code */
+    if (lua_pcall(L, 6, 1, 0) != 0) { /* stack: app, body | err */
         set_error(err, err_size, "", L);
         tr_gen_free(gen);
         return NULL;

@@ -36,10 +36,12 @@ struct tr_gen_s {
  * Build a generation from cfg->app_dir: a new state, the framework and the application's route files
  * loaded, the router built. Returns NULL with a message in err (file:line: message) on any failure:
  * a syntax error, a failing require, an error thrown while loading, a bad or conflicting route.
- * carried (may be NULL) is what the previous generation exported for triage.carry.
+ * The code (routes/, scripts/) is read from code_dir, the generation's snapshot (see reload.h); data
+ * stays in cfg->app_dir. carried (may be NULL) is what the previous generation exported for
+ * triage.carry.
  */
-tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *carried, size_t carried_len, char *err,
-                     size_t err_size);
+tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *code_dir, const char *carried, size_t carried_len,
+                     char *err, size_t err_size);
 void tr_gen_free(tr_gen_t *gen);
 
 /* Serialize the values gen's scripts registered with triage.carry and pass them to fn (the bytes

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "lua_vm.h"
 #include "pool.h"
+#include "reload.h"
 #include "shared.h"
 #include "worker.h"
 
@@ -76,6 +77,7 @@ static struct {
     int reloading;    /* a check command is running */
     int reload_again; /* files changed while it ran */
     uint64_t pending_generation;
+    uint64_t pending_hash; /* of the snapshot being checked */
     pid_t check_pid;
     int check_fd;
     ev_io check_io;
@@ -244,6 +246,13 @@ static void begin_stop(void)
 
 static void reply_reload_waiters(int ok, const char *error);
 
+/* Where generation `generation`'s snapshot of the code lives. */
+static const char *code_dir(uint64_t generation, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/%llu", m.shared->code_root, (unsigned long long)generation);
+    return buf;
+}
+
 static void reload_failed(const char *error)
 {
     snprintf(m.shared->last_reload_error, sizeof(m.shared->last_reload_error), "%s", error);
@@ -263,6 +272,10 @@ static void publish(uint64_t generation)
     signal_workers(SIGUSR1);
     tr_log_info("generation %llu published", (unsigned long long)generation);
     reply_reload_waiters(1, NULL);
+    if (generation > 3) { /* a worker still loading a snapshot this old would be three reloads late */
+        char dir[4096];
+        tr_reload_remove(code_dir(generation - 3, dir, sizeof(dir)));
+    }
 }
 
 static void start_reload(void);
@@ -317,9 +330,19 @@ static void reload_check_finished(int status)
             on_check_output(m.loop, &m.check_io, 0);
     }
     tr_buf_append(&m.bufs, &m.check_output, "", 1);
+    char dir[4096];
+    code_dir(m.pending_generation, dir, sizeof(dir));
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-        publish(m.pending_generation);
+        if (tr_reload_tree_hash(m.cfg->app_dir) == m.pending_hash) {
+            publish(m.pending_generation);
+        } else {
+            /* What passed is not what is on disk any more: check the new tree before anything goes live. */
+            tr_log_info("the code changed while --reload-check ran; checking the new tree");
+            tr_reload_remove(dir);
+            m.reload_again = 1;
+        }
     } else {
+        tr_reload_remove(dir);
         char msg[TR_ERROR_MAX];
         snprintf(msg, sizeof(msg), "--reload-check '%s' %s %d:\n%s", m.cfg->reload_check,
                  WIFEXITED(status) ? "exited with status" : "was killed by signal",
@@ -380,10 +403,14 @@ static void start_reload(void)
         m.reload_again = 1;
         return;
     }
-    char err[TR_ERROR_MAX];
-    uint64_t next = m.shared->generation + 1;
-    tr_gen_t *gen = tr_gen_new(m.cfg, next, NULL, 0, err, sizeof(err));
+    char err[TR_ERROR_MAX], dir[4096];
+    uint64_t next = m.shared->generation + 1, hash;
+    code_dir(next, dir, sizeof(dir));
+    tr_gen_t *gen = NULL;
+    if (tr_reload_snapshot(m.cfg->app_dir, dir, &hash, err, sizeof(err)) == 0)
+        gen = tr_gen_new(m.cfg, next, dir, NULL, 0, err, sizeof(err));
     if (gen == NULL) {
+        tr_reload_remove(dir);
         reload_failed(err);
         return;
     }
@@ -393,6 +420,7 @@ static void start_reload(void)
         return;
     }
     m.pending_generation = next;
+    m.pending_hash = hash;
     m.reloading = 1;
     if (start_check() != 0) {
         snprintf(err, sizeof(err), "--reload-check could not be started: %s", strerror(errno));
@@ -633,15 +661,6 @@ int tr_master_run(const tr_config_t *cfg)
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
 
-    /* Refuse to start on an application that does not load: same preflight as a reload. */
-    tr_gen_t *gen = tr_gen_new(cfg, 1, NULL, 0, err, sizeof(err));
-    if (gen == NULL) {
-        tr_log_error("the application in %s does not load: %s", cfg->app_dir, err);
-        return 1;
-    }
-    unsigned nroutes = tr_router_count(gen->router);
-    tr_gen_free(gen);
-
     m.shared = mmap(NULL, sizeof(tr_shared_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (m.shared == MAP_FAILED) {
         tr_log_error("mmap: %s", strerror(errno));
@@ -650,6 +669,27 @@ int tr_master_run(const tr_config_t *cfg)
     memset(m.shared, 0, sizeof(*m.shared));
     m.shared->generation = 1;
     m.shared->generation_loaded_at = m.started_at;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(m.shared->code_root, sizeof(m.shared->code_root), "%s/triage-code-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (mkdtemp(m.shared->code_root) == NULL) {
+        tr_log_error("cannot create a directory for code snapshots in %s: %s", tmp && *tmp ? tmp : "/tmp",
+                     strerror(errno));
+        return 1;
+    }
+
+    /* Refuse to start on an application that does not load: same preflight as a reload. */
+    char dir[4096];
+    uint64_t hash;
+    tr_gen_t *gen = NULL;
+    if (tr_reload_snapshot(cfg->app_dir, code_dir(1, dir, sizeof(dir)), &hash, err, sizeof(err)) == 0)
+        gen = tr_gen_new(cfg, 1, dir, NULL, 0, err, sizeof(err));
+    if (gen == NULL) {
+        tr_log_error("the application in %s does not load: %s", cfg->app_dir, err);
+        tr_reload_remove(m.shared->code_root);
+        return 1;
+    }
+    unsigned nroutes = tr_router_count(gen->router);
+    tr_gen_free(gen);
 
     m.listen_fds = tr_mem_alloc(sizeof(int) * (size_t)cfg->workers);
     m.slots = tr_mem_alloc(sizeof(slot_t) * (size_t)cfg->workers);
@@ -693,6 +733,7 @@ int tr_master_run(const tr_config_t *cfg)
 
     ev_run(m.loop, 0);
 
+    tr_reload_remove(m.shared->code_root);
     tr_log_info("stopped");
     return 0;
 }

@@ -27,6 +27,7 @@ typedef struct tr_stats_s {
 } tr_stats_t;
 
 typedef struct tr_shared_s {
+    char code_root[512];          /* snapshots of each generation's code: code_root/<generation> */
     volatile uint64_t generation; /* the generation the master has published */
     volatile double generation_loaded_at;
     char last_reload_error[TR_ERROR_MAX]; /* the last failed preflight, "" once a reload succeeds */

@@ -107,10 +107,18 @@ typedef struct reload_s {
     char err[TR_ERROR_MAX];
 } reload_t;
 
+/* Build generation `id` from its snapshot of the code (see reload.h). */
+static tr_gen_t *build(tr_worker_t *w, uint64_t id, const char *carried, size_t carried_len, char *err, size_t err_size)
+{
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s/%llu", w->shared->code_root, (unsigned long long)id);
+    return tr_gen_new(w->cfg, id, dir, carried, carried_len, err, err_size);
+}
+
 static void build_with_carried(const char *data, size_t len, void *arg)
 {
     reload_t *rl = arg;
-    rl->gen = tr_gen_new(rl->w->cfg, rl->id, data, len, rl->err, sizeof(rl->err));
+    rl->gen = build(rl->w, rl->id, data, len, rl->err, sizeof(rl->err));
 }
 
 /* Reload: build the generation the master published (handing it what the running one carries), and
@@ -195,7 +203,7 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *
     }
 
     char err[TR_ERROR_MAX];
-    tr_gen_t *gen = tr_gen_new(cfg, shared->generation, NULL, 0, err, sizeof(err));
+    tr_gen_t *gen = build(w, shared->generation, NULL, 0, err, sizeof(err));
     if (gen == NULL) {
         tr_log_error("worker %d: the application failed to load: %s", slot, err);
         snprintf(w->stats->last_error, sizeof(w->stats->last_error), "%s", err);

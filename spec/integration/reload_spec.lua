@@ -239,6 +239,58 @@ describe("hot reload with --reload-check", function()
   end)
 end)
 
+describe("code snapshots", function()
+  it("gives a worker replaced after a crash the published code, not an unchecked edit", function()
+    local app = copy_app()
+    local srv = server.start { app = app, workers = 2, args = { "--reload-check", "exit 1" } }
+    finally(function()
+      srv:stop()
+      os.execute(("rm -rf %q"):format(app))
+    end)
+    local version_file = app .. "/scripts/version.lua"
+    write_file(version_file, read_file(version_file):gsub('"v1"', '"unchecked"'), "rename")
+    assert.is_truthy(server.eventually(10, function()
+      local s = srv:status()
+      return s and str(s.reload.last_error)
+    end), srv:logs())
+    local pids = assert(srv:worker_pids())
+    assert.equals(0, sys.C.kill(pids[0], 9))
+    assert.is_truthy(server.eventually(5, function()
+      local now = srv:worker_pids()
+      return now and now[0] and now[0] ~= 0 and now[0] ~= pids[0]
+    end), srv:logs())
+    for _ = 1, 40 do
+      assert.equals("v1", body_of(srv.port, "/version"))
+    end
+  end)
+
+  it("never puts live an edit made while the check of an earlier edit was running", function()
+    local app = copy_app()
+    -- The check reads the tree when it starts, then takes its time: an edit can land meanwhile.
+    local check = "! grep -q bad-edit scripts/version.lua && sleep 1"
+    local srv = server.start { app = app, workers = 2, args = { "--reload-check", check } }
+    finally(function()
+      srv:stop()
+      os.execute(("rm -rf %q"):format(app))
+    end)
+    local version_file = app .. "/scripts/version.lua"
+    local original = read_file(version_file)
+    write_file(version_file, original:gsub('"v1"', '"good-edit"'), "rename")
+    sys.sleep(0.3) -- the check of good-edit is running
+    write_file(version_file, original:gsub('"v1"', '"bad-edit"'), "rename")
+    local seen = {}
+    local deadline = sys.now() + 4
+    while sys.now() < deadline do
+      seen[body_of(srv.port, "/version") or "?"] = true
+      sys.sleep(0.02)
+    end
+    assert.is_nil(seen["bad-edit"], "code that failed its check went live")
+    local st = srv:status()
+    assert.matches("exited with status 1", str(st.reload.last_error) or "", 1, true)
+    assert.equals("v1", body_of(srv.port, "/version"))
+  end)
+end)
+
 describe("1,000 reloads in a row", function()
   local function tree_rss_kb(pid)
     local total = 0

@@ -72,8 +72,9 @@ end
 
 -- Load the application in app_dir into this state: route files (absolute paths, in order), their
 -- handlers and middleware, added to router; carried is what the previous generation exported for
--- triage.carry (or nil). Returns the request loop function.
-function M.boot(app_dir, router, generation, route_files, carried)
+-- triage.carry (or nil); code_dir is where this generation's copy of routes/ and scripts/ lives (the
+-- app directory itself in specs). Returns the request loop function.
+function M.boot(app_dir, router, generation, route_files, carried, code_dir)
   local jit_log = os.getenv("TRIAGE_JIT_LOG") -- trace compiler diagnostics, for profiling
   if jit_log and jit_log ~= "" then
     require("jit.v").start(jit_log)
@@ -84,7 +85,7 @@ function M.boot(app_dir, router, generation, route_files, carried)
   if type(router) ~= "cdata" then
     router = ffi.cast("tr_router_t *", router)
   end
-  local chains, globals = routes.load(app_dir, router, route_files or {})
+  local chains, globals = routes.load(app_dir, router, route_files or {}, code_dir or app_dir)
   M.chains = chains
   return request_loop(chains, with(globals, not_found), with(globals, method_not_allowed))
 end

@@ -87,16 +87,20 @@ local function copy(t)
   return c
 end
 
--- Load the route files (absolute paths, in order) of the app in app_dir into router.
+-- Load the route files (absolute paths, in order) of the app in app_dir, read from code_dir, into
+-- router.
 -- Returns chains (handler id -> array of functions, handler last) and globals (global middleware).
-function M.load(app_dir, router, files)
+function M.load(app_dir, router, files, code_dir)
   local routes, globals = {}, {}
   local groups = {} -- stack of { prefix = "/x", middleware = { ... } }
   local errbuf = ffi.new("char[512]")
   local current_file
 
+  -- Paths in messages are relative to the app ("routes/api.lua:3"), whether the code was read from
+  -- the app directory or from a generation's snapshot of it.
   local function rel(s)
-    return plain_replace(tostring(s), app_dir .. "/", "")
+    s = plain_replace(tostring(s), (code_dir or app_dir) .. "/", "")
+    return plain_replace(s, app_dir .. "/", "")
   end
 
   local function where(level)

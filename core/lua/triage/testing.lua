@@ -77,7 +77,7 @@ function M.app(dir)
     package.path = scripts .. package.path
   end
   local router = ffi.gc(C.tr_ffi_test_router_new(), C.tr_ffi_test_router_free)
-  local loop = app_mod.boot(dir, router, 1, list_route_files(dir))
+  local loop = app_mod.boot(dir, router, 1, list_route_files(dir), nil, dir)
   return setmetatable({ dir = dir, router = router, loop = loop }, App)
 end
 
