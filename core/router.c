@@ -8,19 +8,22 @@
 
 typedef struct node_s node_t;
 
+/* A `:name` or `*name` child: one per node, whatever the name, so two names at one position conflict. */
+typedef struct wildcard_s {
+    node_t *node;
+    char *name;
+    char *origin; /* the route that created it, for conflict messages */
+} wildcard_t;
+
 struct node_s {
     char *segment; /* static text of this node, as a child of its parent */
     size_t segment_len;
     node_t **statics;
     unsigned nstatics;
-    node_t *param; /* the `:name` child */
-    char *param_name;
-    char *param_origin; /* the route that created the parameter child, for conflict messages */
-    node_t *catch_all;  /* the `*name` child: always a leaf */
-    char *catch_all_name;
-    char *catch_all_origin;
-    int handler;   /* -1: no route ends here */
-    char *pattern; /* the route that ends here, for conflict messages */
+    wildcard_t param;     /* the `:name` child */
+    wildcard_t catch_all; /* the `*name` child: always a leaf */
+    int handler;          /* -1: no route ends here */
+    char *pattern;        /* the route that ends here, for conflict messages */
 };
 
 struct tr_router_s {
@@ -49,13 +52,13 @@ static void node_free(node_t *n)
     for (unsigned i = 0; i < n->nstatics; i++)
         node_free(n->statics[i]);
     tr_mem_free(n->statics);
-    node_free(n->param);
-    node_free(n->catch_all);
+    wildcard_t *wcs[] = {&n->param, &n->catch_all};
+    for (int i = 0; i < 2; i++) {
+        node_free(wcs[i]->node);
+        tr_mem_free(wcs[i]->name);
+        tr_mem_free(wcs[i]->origin);
+    }
     tr_mem_free(n->segment);
-    tr_mem_free(n->param_name);
-    tr_mem_free(n->param_origin);
-    tr_mem_free(n->catch_all_name);
-    tr_mem_free(n->catch_all_origin);
     tr_mem_free(n->pattern);
     tr_mem_free(n);
 }
@@ -111,6 +114,25 @@ static char *dup_n(const char *s, size_t len)
     memcpy(d, s, len);
     d[len] = '\0';
     return d;
+}
+
+/* The wildcard child for segment seg (":id" or "*rest"), made on first use; NULL with a message in err if
+ * a route declared before used another name at this position. */
+static node_t *wildcard_child(wildcard_t *wc, const char *seg, size_t len, const char *method, const char *pattern,
+                              size_t plen, char *err, size_t err_size)
+{
+    if (wc->node == NULL) {
+        wc->node = node_new(NULL, 0);
+        wc->name = dup_n(seg + 1, len - 1);
+        wc->origin = dup_n(pattern, plen);
+    } else if (strlen(wc->name) != len - 1 || memcmp(wc->name, seg + 1, len - 1) != 0) {
+        snprintf(err, err_size,
+                 "%s %.*s: %s '%.*s' conflicts with '%c%s' at the same position in the route %s %s declared before",
+                 method, (int)plen, pattern, seg[0] == ':' ? "parameter" : "catch-all", (int)len, seg, seg[0], wc->name,
+                 method, wc->origin);
+        return NULL;
+    }
+    return wc->node;
 }
 
 int tr_router_add(tr_router_t *router, const char *method, const char *pattern, size_t plen, int handler, char *err,
@@ -169,32 +191,10 @@ int tr_router_add(tr_router_t *router, const char *method, const char *pattern, 
         if (e == NULL)
             e = end;
         size_t len = (size_t)(e - p);
-        if (len > 0 && p[0] == ':') {
-            if (n->param == NULL) {
-                n->param = node_new(NULL, 0);
-                n->param_name = dup_n(p + 1, len - 1);
-                n->param_origin = dup_n(pattern, plen);
-            } else if (strlen(n->param_name) != len - 1 || memcmp(n->param_name, p + 1, len - 1) != 0) {
-                snprintf(err, err_size,
-                         "%s %.*s: parameter '%.*s' conflicts with ':%s' at the same position in the route %s %s "
-                         "declared before",
-                         method, (int)plen, pattern, (int)len, p, n->param_name, method, n->param_origin);
+        if (len > 0 && (p[0] == ':' || p[0] == '*')) {
+            n = wildcard_child(p[0] == ':' ? &n->param : &n->catch_all, p, len, method, pattern, plen, err, err_size);
+            if (n == NULL)
                 return -1;
-            }
-            n = n->param;
-        } else if (len > 0 && p[0] == '*') {
-            if (n->catch_all == NULL) {
-                n->catch_all = node_new(NULL, 0);
-                n->catch_all_name = dup_n(p + 1, len - 1);
-                n->catch_all_origin = dup_n(pattern, plen);
-            } else if (strlen(n->catch_all_name) != len - 1 || memcmp(n->catch_all_name, p + 1, len - 1) != 0) {
-                snprintf(err, err_size,
-                         "%s %.*s: catch-all '%.*s' conflicts with '*%s' at the same position in the route %s %s "
-                         "declared before",
-                         method, (int)plen, pattern, (int)len, p, n->catch_all_name, method, n->catch_all_origin);
-                return -1;
-            }
-            n = n->catch_all;
         } else {
             node_t *child = NULL;
             for (unsigned i = 0; i < n->nstatics; i++) {
@@ -245,25 +245,25 @@ static int match_node(const node_t *n, const char *path, const char *p, const ch
             break;
         }
     }
-    if (n->param != NULL && len > 0) {
+    if (n->param.node != NULL && len > 0) {
         unsigned saved = m->nparams;
         tr_route_param_t *pp = &m->params[m->nparams++];
-        pp->name = n->param_name;
-        pp->name_len = strlen(n->param_name);
+        pp->name = n->param.name;
+        pp->name_len = strlen(n->param.name);
         pp->offset = (size_t)(p - path);
         pp->len = len;
-        int h = match_node(n->param, path, next, end, m);
+        int h = match_node(n->param.node, path, next, end, m);
         if (h >= 0)
             return h;
         m->nparams = saved;
     }
-    if (n->catch_all != NULL && n->catch_all->handler >= 0) {
+    if (n->catch_all.node != NULL && n->catch_all.node->handler >= 0) {
         tr_route_param_t *pp = &m->params[m->nparams++];
-        pp->name = n->catch_all_name;
-        pp->name_len = strlen(n->catch_all_name);
+        pp->name = n->catch_all.name;
+        pp->name_len = strlen(n->catch_all.name);
         pp->offset = (size_t)(p - path);
         pp->len = (size_t)(end - p);
-        return n->catch_all->handler;
+        return n->catch_all.node->handler;
     }
     return -1;
 }
