@@ -52,11 +52,11 @@ struct tr_req_s {
     tr_req_pub_t pub; /* first: Lua sees a tr_req_t * as a tr_req_pub_t * */
     enum tr_req_state state;
     tr_conn_t *conn;
-    tr_gen_t *gen; /* the generation the request runs on (pinned until it ends) */
-    lua_State *co; /* its coroutine while running */
-    int co_ref;    /* the coroutine's anchor in its generation's registry */
-    int waiting;   /* suspended in triage.sleep */
-    ev_timer timer;
+    tr_gen_t *gen;  /* the generation the request runs on (pinned until it ends) */
+    lua_State *co;  /* its coroutine while running */
+    int co_ref;     /* the coroutine's anchor in its generation's registry */
+    int waiting;    /* suspended in triage.sleep */
+    double wake_at; /* CLOCK_MONOTONIC seconds at which a sleep ends */
     ev_tstamp started;
     uint64_t seq; /* per worker, for the request id */
     tr_slice_t url;

@@ -4,11 +4,15 @@
 #include "lua_vm.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "pool.h"
@@ -219,11 +223,6 @@ void tr_vm_dispatch(tr_worker_t *w, tr_req_t *r)
     run(w, r);
 }
 
-void tr_vm_resume(tr_worker_t *w, tr_req_t *r)
-{
-    run(w, r);
-}
-
 static void remove_old(tr_worker_t *w, tr_gen_t *gen)
 {
     for (tr_gen_t **p = &w->old; *p != NULL; p = &(*p)->next_old) {
@@ -261,23 +260,98 @@ void tr_vm_swap(tr_worker_t *w, tr_gen_t *gen)
     }
 }
 
-static void on_sleep_done(struct ev_loop *loop, ev_timer *t, int revents)
+static double monotonic_now(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void arm_sleep_timer(tr_worker_t *w)
+{
+    struct itimerspec its = {{0, 0}, {0, 0}}; /* all zero: disarmed */
+    if (w->nsleepers > 0) {
+        double at = w->sleepers[0]->wake_at;
+        its.it_value.tv_sec = (time_t)at;
+        its.it_value.tv_nsec = (long)((at - (double)(time_t)at) * 1e9);
+        if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+            its.it_value.tv_nsec = 1;
+    }
+    timerfd_settime(w->sleep_fd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+static void sleepers_push(tr_worker_t *w, tr_req_t *r)
+{
+    if (w->nsleepers == w->sleepers_cap) {
+        w->sleepers_cap = w->sleepers_cap ? w->sleepers_cap * 2 : 256;
+        w->sleepers = tr_mem_realloc(w->sleepers, w->sleepers_cap * sizeof(*w->sleepers));
+    }
+    unsigned i = w->nsleepers++;
+    while (i > 0 && w->sleepers[(i - 1) / 2]->wake_at > r->wake_at) {
+        w->sleepers[i] = w->sleepers[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    w->sleepers[i] = r;
+    if (i == 0)
+        arm_sleep_timer(w);
+}
+
+static tr_req_t *sleepers_pop(tr_worker_t *w)
+{
+    tr_req_t *top = w->sleepers[0];
+    tr_req_t *last = w->sleepers[--w->nsleepers];
+    unsigned i = 0, n = w->nsleepers;
+    for (;;) {
+        unsigned c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && w->sleepers[c + 1]->wake_at < w->sleepers[c]->wake_at)
+            c++;
+        if (last->wake_at <= w->sleepers[c]->wake_at)
+            break;
+        w->sleepers[i] = w->sleepers[c];
+        i = c;
+    }
+    if (n > 0)
+        w->sleepers[i] = last;
+    return top;
+}
+
+/* The timerfd fired: resume every request whose sleep has ended, then re-arm for the next one. */
+static void on_sleepers_due(struct ev_loop *loop, ev_io *io, int revents)
+{
+    tr_worker_t *w = io->data;
+    uint64_t expirations;
     (void)loop, (void)revents;
-    run(tr_worker, t->data);
+    if (read(w->sleep_fd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
+        tr_log_error("sleep timer: %s", strerror(errno));
+    double now = monotonic_now();
+    while (w->nsleepers > 0 && w->sleepers[0]->wake_at <= now)
+        run(w, sleepers_pop(w)); /* may add sleepers: they end later than now */
+    arm_sleep_timer(w);
+}
+
+int tr_vm_sleep_init(tr_worker_t *w)
+{
+    w->sleep_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (w->sleep_fd < 0)
+        return -errno;
+    ev_io_init(&w->sleep_io, on_sleepers_due, w->sleep_fd, EV_READ);
+    w->sleep_io.data = w;
+    ev_io_start(w->loop, &w->sleep_io);
+    return 0;
 }
 
 TR_FFI_EXPORT int tr_ffi_sleep(double seconds)
 {
     tr_worker_t *w = tr_worker;
     tr_req_t *r = w != NULL ? w->running : NULL;
-    if (r == NULL || w->loop == NULL)
+    if (r == NULL || w->loop == NULL || w->sleep_fd < 0)
         return -1;
     if (!(seconds > 0))
         seconds = 0;
-    ev_timer_init(&r->timer, on_sleep_done, seconds, 0.);
-    r->timer.data = r;
-    ev_timer_start(w->loop, &r->timer);
+    r->wake_at = monotonic_now() + seconds;
+    sleepers_push(w, r);
     r->waiting = 1;
     return 0;
 }

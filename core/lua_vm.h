@@ -55,8 +55,8 @@ size_t tr_gen_lua_memory(tr_gen_t *gen);
  * returns or later from a timer; either way tr_conn_request_done is called once. */
 void tr_vm_dispatch(tr_worker_t *w, tr_req_t *r);
 
-/* Resume a request suspended in triage.sleep (timer callback). */
-void tr_vm_resume(tr_worker_t *w, tr_req_t *r);
+/* Start the worker's sleep timer (a timerfd on w's loop). Returns 0 or -errno. */
+int tr_vm_sleep_init(tr_worker_t *w);
 
 /* A request on gen has ended: unpin it (and close gen if it is old and idle). */
 void tr_vm_unpin(tr_worker_t *w, tr_gen_t *gen);

@@ -28,6 +28,7 @@ void tr_worker_init(tr_worker_t *w, const tr_config_t *cfg, int slot, tr_stats_t
     w->slot = slot;
     w->stats = stats;
     w->listen_fd = -1;
+    w->sleep_fd = -1;
     w->started = time(NULL);
     w->conns.next = w->conns.prev = &w->conns;
     tr_pool_init(&w->conn_pool, sizeof(tr_conn_t));
@@ -57,6 +58,7 @@ static void stop_accepting(tr_worker_t *w)
     if (w->listen_fd >= 0) {
         close(w->listen_fd); /* the master keeps its copy: queued connections wait for the next worker */
         w->listen_fd = -1;
+        w->sleep_fd = -1;
     }
 }
 
@@ -210,6 +212,11 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *
         return 1;
     }
     tr_vm_swap(w, gen);
+    int rc = tr_vm_sleep_init(w);
+    if (rc != 0) {
+        tr_log_error("worker %d: cannot create the sleep timer: %s", slot, strerror(-rc));
+        return 1;
+    }
 
     ev_io_init(&w->accept_io, on_accept, listen_fd, EV_READ);
     w->accept_io.data = w;

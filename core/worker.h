@@ -30,6 +30,12 @@ struct tr_worker_s {
     tr_shared_t *shared;
     tr_gen_t *current; /* serves new requests */
     tr_gen_t *old;     /* older generations still running requests (list) */
+    /* Requests suspended in triage.sleep: a min-heap on wake_at behind one timerfd, which wakes the
+     * loop at the exact time (libev's own timers round epoll's timeout up to whole milliseconds). */
+    int sleep_fd;
+    ev_io sleep_io;
+    tr_req_t **sleepers;
+    unsigned nsleepers, sleepers_cap;
     tr_req_t *running; /* the request whose coroutine is being resumed */
     tr_conn_t conns;   /* list head: every open connection, least recently active first */
     unsigned nconns;
