@@ -85,6 +85,19 @@ func nonEmptyObject(raw json.RawMessage) bool {
 	return json.Unmarshal(raw, &m) == nil && len(m) > 0
 }
 
+// jsonBody decodes the request body as a JSON object, or answers 400 and returns false.
+func jsonBody(c *gin.Context) (map[string]json.RawMessage, bool) {
+	body, err := c.GetRawData()
+	if err == nil {
+		var obj map[string]json.RawMessage
+		if obj, err = decodeObject(body); err == nil {
+			return obj, true
+		}
+	}
+	c.JSON(http.StatusBadRequest, gin.H{"success": false, "error": "invalid JSON: " + err.Error()})
+	return nil, false
+}
+
 func invalid(c *gin.Context, fields []string) {
 	c.JSON(http.StatusBadRequest, gin.H{"success": false, "error": "invalid request", "fields": fields})
 }
@@ -113,14 +126,8 @@ func main() {
 	})
 
 	r.POST("/api/epro/submit", func(c *gin.Context) {
-		body, err := c.GetRawData()
-		if err != nil {
-			c.JSON(http.StatusBadRequest, gin.H{"success": false, "error": "invalid JSON: " + err.Error()})
-			return
-		}
-		obj, jerr := decodeObject(body)
-		if jerr != nil {
-			c.JSON(http.StatusBadRequest, gin.H{"success": false, "error": "invalid JSON: " + jerr.Error()})
+		obj, ok := jsonBody(c)
+		if !ok {
 			return
 		}
 		var fields []string
@@ -144,14 +151,8 @@ func main() {
 	})
 
 	r.POST("/api/v1/tags/add", func(c *gin.Context) {
-		body, err := c.GetRawData()
-		if err != nil {
-			c.JSON(http.StatusBadRequest, gin.H{"success": false, "error": "invalid JSON: " + err.Error()})
-			return
-		}
-		obj, jerr := decodeObject(body)
-		if jerr != nil {
-			c.JSON(http.StatusBadRequest, gin.H{"success": false, "error": "invalid JSON: " + jerr.Error()})
+		obj, ok := jsonBody(c)
+		if !ok {
 			return
 		}
 		var fields []string
