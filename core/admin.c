@@ -1,72 +1,239 @@
 #include "admin.h"
 
-#include <stdarg.h>
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "status.h"
 
-static void appendf(tr_bufpool_t *bp, tr_buf_t *out, const char *fmt, ...)
+#define ADMIN_REQUEST_MAX 8192
+
+struct tr_admin_conn_s {
+    tr_admin_t *admin;
+    int fd;
+    ev_io rio, wio;
+    ev_timer idle;
+    size_t len;
+    char buf[ADMIN_REQUEST_MAX];
+    tr_buf_t out;
+    size_t written;
+    unsigned waiting_reload : 1;
+    tr_admin_conn_t *prev, *next;
+};
+
+static void conn_close(tr_admin_conn_t *c)
 {
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        tr_buf_append(bp, out, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+    tr_admin_t *a = c->admin;
+    ev_io_stop(a->loop, &c->rio);
+    ev_io_stop(a->loop, &c->wio);
+    ev_timer_stop(a->loop, &c->idle);
+    close(c->fd);
+    tr_buf_release(&a->bufs, &c->out);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        a->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    tr_mem_free(c);
 }
 
-void tr_admin_json_string(tr_bufpool_t *bp, tr_buf_t *out, const char *s)
+static void restart_idle(tr_admin_conn_t *c)
 {
-    if (s == NULL || *s == '\0') {
-        tr_buf_append(bp, out, "null", 4);
-        return;
-    }
-    tr_buf_append(bp, out, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') {
-            char esc[2] = {'\\', (char)*p};
-            tr_buf_append(bp, out, esc, 2);
-        } else if (*p == '\n') {
-            tr_buf_append(bp, out, "\\n", 2);
-        } else if (*p < 0x20) {
-            appendf(bp, out, "\\u%04x", *p);
+    ev_timer_again(c->admin->loop, &c->idle);
+}
+
+static void flush(tr_admin_conn_t *c)
+{
+    while (c->written < c->out.len) {
+        ssize_t n = send(c->fd, c->out.data + c->written, c->out.len - c->written, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->written += (size_t)n;
+            restart_idle(c);
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ev_io_start(c->admin->loop, &c->wio); /* the rest when the client takes it */
+            return;
         } else {
-            tr_buf_append(bp, out, p, 1);
+            break;
         }
     }
-    tr_buf_append(bp, out, "\"", 1);
+    conn_close(c); /* answered (or the client is gone): one request per connection */
 }
 
-void tr_admin_status_json(tr_bufpool_t *bp, tr_buf_t *out, const tr_shared_t *shared, int nworkers, double started_at)
+static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
 {
-    appendf(bp, out, "{\"master_pid\":%d,\"uptime\":%.3f,\"generation\":%llu,\"generation_loaded_at\":%.3f,",
-            (int)getpid(), tr_wall_clock() - started_at, (unsigned long long)shared->generation,
-            shared->generation_loaded_at);
-    appendf(bp, out, "\"reload\":{\"reloads\":%llu,\"failures\":%llu,\"last_at\":%.3f,\"last_error\":",
-            (unsigned long long)shared->reloads, (unsigned long long)shared->reload_failures, shared->last_reload_at);
-    tr_admin_json_string(bp, out, shared->last_reload_error);
-    tr_buf_append(bp, out, "},\"workers\":[", 13);
-    for (int i = 0; i < nworkers; i++) {
-        const tr_stats_t *s = &shared->workers[i];
-        appendf(bp, out,
-                "%s{\"slot\":%d,\"pid\":%d,\"requests\":%llu,\"connections\":%llu,"
-                "\"pools\":{\"connections\":{\"total\":%llu,\"free\":%llu},\"requests\":{\"total\":%llu,\"free\":%llu},"
-                "\"buffers\":{\"total\":%llu,\"free\":%llu}},",
-                i ? "," : "", i, (int)s->pid, (unsigned long long)s->requests, (unsigned long long)s->connections,
-                (unsigned long long)s->pool_conn_total, (unsigned long long)s->pool_conn_free,
-                (unsigned long long)s->pool_req_total, (unsigned long long)s->pool_req_free,
-                (unsigned long long)s->pool_buf_total, (unsigned long long)s->pool_buf_free);
-        appendf(bp, out,
-                "\"core_allocations\":%llu,\"lua_memory\":%llu,\"generation\":%llu,\"generation_loaded_at\":%.3f,"
-                "\"old_generations\":%llu,\"last_error\":",
-                (unsigned long long)s->core_allocations, (unsigned long long)s->lua_memory,
-                (unsigned long long)s->generation, s->generation_loaded_at, (unsigned long long)s->old_generations);
-        /* A worker reports its own load failure, or else the last rejected reload (which it never saw). */
-        tr_admin_json_string(bp, out, s->last_error[0] ? s->last_error : shared->last_reload_error);
-        tr_buf_append(bp, out, "}", 1);
+    (void)loop, (void)revents;
+    flush(io->data);
+}
+
+static void reply(tr_admin_conn_t *c, int status, const char *body, size_t len)
+{
+    tr_admin_t *a = c->admin;
+    char head[256];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nServer: triage\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
+                     status,
+                     status == 200   ? "OK"
+                     : status == 404 ? "Not Found"
+                     : status == 409 ? "Conflict"
+                                     : "Bad Request",
+                     len);
+    ev_io_stop(a->loop, &c->rio);
+    tr_buf_append(&a->bufs, &c->out, head, (size_t)n);
+    tr_buf_append(&a->bufs, &c->out, body, len);
+    flush(c);
+}
+
+void tr_admin_reload_finished(tr_admin_t *a, int ok, uint64_t generation, const char *error)
+{
+    tr_buf_t body = {0};
+    if (ok) {
+        char tmp[128];
+        int n = snprintf(tmp, sizeof(tmp), "{\"ok\":true,\"generation\":%llu}", (unsigned long long)generation);
+        tr_buf_append(&a->bufs, &body, tmp, (size_t)n);
+    } else {
+        tr_buf_append(&a->bufs, &body, "{\"ok\":false,\"error\":", 20);
+        tr_status_json_string(&a->bufs, &body, error);
+        tr_buf_append(&a->bufs, &body, "}", 1);
     }
-    tr_buf_append(bp, out, "]}", 2);
+    for (tr_admin_conn_t *c = a->conns, *next; c != NULL; c = next) {
+        next = c->next; /* reply may close c */
+        if (c->waiting_reload) {
+            c->waiting_reload = 0;
+            reply(c, ok ? 200 : 409, body.data, body.len);
+        }
+    }
+    tr_buf_release(&a->bufs, &body);
+}
+
+static void handle(tr_admin_conn_t *c)
+{
+    tr_admin_t *a = c->admin;
+    if (strncmp(c->buf, "GET /_triage/status ", 20) == 0 || strncmp(c->buf, "GET /_triage/status?", 20) == 0) {
+        tr_buf_t out = {0};
+        tr_status_json(&a->bufs, &out, a->shared, a->nworkers, a->started_at);
+        reply(c, 200, out.data, out.len);
+        tr_buf_release(&a->bufs, &out);
+    } else if (strncmp(c->buf, "POST /_triage/reload ", 21) == 0) {
+        /* Answered by tr_admin_reload_finished; the idle timer stays off while the reload runs (a
+         * --reload-check may take minutes). */
+        ev_io_stop(a->loop, &c->rio);
+        ev_timer_stop(a->loop, &c->idle);
+        c->waiting_reload = 1;
+        a->on_reload(a->data);
+    } else {
+        static const char body[] =
+            "{\"error\":\"not found\",\"endpoints\":[\"GET /_triage/status\",\"POST /_triage/reload\"]}";
+        reply(c, 404, body, sizeof(body) - 1);
+    }
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    tr_admin_conn_t *c = io->data;
+    (void)loop, (void)revents;
+    ssize_t n = read(c->fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len);
+    if (n <= 0) {
+        if (n == 0 || (errno != EAGAIN && errno != EINTR))
+            conn_close(c);
+        return;
+    }
+    restart_idle(c);
+    c->len += (size_t)n;
+    c->buf[c->len] = '\0';
+    if (strstr(c->buf, "\r\n\r\n") != NULL || strstr(c->buf, "\n\n") != NULL)
+        handle(c);
+    else if (c->len == sizeof(c->buf) - 1)
+        reply(c, 400, "{\"error\":\"bad request\"}", 23);
+}
+
+static void on_idle(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    conn_close(t->data);
+}
+
+static void on_accept_retry(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    tr_admin_t *a = t->data;
+    (void)revents;
+    if (a->fd >= 0)
+        ev_io_start(loop, &a->io);
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    tr_admin_t *a = io->data;
+    (void)revents;
+    for (;;) {
+        int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* The listener stays readable: pause instead of spinning on it. */
+                tr_log_error("admin accept: %s; pausing it for 100 ms", strerror(errno));
+                ev_io_stop(loop, &a->io);
+                ev_timer_start(loop, &a->accept_retry);
+            }
+            return;
+        }
+        tr_admin_conn_t *c = tr_mem_alloc(sizeof(*c));
+        memset(c, 0, sizeof(*c));
+        c->admin = a;
+        c->fd = fd;
+        ev_io_init(&c->rio, on_readable, fd, EV_READ);
+        ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
+        ev_init(&c->idle, on_idle);
+        c->idle.repeat = ADMIN_IDLE_TIMEOUT;
+        c->rio.data = c->wio.data = c->idle.data = c;
+        c->next = a->conns;
+        if (a->conns != NULL)
+            a->conns->prev = c;
+        a->conns = c;
+        ev_io_start(loop, &c->rio);
+        ev_timer_again(loop, &c->idle);
+    }
+}
+
+void tr_admin_start(tr_admin_t *a, struct ev_loop *loop, int fd, const tr_shared_t *shared, int nworkers,
+                    double started_at, void (*on_reload)(void *data), void *data)
+{
+    memset(a, 0, sizeof(*a));
+    a->loop = loop;
+    a->fd = fd;
+    a->shared = shared;
+    a->nworkers = nworkers;
+    a->started_at = started_at;
+    a->on_reload = on_reload;
+    a->data = data;
+    ev_io_init(&a->io, on_accept, fd, EV_READ);
+    a->io.data = a;
+    ev_timer_init(&a->accept_retry, on_accept_retry, 0.1, 0.);
+    a->accept_retry.data = a;
+    ev_io_start(loop, &a->io);
+}
+
+void tr_admin_stop(tr_admin_t *a)
+{
+    if (a->fd >= 0) {
+        ev_io_stop(a->loop, &a->io);
+        ev_timer_stop(a->loop, &a->accept_retry);
+        close(a->fd);
+        a->fd = -1;
+    }
+    while (a->conns != NULL)
+        conn_close(a->conns);
+}
+
+void tr_admin_close_fds(tr_admin_t *a)
+{
+    if (a->fd >= 0)
+        close(a->fd);
+    for (tr_admin_conn_t *c = a->conns; c != NULL; c = c->next)
+        close(c->fd);
 }

@@ -1,64 +1,74 @@
 /*
- * Connection I/O: read, hand complete requests to the Lua bridge one at a time, write the responses
- * of a batch with one write call, keep-alive, lingering close.
+ * Connection I/O: read, hand complete requests to the layer above one at a time, write the
+ * responses of a batch with one write call, keep-alive, lingering close.
  */
 #include "conn.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <limits.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
-#include "lua_vm.h"
-#include "worker.h"
 
-#define READ_CHUNK 4096
 #define LINGER_SECONDS 2.0
 
 static void conn_process(tr_conn_t *c);
 
-static int request_running(const tr_conn_t *c)
+static tr_conn_t *conn_of(tr_http_conn_t *h)
 {
-    return c->req != NULL && c->req->state == TR_REQ_RUNNING;
+    return (tr_conn_t *)h; /* the HTTP state is the connection's first member */
+}
+
+static tr_conn_t *conn_of_link(tr_conn_link_t *l)
+{
+    return (tr_conn_t *)((char *)l - offsetof(tr_conn_t, link));
 }
 
 static void list_remove(tr_conn_t *c)
 {
-    c->prev->next = c->next;
-    c->next->prev = c->prev;
+    c->link.prev->next = c->link.next;
+    c->link.next->prev = c->link.prev;
 }
 
-static void list_append(tr_worker_t *w, tr_conn_t *c)
+/* At the tail: the list runs from the least to the most recently active. */
+static void list_append(tr_conn_server_t *srv, tr_conn_t *c)
 {
-    c->prev = w->conns.prev;
-    c->next = &w->conns;
-    w->conns.prev->next = c;
-    w->conns.prev = c;
+    c->link.prev = srv->conns.prev;
+    c->link.next = &srv->conns;
+    srv->conns.prev->next = &c->link;
+    srv->conns.prev = &c->link;
 }
 
 static void touch(tr_conn_t *c)
 {
-    c->last_active = ev_now(c->w->loop);
+    c->last_active = ev_now(c->srv->loop);
     list_remove(c);
-    list_append(c->w, c);
+    list_append(c->srv, c);
+}
+
+static void set_count(tr_conn_server_t *srv, unsigned n)
+{
+    srv->nconns = n;
+    if (srv->stats != NULL)
+        srv->stats->connections = n;
 }
 
 /*
  * Write while something waits to be written, and read otherwise. Reading goes on while a request
  * runs (it only buffers what a pipelining client sends next, and notices a client that leaves), so a
- * request that sleeps costs no epoll changes; it pauses only when the buffer is full.
+ * request that waits costs no epoll changes; it pauses only when the buffer is full.
  */
 static void update_watchers(tr_conn_t *c)
 {
-    struct ev_loop *loop = c->w->loop;
-    int want_write = c->written < c->wbuf.len;
-    int buffer_full = request_running(c) && c->rbuf.len == c->rbuf.cap;
-    int want_read = c->lingering || (!c->closing && !want_write && !buffer_full);
+    struct ev_loop *loop = c->srv->loop;
+    tr_http_conn_t *h = &c->http;
+    int want_write = h->written < h->wbuf.len;
+    int buffer_full = tr_http_running(h) && h->rbuf.len == h->rbuf.cap;
+    int want_read = c->lingering || (!h->closing && !want_write && !buffer_full);
     if (want_read && !ev_is_active(&c->rio))
         ev_io_start(loop, &c->rio);
     else if (!want_read && ev_is_active(&c->rio))
@@ -69,45 +79,45 @@ static void update_watchers(tr_conn_t *c)
         ev_io_stop(loop, &c->wio);
 }
 
-static void release_request(tr_worker_t *w, tr_req_t *r)
+/* Give the connection's buffers and context back; when draining, the last one ends the server. */
+static void free_conn(tr_conn_t *c)
 {
-    tr_buf_release(&w->bufs, &r->resp_headers);
-    r->pub.serial++; /* any ctx still holding this request now fails its checks */
-    r->conn = NULL;
-    tr_pool_put(&w->req_pool, r);
+    tr_conn_server_t *srv = c->srv;
+    tr_buf_release(&srv->bufs, &c->http.rbuf);
+    tr_buf_release(&srv->bufs, &c->http.wbuf);
+    tr_pool_put(&srv->conn_pool, c);
+    if (srv->draining && srv->nconns == 0 && srv->cb.on_drained != NULL)
+        srv->cb.on_drained(srv);
 }
 
 void tr_conn_close(tr_conn_t *c)
 {
-    tr_worker_t *w = c->w;
+    tr_conn_server_t *srv = c->srv;
     if (c->fd >= 0) {
-        ev_io_stop(w->loop, &c->rio);
-        ev_io_stop(w->loop, &c->wio);
+        ev_io_stop(srv->loop, &c->rio);
+        ev_io_stop(srv->loop, &c->wio);
         close(c->fd);
         c->fd = -1;
         list_remove(c);
-        w->nconns--;
-        w->stats->connections = w->nconns;
+        set_count(srv, srv->nconns - 1);
     }
-    if (request_running(c)) {
-        /* The coroutine still holds the request (and its slices of rbuf): free both when it ends. */
+    if (tr_http_running(&c->http)) {
+        /* The layer above still holds the request (and its slices of rbuf): free both when it ends. */
         c->closed = 1;
         return;
     }
-    if (c->req != NULL)
-        release_request(w, c->req);
-    tr_buf_release(&w->bufs, &c->rbuf);
-    tr_buf_release(&w->bufs, &c->wbuf);
-    tr_pool_put(&w->conn_pool, c);
-    tr_worker_conn_closed(w);
+    if (c->http.req != NULL)
+        tr_http_release(&c->http, c->http.req);
+    free_conn(c);
 }
 
 static void flush(tr_conn_t *c)
 {
-    while (c->written < c->wbuf.len) {
-        ssize_t n = write(c->fd, c->wbuf.data + c->written, c->wbuf.len - c->written);
+    tr_http_conn_t *h = &c->http;
+    while (h->written < h->wbuf.len) {
+        ssize_t n = write(c->fd, h->wbuf.data + h->written, h->wbuf.len - h->written);
         if (n > 0) {
-            c->written += (size_t)n;
+            h->written += (size_t)n;
         } else if (n < 0 && errno == EINTR) {
             continue;
         } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -117,76 +127,25 @@ static void flush(tr_conn_t *c)
             return;
         }
     }
-    if (c->written == c->wbuf.len) {
-        tr_buf_release(&c->w->bufs, &c->wbuf);
-        c->written = 0;
-        if (c->closing && !c->lingering && !request_running(c)) {
+    if (h->written == h->wbuf.len) {
+        tr_buf_release(&c->srv->bufs, &h->wbuf);
+        h->written = 0;
+        if (h->closing && !c->lingering && !tr_http_running(h)) {
             /* Lingering close: stop sending, then drain what the client still sends until it closes,
              * so that closing with unread input does not reset the connection before it has read
              * the response. */
             shutdown(c->fd, SHUT_WR);
             c->lingering = 1;
-            c->last_active = ev_now(c->w->loop);
+            c->last_active = ev_now(c->srv->loop);
         }
     }
     update_watchers(c);
 }
 
-/* Move the request being parsed to the start of rbuf, shifting its recorded offsets. */
-static void compact(tr_conn_t *c)
-{
-    size_t delta = c->req_start;
-    if (delta == 0)
-        return;
-    memmove(c->rbuf.data, c->rbuf.data + delta, c->rbuf.len - delta);
-    c->rbuf.len -= delta;
-    c->parsed -= delta;
-    c->req_start = 0;
-    tr_req_t *r = c->req;
-    if (r != NULL && c->in_message) {
-        if (r->url.len)
-            r->url.off -= (uint32_t)delta;
-        for (unsigned i = 0; i < r->nheaders; i++) {
-            r->headers[i][0].off -= (uint32_t)delta;
-            if (r->headers[i][1].len)
-                r->headers[i][1].off -= (uint32_t)delta;
-        }
-        if (r->body.len)
-            r->body.off -= (uint32_t)delta;
-    }
-}
-
-/* Make room to read into. Returns 0, -1 to pause reading (the buffer holds a running request and is
- * full), or an HTTP status when the request can never fit. */
-static int ensure_read_space(tr_conn_t *c)
-{
-    tr_worker_t *w = c->w;
-    if (request_running(c)) /* its slices point into rbuf: neither move nor grow it */
-        return c->rbuf.len < c->rbuf.cap ? 0 : -1;
-    if (!c->in_message && c->parsed == c->rbuf.len) {
-        c->rbuf.len = c->parsed = c->req_start = 0;
-    } else if (c->rbuf.len == c->rbuf.cap && c->req_start > 0) {
-        compact(c);
-    }
-    if (c->rbuf.data != NULL && c->rbuf.len < c->rbuf.cap)
-        return 0;
-    const tr_config_t *cfg = w->cfg;
-    /* Chunk framing can double a tiny-chunked body; the parser's callbacks enforce the real limits. */
-    size_t limit = cfg->max_uri + cfg->max_header + 2 * cfg->max_body + 4096;
-    size_t want = c->rbuf.cap ? c->rbuf.cap : READ_CHUNK;
-    if (c->req != NULL && c->req->headers_done && c->parser.content_length != ULLONG_MAX &&
-        !(c->parser.flags & F_CHUNKED))
-        want = c->parser.content_length + 1024; /* the rest of the body in one go */
-    if (c->rbuf.len >= limit)
-        return c->req != NULL && c->req->headers_done ? 413 : 431;
-    if (tr_buf_reserve(&w->bufs, &c->rbuf, want) != 0)
-        return 413;
-    return 0;
-}
-
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
 {
     tr_conn_t *c = io->data;
+    tr_http_conn_t *h = &c->http;
     (void)loop, (void)revents;
     if (c->lingering) {
         char drain[4096];
@@ -195,151 +154,173 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
             tr_conn_close(c);
         return;
     }
-    int status = ensure_read_space(c);
+    int status = tr_http_read_space(h);
     if (status < 0) {
         update_watchers(c);
         return;
     }
     if (status != 0) {
-        tr_http_error(c, status, 0);
+        tr_http_error(h, status, 0);
         flush(c);
         return;
     }
-    ssize_t n = read(c->fd, c->rbuf.data + c->rbuf.len, c->rbuf.cap - c->rbuf.len);
+    ssize_t n = read(c->fd, h->rbuf.data + h->rbuf.len, h->rbuf.cap - h->rbuf.len);
     if (n > 0) {
-        c->rbuf.len += (size_t)n;
+        h->rbuf.len += (size_t)n;
         touch(c);
         conn_process(c);
     } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
         tr_conn_close(c);
-    } else if (!c->in_message && c->parsed == c->rbuf.len && !request_running(c)) {
-        tr_buf_release(&c->w->bufs, &c->rbuf);
-        c->parsed = c->req_start = 0;
+    } else {
+        tr_http_trim(h);
     }
 }
 
 static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
 {
     tr_conn_t *c = io->data;
+    tr_http_conn_t *h = &c->http;
     (void)loop, (void)revents;
     touch(c);
     flush(c);
-    if (c->fd >= 0 && !c->closing && !request_running(c) && c->written == c->wbuf.len)
+    if (c->fd >= 0 && !h->closing && !tr_http_running(h) && h->written == h->wbuf.len)
         conn_process(c); /* pipelined requests that waited for the socket */
-}
-
-/*
- * Parse and run every complete request in the read buffer, in order, stopping at a request that
- * suspends; then write everything produced with one call.
- */
-static void conn_process(tr_conn_t *c)
-{
-    tr_worker_t *w = c->w;
-    while (!c->closing && c->parsed < c->rbuf.len && !request_running(c)) {
-        size_t n =
-            http_parser_execute(&c->parser, &tr_http_settings, c->rbuf.data + c->parsed, c->rbuf.len - c->parsed);
-        c->parsed += n;
-        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-        if (e == HPE_PAUSED) {
-            http_parser_pause(&c->parser, 0);
-            c->dispatching = 1;
-            tr_vm_dispatch(w, c->req);
-            c->dispatching = 0;
-            continue;
-        }
-        if (e != HPE_OK) {
-            int status = c->error_status ? c->error_status : 400;
-            if (c->req != NULL) {
-                release_request(w, c->req);
-                c->req = NULL;
-            }
-            c->in_message = 0;
-            tr_http_error(c, status, 0);
-            break;
-        }
-        if (n == 0)
-            break;
-    }
-    if (!c->in_message && c->parsed == c->rbuf.len && !request_running(c)) {
-        tr_buf_release(&w->bufs, &c->rbuf);
-        c->parsed = c->req_start = 0;
-    }
-    flush(c);
 }
 
 /* One access log line: peer, time, request line, status, body bytes, milliseconds, request id (the
  * same id as X-Request-Id, so a log line and a client's report can be matched). */
-static void access_log(tr_req_t *r)
+static void access_log(tr_conn_t *c, tr_req_t *r)
 {
-    tr_conn_t *c = r->conn;
-    tr_worker_t *w = c->w;
+    const tr_http_env_t *env = &c->srv->env;
     char line[1024 + TR_REQUEST_ID_MAX];
     char id[TR_REQUEST_ID_MAX];
     size_t id_len = tr_http_request_id(r, id);
     const char *url = tr_req_str(r, r->url);
     /* Date line is "Date: Wed, 25 Nov 2026 01:02:03 GMT\r\n": keep the timestamp only. */
     int n = snprintf(line, sizeof(line), "%s [%.*s] \"%s %.*s HTTP/%d.%d\" %d %zu %.3f %.*s", c->peer,
-                     (int)(w->date_len > 8 ? w->date_len - 8 : 0), w->date_line + 6,
+                     (int)(env->date_len > 8 ? env->date_len - 8 : 0), env->date_line + 6,
                      http_method_str((enum http_method)r->pub.method), (int)(r->url.len > 512 ? 512 : r->url.len), url,
-                     c->parser.http_major, c->parser.http_minor, r->pub.status, r->resp_body_len,
+                     c->http.parser.http_major, c->http.parser.http_minor, r->pub.status, r->resp_body_len,
                      (ev_time() - r->started) * 1000.0, (int)id_len, id);
     if (n > 0)
         tr_access_log_append(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }
 
+/* The request of c has finished: log it and give its context back. Returns 0 if c lives on, -1 if
+ * it was closed meanwhile and is now freed. */
+static int end_request(tr_conn_t *c, tr_req_t *r)
+{
+    if (tr_access_log_enabled() && r->state == TR_REQ_FINISHED && !c->closed)
+        access_log(c, r);
+    c->http.req = NULL;
+    tr_http_release(&c->http, r);
+    if (c->closed) {
+        free_conn(c);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Parse and run every complete request in the read buffer, in order, stopping at a request that
+ * goes on running after on_request returns; then write everything produced with one call.
+ */
+static void conn_process(tr_conn_t *c)
+{
+    tr_conn_server_t *srv = c->srv;
+    tr_http_conn_t *h = &c->http;
+    while (!h->closing && !tr_http_running(h)) {
+        enum tr_http_parse_result res = tr_http_parse(h);
+        if (res != TR_HTTP_REQUEST)
+            break;
+        tr_req_t *r = h->req;
+        srv->cb.on_request(srv->cb_data, r);
+        if (r->state != TR_REQ_FINISHED)
+            break; /* it ends later, in tr_conn_request_done; what is queued goes out now */
+        if (end_request(c, r) != 0)
+            return;
+    }
+    tr_http_trim(h);
+    flush(c);
+}
+
 void tr_conn_request_done(tr_req_t *r)
 {
-    tr_conn_t *c = r->conn;
-    tr_worker_t *w = c->w;
-    if (tr_access_log_enabled() && r->state == TR_REQ_FINISHED && !c->closed)
-        access_log(r);
-    c->req = NULL;
-    release_request(w, r);
-    if (c->closed) {
-        tr_buf_release(&w->bufs, &c->rbuf);
-        tr_buf_release(&w->bufs, &c->wbuf);
-        tr_pool_put(&w->conn_pool, c);
-        tr_worker_conn_closed(w);
-        return;
-    }
-    if (!c->dispatching) /* it ended later, from a timer: carry on with the connection */
+    tr_conn_t *c = conn_of(r->conn);
+    if (end_request(c, r) == 0)
         conn_process(c);
 }
 
-void tr_conn_accept(tr_worker_t *w, int fd, const struct sockaddr *addr)
+void tr_conn_accept(tr_conn_server_t *srv, int fd, const struct sockaddr *addr)
 {
-    tr_conn_t *c = tr_pool_get(&w->conn_pool);
+    tr_conn_t *c = tr_pool_get(&srv->conn_pool);
     memset(c, 0, sizeof(*c));
-    c->w = w;
+    tr_http_conn_init(&c->http, &srv->env);
+    c->srv = srv;
     c->fd = fd;
-    tr_http_begin(c);
     ev_io_init(&c->rio, on_readable, fd, EV_READ);
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
     c->rio.data = c;
     c->wio.data = c;
-    c->last_active = ev_now(w->loop);
-    list_append(w, c);
-    w->nconns++;
-    w->stats->connections = w->nconns;
-    if (tr_access_log_enabled()) {
+    c->last_active = ev_now(srv->loop);
+    list_append(srv, c);
+    set_count(srv, srv->nconns + 1);
+    if (tr_access_log_enabled() && addr != NULL) {
         if (addr->sa_family == AF_INET)
             inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, c->peer, sizeof(c->peer));
         else if (addr->sa_family == AF_INET6)
             inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, c->peer, sizeof(c->peer));
     }
-    ev_io_start(w->loop, &c->rio);
+    ev_io_start(srv->loop, &c->rio);
 }
 
-void tr_conn_sweep(tr_worker_t *w, int all_idle)
+/* Close connections idle past the keep-alive timeout (or, with all_idle, every idle keep-alive
+ * connection), and lingering closes that took too long. */
+static void sweep(tr_conn_server_t *srv, int all_idle)
 {
-    ev_tstamp now = ev_now(w->loop);
-    for (tr_conn_t *c = w->conns.next, *next; c != &w->conns; c = next) {
-        next = c->next;
-        if (request_running(c))
+    ev_tstamp now = ev_now(srv->loop);
+    for (tr_conn_link_t *l = srv->conns.next, *next; l != &srv->conns; l = next) {
+        next = l->next;
+        tr_conn_t *c = conn_of_link(l);
+        tr_http_conn_t *h = &c->http;
+        if (tr_http_running(h))
             continue;
         ev_tstamp idle = now - c->last_active;
-        int idle_keepalive = !c->in_message && c->written == c->wbuf.len;
-        if ((c->lingering && idle > LINGER_SECONDS) || idle > w->cfg->keepalive_timeout || (all_idle && idle_keepalive))
+        int idle_keepalive = !h->in_message && h->written == h->wbuf.len;
+        if ((c->lingering && idle > LINGER_SECONDS) || idle > srv->keepalive_timeout || (all_idle && idle_keepalive))
             tr_conn_close(c);
     }
+}
+
+void tr_conn_tick(tr_conn_server_t *srv, time_t now)
+{
+    tr_http_update_date(&srv->env, now);
+    sweep(srv, srv->draining);
+}
+
+void tr_conn_drain(tr_conn_server_t *srv)
+{
+    srv->draining = 1;
+    srv->env.draining = 1;
+    sweep(srv, 1); /* idle keep-alive connections go now; busy ones after their response */
+    if (srv->nconns == 0 && srv->cb.on_drained != NULL)
+        srv->cb.on_drained(srv);
+}
+
+void tr_conn_server_init(tr_conn_server_t *srv, struct ev_loop *loop, const tr_http_limits_t *limits,
+                         double keepalive_timeout, const tr_conn_callbacks_t *cb, void *cb_data)
+{
+    memset(srv, 0, sizeof(*srv));
+    srv->loop = loop;
+    srv->cb = *cb;
+    srv->cb_data = cb_data;
+    srv->keepalive_timeout = keepalive_timeout;
+    srv->conns.next = srv->conns.prev = &srv->conns;
+    tr_pool_init(&srv->conn_pool, sizeof(tr_conn_t));
+    tr_pool_init(&srv->req_pool, sizeof(tr_req_t));
+    srv->env.limits = *limits;
+    srv->env.bufs = &srv->bufs;
+    srv->env.req_pool = &srv->req_pool;
+    srv->env.loop = loop;
+    tr_http_update_date(&srv->env, time(NULL));
 }

@@ -3,15 +3,15 @@
  * plain C functions the LuaJIT FFI calls directly, so the JIT can compile the Lua side around them.
  * Every request call first checks the caller's serial against the request's (tr_req_check).
  */
+#include "ffi_api.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/time.h>
 
-#include "conn.h"
-#include "ffi_api.h"
 #include "log.h"
-#include "worker.h"
+
+tr_ffi_env_t tr_ffi_env = {.slot = -1};
 
 tr_req_t *tr_req_check(tr_req_pub_t *pub, uint32_t serial)
 {
@@ -105,7 +105,7 @@ TR_FFI_EXPORT const char *tr_ffi_req_header(tr_req_pub_t *pub, uint32_t serial, 
 TR_FFI_EXPORT int tr_ffi_req_header_count(tr_req_pub_t *pub, uint32_t serial)
 {
     tr_req_t *r = tr_req_check(pub, serial);
-    return r == NULL ? -1 : (int)r->nheaders;
+    return r == NULL ? TR_FFI_STALE : (int)r->nheaders;
 }
 
 TR_FFI_EXPORT const char *tr_ffi_req_header_at(tr_req_pub_t *pub, uint32_t serial, int i, size_t *name_len,
@@ -143,37 +143,51 @@ TR_FFI_EXPORT int tr_ffi_req_id(tr_req_pub_t *pub, uint32_t serial, char *buf, s
     tr_req_t *r = tr_req_check(pub, serial);
     char id[TR_REQUEST_ID_MAX];
     if (r == NULL)
-        return -1;
+        return TR_FFI_STALE;
     size_t n = tr_http_request_id(r, id);
     if (n > size)
-        return -1;
+        return TR_FFI_ERROR;
     memcpy(buf, id, n);
     return (int)n;
 }
 
+static int fail(const char **errmsg, const char *msg)
+{
+    *errmsg = msg;
+    return TR_FFI_ERROR;
+}
+
+static int is_token(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!tr_http_token_chars[(unsigned char)s[i]])
+            return 0;
+    return len > 0;
+}
+
 TR_FFI_EXPORT int tr_ffi_resp_header(tr_req_pub_t *pub, uint32_t serial, const char *name, size_t name_len,
-                                     const char *value, size_t value_len)
+                                     const char *value, size_t value_len, const char **errmsg)
 {
     tr_req_t *r = tr_req_check(pub, serial);
     if (r == NULL)
-        return -1;
-    if (name_len == 0)
-        return -2;
-    for (size_t i = 0; i < name_len; i++)
-        if (!tr_http_token_chars[(unsigned char)name[i]])
-            return -2;
+        return TR_FFI_STALE;
+    if (!is_token(name, name_len))
+        return fail(errmsg, "invalid header name (it must be a token: letters, digits and !#$%&'*+-.^_`|~)");
     if (memchr(value, '\r', value_len) != NULL || memchr(value, '\n', value_len) != NULL ||
         memchr(value, '\0', value_len) != NULL)
-        return -2; /* no response splitting */
+        return fail(errmsg, "invalid header value (CR, LF or NUL would split the response)");
     static const char *const managed[] = {"content-length", "transfer-encoding", "connection", "date"};
     for (size_t i = 0; i < sizeof(managed) / sizeof(managed[0]); i++)
         if (strlen(managed[i]) == name_len && strncasecmp(managed[i], name, name_len) == 0)
-            return -3;
+            return fail(errmsg, "this header is set by the server");
+    tr_buf_t *h = &r->resp_headers;
+    size_t line = name_len + value_len + 4;
+    if (line > TR_RESP_HEADERS_MAX || h->len > TR_RESP_HEADERS_MAX - line)
+        return fail(errmsg, "response headers would exceed 65536 bytes");
+    if (tr_buf_reserve(r->conn->env->bufs, h, line) != 0)
+        return fail(errmsg, "no memory left for response headers");
     if (name_len == 12 && strncasecmp(name, "content-type", 12) == 0)
         r->content_type_set = 1;
-    tr_buf_t *h = &r->resp_headers;
-    if (tr_buf_reserve(&r->conn->w->bufs, h, name_len + value_len + 4) != 0)
-        return -2;
     memcpy(h->data + h->len, name, name_len);
     h->len += name_len;
     memcpy(h->data + h->len, ": ", 2);
@@ -181,27 +195,40 @@ TR_FFI_EXPORT int tr_ffi_resp_header(tr_req_pub_t *pub, uint32_t serial, const c
     h->len += 2 + value_len;
     memcpy(h->data + h->len, "\r\n", 2);
     h->len += 2;
-    return 0;
+    return TR_FFI_OK;
 }
 
 TR_FFI_EXPORT int tr_ffi_resp_reset(tr_req_pub_t *pub, uint32_t serial)
 {
     tr_req_t *r = tr_req_check(pub, serial);
     if (r == NULL)
-        return -1;
-    tr_buf_release(&r->conn->w->bufs, &r->resp_headers);
+        return TR_FFI_STALE;
+    tr_buf_release(r->conn->env->bufs, &r->resp_headers);
     r->content_type_set = 0;
-    return 0;
+    return TR_FFI_OK;
 }
 
 TR_FFI_EXPORT int tr_ffi_resp_finish(tr_req_pub_t *pub, uint32_t serial, const char *body, size_t len)
 {
     tr_req_t *r = tr_req_check(pub, serial);
     if (r == NULL)
-        return -1;
+        return TR_FFI_STALE;
     tr_http_respond(r, body, len);
     r->state = TR_REQ_FINISHED;
-    return 0;
+    return TR_FFI_OK;
+}
+
+TR_FFI_EXPORT int tr_ffi_sleep(double seconds, const char **errmsg)
+{
+    tr_req_t *r = tr_ffi_env.running;
+    if (r == NULL)
+        return fail(errmsg, "called outside a request");
+    if (tr_ffi_env.waits == NULL)
+        return fail(errmsg, "no event loop in this process");
+    if (!(seconds > 0))
+        seconds = 0;
+    tr_wait_park(tr_ffi_env.waits, &r->wait, tr_wait_clock() + seconds);
+    return TR_FFI_OK;
 }
 
 TR_FFI_EXPORT void tr_ffi_log_error(const char *msg, size_t len)
@@ -217,15 +244,15 @@ TR_FFI_EXPORT int tr_ffi_router_add(tr_router_t *router, const char *method, con
 
 TR_FFI_EXPORT tr_req_pub_t *tr_ffi_req_running(void)
 {
-    return tr_worker != NULL && tr_worker->running != NULL ? &tr_worker->running->pub : NULL;
+    return tr_ffi_env.running != NULL ? &tr_ffi_env.running->pub : NULL;
 }
 
 TR_FFI_EXPORT double tr_ffi_now(void)
 {
-    return tr_worker != NULL && tr_worker->loop != NULL ? ev_now(tr_worker->loop) : tr_wall_clock();
+    return tr_ffi_env.loop != NULL ? ev_now(tr_ffi_env.loop) : tr_wall_clock();
 }
 
 TR_FFI_EXPORT int tr_ffi_worker_slot(void)
 {
-    return tr_worker != NULL ? tr_worker->slot : -1;
+    return tr_ffi_env.slot;
 }

@@ -1,14 +1,14 @@
 /*
  * HTTP/1.1 glue: http-parser callbacks that record a request as slices of the read buffer and
- * enforce the limits, and the serialization of responses into the write buffer.
+ * enforce the limits, read-buffer management, and the serialization of responses into the write
+ * buffer.
  */
+#include "http.h"
+
 #include <limits.h>
 #include <stddef.h>
 #include <string.h>
 #include <strings.h>
-
-#include "conn.h"
-#include "worker.h"
 
 /* RFC 9110 tchar: the characters a header name may use. */
 const unsigned char tr_http_token_chars[256] = {
@@ -22,17 +22,19 @@ const unsigned char tr_http_token_chars[256] = {
     ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1,  ['z'] = 1,
 };
 
-static tr_conn_t *conn_of(http_parser *p)
+#define READ_CHUNK 4096
+
+static tr_http_conn_t *conn_of(http_parser *p)
 {
     return p->data;
 }
 
-static uint32_t offset_of(tr_conn_t *c, const char *at)
+static uint32_t offset_of(tr_http_conn_t *c, const char *at)
 {
     return (uint32_t)(at - c->rbuf.data);
 }
 
-static int reject(tr_conn_t *c, int status)
+static int reject(tr_http_conn_t *c, int status)
 {
     c->error_status = status;
     return -1; /* makes http_parser_execute stop with a callback error */
@@ -40,9 +42,9 @@ static int reject(tr_conn_t *c, int status)
 
 static int on_message_begin(http_parser *p)
 {
-    tr_conn_t *c = conn_of(p);
-    tr_worker_t *w = c->w;
-    tr_req_t *r = tr_pool_get(&w->req_pool);
+    tr_http_conn_t *c = conn_of(p);
+    tr_http_env_t *env = c->env;
+    tr_req_t *r = tr_pool_get(env->req_pool);
     uint32_t serial = r->pub.serial;           /* survives reuse: only ever incremented */
     memset(r, 0, offsetof(tr_req_t, headers)); /* resp_headers was released: all zero already */
     r->allow[0] = '\0';
@@ -52,7 +54,7 @@ static int on_message_begin(http_parser *p)
     r->pub.handler = -1;
     r->conn = c;
     r->state = TR_REQ_PARSING;
-    r->started = w->loop ? ev_now(w->loop) : 0;
+    r->started = env->loop ? ev_now(env->loop) : 0;
     c->req = r;
     c->req_start = c->parsed;
     c->in_message = 1;
@@ -61,35 +63,35 @@ static int on_message_begin(http_parser *p)
 
 static int on_url(http_parser *p, const char *at, size_t len)
 {
-    tr_conn_t *c = conn_of(p);
+    tr_http_conn_t *c = conn_of(p);
     tr_req_t *r = c->req;
     if (r->url.len == 0)
         r->url.off = offset_of(c, at);
     r->url.len += (uint32_t)len;
-    if (r->url.len > c->w->cfg->max_uri)
+    if (r->url.len > c->env->limits.max_uri)
         return reject(c, 414);
     return 0;
 }
 
-static int header_bytes_ok(tr_conn_t *c, tr_req_t *r, size_t more)
+static int header_bytes_ok(tr_http_conn_t *c, tr_req_t *r, size_t more)
 {
     size_t total = more;
     for (unsigned i = 0; i < r->nheaders; i++)
         total += r->headers[i][0].len + r->headers[i][1].len + 4;
-    return total <= c->w->cfg->max_header;
+    return total <= c->env->limits.max_header;
 }
 
 /* Trailer fields of a chunked body are not headers (RFC 9110 6.5.2): they are only counted toward the
  * header limit, never recorded. */
-static int on_trailer(tr_conn_t *c, tr_req_t *r, size_t len)
+static int on_trailer(tr_http_conn_t *c, tr_req_t *r, size_t len)
 {
     r->trailer_bytes += (uint32_t)len;
-    return r->trailer_bytes <= c->w->cfg->max_header ? 0 : reject(c, 431);
+    return r->trailer_bytes <= c->env->limits.max_header ? 0 : reject(c, 431);
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
-    tr_conn_t *c = conn_of(p);
+    tr_http_conn_t *c = conn_of(p);
     tr_req_t *r = c->req;
     if (r->headers_done)
         return on_trailer(c, r, len);
@@ -109,7 +111,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
-    tr_conn_t *c = conn_of(p);
+    tr_http_conn_t *c = conn_of(p);
     tr_req_t *r = c->req;
     if (r->headers_done)
         return on_trailer(c, r, len);
@@ -144,9 +146,9 @@ static int valid_request_id(const char *s, size_t len)
 
 static int on_headers_complete(http_parser *p)
 {
-    tr_conn_t *c = conn_of(p);
+    tr_http_conn_t *c = conn_of(p);
     tr_req_t *r = c->req;
-    tr_worker_t *w = c->w;
+    tr_http_env_t *env = c->env;
     const char *url = tr_req_str(r, r->url);
     const char *q = memchr(url, '?', r->url.len);
     r->path_len = q ? (uint32_t)(q - url) : r->url.len;
@@ -171,7 +173,7 @@ static int on_headers_complete(http_parser *p)
             if (!tr_http_token_chars[name[k]])
                 return reject(c, 400);
     }
-    if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX && p->content_length > w->cfg->max_body)
+    if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX && p->content_length > env->limits.max_body)
         return reject(c, 413);
     for (unsigned i = 0; i < r->nheaders; i++) {
         if (header_is(r, i, "x-request-id", 12) &&
@@ -187,15 +189,15 @@ static int on_headers_complete(http_parser *p)
     /* Ask for the body (harmless if some of it is here already); HTTP/1.0 clients do not know 100. */
     if (r->expect_continue && p->http_minor >= 1 &&
         (p->flags & F_CHUNKED || (p->content_length > 0 && p->content_length != ULLONG_MAX)))
-        tr_buf_append(&w->bufs, &c->wbuf, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        tr_buf_append(env->bufs, &c->wbuf, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     return 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t len)
 {
-    tr_conn_t *c = conn_of(p);
+    tr_http_conn_t *c = conn_of(p);
     tr_req_t *r = c->req;
-    if ((size_t)r->body.len + len > c->w->cfg->max_body)
+    if ((size_t)r->body.len + len > c->env->limits.max_body)
         return reject(c, 413);
     uint32_t off = offset_of(c, at);
     if (r->body.len == 0)
@@ -208,14 +210,15 @@ static int on_body(http_parser *p, const char *at, size_t len)
 
 static int on_message_complete(http_parser *p)
 {
-    tr_conn_t *c = conn_of(p);
+    tr_http_conn_t *c = conn_of(p);
     c->in_message = 0;
+    c->req->seq = ++c->env->req_seq;
     /* One request at a time: stop here so the request runs before the next one is parsed. */
     http_parser_pause(p, 1);
     return 0;
 }
 
-const http_parser_settings tr_http_settings = {
+static const http_parser_settings tr_http_settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_header_field = on_header_field,
@@ -225,20 +228,123 @@ const http_parser_settings tr_http_settings = {
     .on_message_complete = on_message_complete,
 };
 
-void tr_http_update_date(tr_worker_t *w, time_t now)
+void tr_http_update_date(tr_http_env_t *env, time_t now)
 {
-    if (now == w->date_sec)
+    if (now == env->date_sec)
         return;
     struct tm tm;
     gmtime_r(&now, &tm);
-    w->date_len = strftime(w->date_line, sizeof(w->date_line), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
-    w->date_sec = now;
+    env->date_len = strftime(env->date_line, sizeof(env->date_line), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+    env->date_sec = now;
 }
 
-void tr_http_begin(tr_conn_t *c)
+void tr_http_conn_init(tr_http_conn_t *h, tr_http_env_t *env)
 {
-    http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
+    memset(h, 0, sizeof(*h));
+    h->env = env;
+    http_parser_init(&h->parser, HTTP_REQUEST);
+    h->parser.data = h;
+}
+
+void tr_http_release(tr_http_conn_t *h, tr_req_t *r)
+{
+    tr_buf_release(h->env->bufs, &r->resp_headers);
+    r->pub.serial++; /* any ctx still holding this request now fails its checks */
+    r->conn = NULL;
+    tr_pool_put(h->env->req_pool, r);
+}
+
+/* Move the request being parsed to the start of rbuf, shifting its recorded offsets. */
+static void compact(tr_http_conn_t *c)
+{
+    size_t delta = c->req_start;
+    if (delta == 0)
+        return;
+    memmove(c->rbuf.data, c->rbuf.data + delta, c->rbuf.len - delta);
+    c->rbuf.len -= delta;
+    c->parsed -= delta;
+    c->req_start = 0;
+    tr_req_t *r = c->req;
+    if (r != NULL && c->in_message) {
+        if (r->url.len)
+            r->url.off -= (uint32_t)delta;
+        for (unsigned i = 0; i < r->nheaders; i++) {
+            r->headers[i][0].off -= (uint32_t)delta;
+            if (r->headers[i][1].len)
+                r->headers[i][1].off -= (uint32_t)delta;
+        }
+        if (r->body.len)
+            r->body.off -= (uint32_t)delta;
+    }
+}
+
+int tr_http_read_space(tr_http_conn_t *c)
+{
+    if (tr_http_running(c)) /* its slices point into rbuf: neither move nor grow it */
+        return c->rbuf.len < c->rbuf.cap ? 0 : -1;
+    if (!c->in_message && c->parsed == c->rbuf.len) {
+        c->rbuf.len = c->parsed = c->req_start = 0;
+    } else if (c->rbuf.len == c->rbuf.cap && c->req_start > 0) {
+        compact(c);
+    }
+    if (c->rbuf.data != NULL && c->rbuf.len < c->rbuf.cap)
+        return 0;
+    const tr_http_limits_t *lim = &c->env->limits;
+    /* Chunk framing can double a tiny-chunked body; the parser's callbacks enforce the real limits. */
+    size_t limit = lim->max_uri + lim->max_header + 2 * lim->max_body + 4096;
+    size_t want = c->rbuf.cap ? c->rbuf.cap : READ_CHUNK;
+    if (c->req != NULL && c->req->headers_done && c->parser.content_length != ULLONG_MAX &&
+        !(c->parser.flags & F_CHUNKED))
+        want = c->parser.content_length + 1024; /* the rest of the body in one go */
+    if (c->rbuf.len >= limit)
+        return c->req != NULL && c->req->headers_done ? 413 : 431;
+    if (tr_buf_reserve(c->env->bufs, &c->rbuf, want) != 0)
+        return 413;
+    return 0;
+}
+
+void tr_http_trim(tr_http_conn_t *c)
+{
+    if (!c->in_message && c->parsed == c->rbuf.len && !tr_http_running(c)) {
+        tr_buf_release(c->env->bufs, &c->rbuf);
+        c->parsed = c->req_start = 0;
+    }
+}
+
+enum tr_http_parse_result tr_http_parse(tr_http_conn_t *c)
+{
+    while (c->parsed < c->rbuf.len) {
+        size_t n = http_parser_execute(&c->parser, &tr_http_settings, c->rbuf.data + c->parsed,
+                                       c->rbuf.len - c->parsed);
+        c->parsed += n;
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (e == HPE_PAUSED) {
+            http_parser_pause(&c->parser, 0);
+            c->req->state = TR_REQ_RUNNING;
+            return TR_HTTP_REQUEST;
+        }
+        if (e != HPE_OK) {
+            int status = c->error_status ? c->error_status : 400;
+            if (c->req != NULL) {
+                tr_http_release(c, c->req);
+                c->req = NULL;
+            }
+            c->in_message = 0;
+            tr_http_error(c, status, 0);
+            return TR_HTTP_REJECTED;
+        }
+        if (n == 0)
+            break;
+    }
+    return TR_HTTP_NEED_MORE;
+}
+
+void tr_http_route(tr_req_t *r, const tr_router_t *router)
+{
+    const char *path = tr_req_str(r, r->url);
+    r->pub.handler = tr_router_match(router, r->pub.method, path, r->path_len, &r->match);
+    if (r->pub.handler == TR_ROUTE_METHOD_NOT_ALLOWED)
+        tr_router_allow(router, path, r->path_len, r->allow, sizeof(r->allow));
 }
 
 const char *tr_http_reason(int status)
@@ -290,16 +396,15 @@ static char *format_u64(char *end, uint64_t v)
     return p;
 }
 
-static void append_str(tr_worker_t *w, tr_buf_t *b, const char *s, size_t len)
+static void append_str(tr_buf_t *b, const char *s, size_t len)
 {
     if (len == 0) /* s may be NULL then (no handler headers) */
         return;
     memcpy(b->data + b->len, s, len);
     b->len += len;
-    (void)w;
 }
 
-#define APPEND_LIT(w, b, lit) append_str(w, b, lit, sizeof(lit) - 1)
+#define APPEND_LIT(b, lit) append_str(b, lit, sizeof(lit) - 1)
 
 /* Lower-case hex of v at buf, no leading zeros; returns the length. */
 static size_t put_hex(char *buf, uint64_t v)
@@ -323,66 +428,70 @@ size_t tr_http_request_id(const tr_req_t *r, char *buf)
         memcpy(buf, tr_req_str(r, r->client_id), r->client_id.len);
         return r->client_id.len;
     }
-    const tr_worker_t *w = r->conn->w;
-    size_t n = put_hex(buf, (uint64_t)w->started);
-    buf[n++] = '-';
-    n += put_hex(buf + n, (uint64_t)w->slot);
-    buf[n++] = '-';
-    n += put_hex(buf + n, r->seq);
-    return n;
+    const tr_http_env_t *env = r->conn->env;
+    memcpy(buf, env->id_prefix, env->id_prefix_len);
+    return env->id_prefix_len + put_hex(buf + env->id_prefix_len, r->seq);
+}
+
+void tr_http_set_id_prefix(tr_http_env_t *env, time_t started, int slot)
+{
+    size_t n = put_hex(env->id_prefix, (uint64_t)started);
+    env->id_prefix[n++] = '-';
+    n += put_hex(env->id_prefix + n, (uint64_t)slot);
+    env->id_prefix[n++] = '-';
+    env->id_prefix_len = n;
 }
 
 /*
  * Serialize a response into c's write buffer. `extra` holds header lines the core adds (request id,
  * JSON content type), `headers` those the handler set.
  */
-static void respond(tr_conn_t *c, int status, int keep_alive, int http10, int head, const char *extra, size_t extra_len,
+static void respond(tr_http_conn_t *c, int status, int keep_alive, int http10, int head, const char *extra, size_t extra_len,
                     const char *headers, size_t headers_len, int content_type_set, const char *body, size_t len)
 {
-    tr_worker_t *w = c->w;
+    tr_http_env_t *env = c->env;
     tr_buf_t *b = &c->wbuf;
     const char *reason = tr_http_reason(status);
     size_t reason_len = strlen(reason);
     int no_body = status == 204 || status == 304 || status < 200;
     size_t body_len = (head || no_body) ? 0 : len;
     /* Reserve the whole response at once: the status line and fixed headers take < 200 bytes. */
-    if (tr_buf_reserve(&w->bufs, b, 256 + reason_len + w->date_len + extra_len + headers_len + body_len) != 0) {
+    if (tr_buf_reserve(env->bufs, b, 256 + reason_len + env->date_len + extra_len + headers_len + body_len) != 0) {
         c->closing = 1;
         return;
     }
     char num[24];
     char *digits = format_u64(num + sizeof(num), (uint64_t)status);
-    APPEND_LIT(w, b, "HTTP/1.1 ");
-    append_str(w, b, digits, (size_t)(num + sizeof(num) - digits));
+    APPEND_LIT(b, "HTTP/1.1 ");
+    append_str(b, digits, (size_t)(num + sizeof(num) - digits));
     b->data[b->len++] = ' ';
-    append_str(w, b, reason, reason_len);
-    APPEND_LIT(w, b, "\r\nServer: triage\r\n");
-    append_str(w, b, w->date_line, w->date_len);
+    append_str(b, reason, reason_len);
+    APPEND_LIT(b, "\r\nServer: triage\r\n");
+    append_str(b, env->date_line, env->date_len);
     if (status != 204 && status >= 200) {
         digits = format_u64(num + sizeof(num), (uint64_t)len);
-        APPEND_LIT(w, b, "Content-Length: ");
-        append_str(w, b, digits, (size_t)(num + sizeof(num) - digits));
-        APPEND_LIT(w, b, "\r\n");
+        APPEND_LIT(b, "Content-Length: ");
+        append_str(b, digits, (size_t)(num + sizeof(num) - digits));
+        APPEND_LIT(b, "\r\n");
     }
     if (!keep_alive)
-        APPEND_LIT(w, b, "Connection: close\r\n");
+        APPEND_LIT(b, "Connection: close\r\n");
     else if (http10)
-        APPEND_LIT(w, b, "Connection: keep-alive\r\n");
+        APPEND_LIT(b, "Connection: keep-alive\r\n");
     if (!content_type_set && len > 0)
-        APPEND_LIT(w, b, "Content-Type: text/plain; charset=utf-8\r\n");
-    append_str(w, b, extra, extra_len);
-    append_str(w, b, headers, headers_len);
-    APPEND_LIT(w, b, "\r\n");
-    append_str(w, b, body, body_len);
+        APPEND_LIT(b, "Content-Type: text/plain; charset=utf-8\r\n");
+    append_str(b, extra, extra_len);
+    append_str(b, headers, headers_len);
+    APPEND_LIT(b, "\r\n");
+    append_str(b, body, body_len);
     if (!keep_alive)
         c->closing = 1;
 }
 
 void tr_http_respond(tr_req_t *r, const char *body, size_t len)
 {
-    tr_conn_t *c = r->conn;
-    tr_worker_t *w = c->w;
-    int keep_alive = r->keep_alive && !c->closing && !w->shutting_down && !c->parser.upgrade;
+    tr_http_conn_t *c = r->conn;
+    int keep_alive = r->keep_alive && !c->closing && !c->env->draining && !c->parser.upgrade;
     int status = r->pub.status;
     if (status < 100 || status > 999)
         status = 500;
@@ -406,7 +515,7 @@ void tr_http_respond(tr_req_t *r, const char *body, size_t len)
     r->resp_body_len = len;
 }
 
-void tr_http_error(tr_conn_t *c, int status, int keep_alive)
+void tr_http_error(tr_http_conn_t *c, int status, int keep_alive)
 {
     char body[128];
     const char *reason = tr_http_reason(status);

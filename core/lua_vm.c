@@ -4,19 +4,16 @@
 #include "lua_vm.h"
 
 #include <dirent.h>
-#include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/timerfd.h>
-#include <time.h>
-#include <unistd.h>
 
+#include "ffi_api.h"
 #include "log.h"
 #include "pool.h"
-#include "worker.h"
 
 static void set_error(char *err, size_t size, const char *what, lua_State *L)
 {
@@ -170,17 +167,17 @@ static void give_back_coroutine(tr_gen_t *gen, lua_State *co, int ref)
     gen->nidle++;
 }
 
-/* Resume r's coroutine until it finishes the request or suspends in triage.sleep. */
-static void run(tr_worker_t *w, tr_req_t *r)
+/* Resume r's coroutine until it finishes the request or parks. Returns 1 when r has finished
+ * (its response serialized), 0 when it waits. */
+static int run(tr_req_t *r)
 {
     tr_gen_t *gen = r->gen;
     lua_State *co = r->co;
-    w->running = r;
-    r->waiting = 0;
+    tr_ffi_env.running = r;
     int rc = lua_resume(co, 0);
-    w->running = NULL;
-    if (rc == LUA_YIELD && r->waiting)
-        return; /* a timer resumes it */
+    tr_ffi_env.running = NULL;
+    if (rc == LUA_YIELD && r->wait.parked)
+        return 0; /* resumed from the loop, in on_resume */
     if (rc == LUA_YIELD && r->state == TR_REQ_FINISHED) {
         give_back_coroutine(gen, co, r->co_ref);
     } else {
@@ -192,166 +189,91 @@ static void run(tr_worker_t *w, tr_req_t *r)
         tr_log_error("request %llx: %s", (unsigned long long)r->seq, msg ? msg : "unknown error");
         luaL_unref(gen->L, LUA_REGISTRYINDEX, r->co_ref);
         if (r->state != TR_REQ_FINISHED) {
+            tr_bufpool_t *bufs = r->conn->env->bufs;
             r->pub.status = 500;
-            tr_buf_release(&w->bufs, &r->resp_headers);
+            tr_buf_release(bufs, &r->resp_headers);
             static const char body[] = "{\"error\":\"internal server error\"}";
             static const char ct[] = "Content-Type: application/json\r\n";
-            tr_buf_append(&w->bufs, &r->resp_headers, ct, sizeof(ct) - 1);
+            tr_buf_append(bufs, &r->resp_headers, ct, sizeof(ct) - 1);
             r->content_type_set = 1;
             tr_http_respond(r, body, sizeof(body) - 1);
             r->state = TR_REQ_FINISHED;
         }
     }
     r->co = NULL;
-    tr_conn_request_done(r);
-    tr_vm_unpin(w, gen);
+    return 1;
 }
 
-void tr_vm_dispatch(tr_worker_t *w, tr_req_t *r)
+static void remove_old(tr_vm_t *vm, tr_gen_t *gen)
 {
-    tr_gen_t *gen = w->current;
-    const char *path = tr_req_str(r, r->url);
-    r->gen = gen;
-    gen->inflight++;
-    r->pub.handler = tr_router_match(gen->router, r->pub.method, path, r->path_len, &r->match);
-    if (r->pub.handler == TR_ROUTE_METHOD_NOT_ALLOWED)
-        tr_router_allow(gen->router, path, r->path_len, r->allow, sizeof(r->allow));
-    r->state = TR_REQ_RUNNING;
-    r->seq = ++w->req_seq;
-    w->stats->requests++;
-    r->co = take_coroutine(gen, &r->co_ref);
-    run(w, r);
-}
-
-static void remove_old(tr_worker_t *w, tr_gen_t *gen)
-{
-    for (tr_gen_t **p = &w->old; *p != NULL; p = &(*p)->next_old) {
+    for (tr_gen_t **p = &vm->old; *p != NULL; p = &(*p)->next_old) {
         if (*p == gen) {
             *p = gen->next_old;
-            w->stats->old_generations--;
+            vm->stats->old_generations--;
             return;
         }
     }
 }
 
-void tr_vm_unpin(tr_worker_t *w, tr_gen_t *gen)
+/* A request on gen has ended: unpin it, and close gen if it is old and now idle. */
+static void unpin(tr_gen_t *gen)
 {
+    tr_vm_t *vm = gen->vm;
     gen->inflight--;
-    if (gen != w->current && gen->inflight == 0) {
-        remove_old(w, gen);
+    if (gen != vm->current && gen->inflight == 0) {
+        remove_old(vm, gen);
         tr_gen_free(gen);
     }
 }
 
-void tr_vm_swap(tr_worker_t *w, tr_gen_t *gen)
+/* The one place a waiting request comes back: its sleep ended, or what it waited for arrived. */
+static void on_resume(tr_waiter_t *waiter, int status)
 {
-    tr_gen_t *old = w->current;
-    w->current = gen;
-    w->stats->generation = gen->id;
-    w->stats->generation_loaded_at = gen->loaded_at;
+    tr_req_t *r = (tr_req_t *)((char *)waiter - offsetof(tr_req_t, wait));
+    tr_gen_t *gen = r->gen;
+    (void)status;
+    if (run(r)) {
+        gen->vm->request_done(r);
+        unpin(gen);
+    }
+}
+
+void tr_vm_on_request(void *data, tr_req_t *r)
+{
+    tr_vm_t *vm = data;
+    tr_gen_t *gen = vm->current;
+    tr_http_route(r, gen->router);
+    r->gen = gen;
+    gen->inflight++;
+    vm->stats->requests++;
+    r->wait.resume = on_resume;
+    r->co = take_coroutine(gen, &r->co_ref);
+    if (run(r))
+        unpin(gen);
+}
+
+void tr_vm_swap(tr_vm_t *vm, tr_gen_t *gen)
+{
+    tr_gen_t *old = vm->current;
+    gen->vm = vm;
+    vm->current = gen;
+    vm->stats->generation = gen->id;
+    vm->stats->generation_loaded_at = gen->loaded_at;
     if (old == NULL)
         return;
     if (old->inflight == 0) {
         tr_gen_free(old);
     } else {
-        old->next_old = w->old;
-        w->old = old;
-        w->stats->old_generations++;
+        old->next_old = vm->old;
+        vm->old = old;
+        vm->stats->old_generations++;
     }
 }
 
-static double monotonic_now(void)
+size_t tr_vm_lua_memory(tr_vm_t *vm)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void arm_sleep_timer(tr_worker_t *w)
-{
-    struct itimerspec its = {{0, 0}, {0, 0}}; /* all zero: disarmed */
-    if (w->nsleepers > 0) {
-        double at = w->sleepers[0]->wake_at;
-        its.it_value.tv_sec = (time_t)at;
-        its.it_value.tv_nsec = (long)((at - (double)(time_t)at) * 1e9);
-        if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
-            its.it_value.tv_nsec = 1;
-    }
-    timerfd_settime(w->sleep_fd, TFD_TIMER_ABSTIME, &its, NULL);
-}
-
-static void sleepers_push(tr_worker_t *w, tr_req_t *r)
-{
-    if (w->nsleepers == w->sleepers_cap) {
-        w->sleepers_cap = w->sleepers_cap ? w->sleepers_cap * 2 : 256;
-        w->sleepers = tr_mem_realloc(w->sleepers, w->sleepers_cap * sizeof(*w->sleepers));
-    }
-    unsigned i = w->nsleepers++;
-    while (i > 0 && w->sleepers[(i - 1) / 2]->wake_at > r->wake_at) {
-        w->sleepers[i] = w->sleepers[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    w->sleepers[i] = r;
-    if (i == 0)
-        arm_sleep_timer(w);
-}
-
-static tr_req_t *sleepers_pop(tr_worker_t *w)
-{
-    tr_req_t *top = w->sleepers[0];
-    tr_req_t *last = w->sleepers[--w->nsleepers];
-    unsigned i = 0, n = w->nsleepers;
-    for (;;) {
-        unsigned c = 2 * i + 1;
-        if (c >= n)
-            break;
-        if (c + 1 < n && w->sleepers[c + 1]->wake_at < w->sleepers[c]->wake_at)
-            c++;
-        if (last->wake_at <= w->sleepers[c]->wake_at)
-            break;
-        w->sleepers[i] = w->sleepers[c];
-        i = c;
-    }
-    if (n > 0)
-        w->sleepers[i] = last;
-    return top;
-}
-
-/* The timerfd fired: resume every request whose sleep has ended, then re-arm for the next one. */
-static void on_sleepers_due(struct ev_loop *loop, ev_io *io, int revents)
-{
-    tr_worker_t *w = io->data;
-    uint64_t expirations;
-    (void)loop, (void)revents;
-    if (read(w->sleep_fd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
-        tr_log_error("sleep timer: %s", strerror(errno));
-    double now = monotonic_now();
-    while (w->nsleepers > 0 && w->sleepers[0]->wake_at <= now)
-        run(w, sleepers_pop(w)); /* may add sleepers: they end later than now */
-    arm_sleep_timer(w);
-}
-
-int tr_vm_sleep_init(tr_worker_t *w)
-{
-    w->sleep_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (w->sleep_fd < 0)
-        return -errno;
-    ev_io_init(&w->sleep_io, on_sleepers_due, w->sleep_fd, EV_READ);
-    w->sleep_io.data = w;
-    ev_io_start(w->loop, &w->sleep_io);
-    return 0;
-}
-
-TR_FFI_EXPORT int tr_ffi_sleep(double seconds)
-{
-    tr_worker_t *w = tr_worker;
-    tr_req_t *r = w != NULL ? w->running : NULL;
-    if (r == NULL || w->loop == NULL || w->sleep_fd < 0)
-        return -1;
-    if (!(seconds > 0))
-        seconds = 0;
-    r->wake_at = monotonic_now() + seconds;
-    sleepers_push(w, r);
-    r->waiting = 1;
-    return 0;
+    size_t n = vm->current ? tr_gen_lua_memory(vm->current) : 0;
+    for (tr_gen_t *g = vm->old; g != NULL; g = g->next_old)
+        n += tr_gen_lua_memory(g);
+    return n;
 }

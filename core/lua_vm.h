@@ -16,8 +16,12 @@
 #include <stdint.h>
 
 #include "config.h"
-#include "conn.h"
+#include "http.h"
 #include "router.h"
+#include "shared.h"
+#include "wait.h"
+
+typedef struct tr_gen_s tr_gen_t;
 
 struct tr_gen_s {
     lua_State *L;
@@ -30,13 +34,14 @@ struct tr_gen_s {
     int *idle_refs;       /* their registry refs (anchors) */
     unsigned nidle, idle_cap;
     tr_gen_t *next_old;
+    struct tr_vm_s *vm; /* the worker's, once swapped in */
 };
 
 /*
  * Build a generation from cfg->app_dir: a new state, the framework and the application's route files
  * loaded, the router built. Returns NULL with a message in err (file:line: message) on any failure:
  * a syntax error, a failing require, an error thrown while loading, a bad or conflicting route.
- * The code (routes/, scripts/) is read from code_dir, the generation's snapshot (see reload.h); data
+ * The code (routes/, scripts/) is read from code_dir, the generation's snapshot (see snapshot.h); data
  * stays in cfg->app_dir. carried (may be NULL) is what the previous generation exported for
  * triage.carry.
  */
@@ -51,17 +56,29 @@ void tr_gen_export_carried(tr_gen_t *gen, void (*fn)(const char *data, size_t le
 /* Lua memory in use by the generation, in bytes. */
 size_t tr_gen_lua_memory(tr_gen_t *gen);
 
-/* Run r (parsed, routed) on the worker's current generation. The request ends either before this
- * returns or later from a timer; either way tr_conn_request_done is called once. */
-void tr_vm_dispatch(tr_worker_t *w, tr_req_t *r);
+/*
+ * The Lua side of one worker: its generations and where its requests wait.
+ */
+typedef struct tr_vm_s {
+    tr_gen_t *current; /* serves new requests */
+    tr_gen_t *old;     /* older generations still running requests (list) */
+    tr_waits_t *waits; /* where requests park (sleep, store) */
+    tr_stats_t *stats; /* requests, generation and old-generation counts are published here */
+    /* Called when a request that waited has finished (the server's tr_conn_request_done). */
+    void (*request_done)(tr_req_t *r);
+} tr_vm_t;
 
-/* Start the worker's sleep timer (a timerfd on w's loop). Returns 0 or -errno. */
-int tr_vm_sleep_init(tr_worker_t *w);
-
-/* A request on gen has ended: unpin it (and close gen if it is old and idle). */
-void tr_vm_unpin(tr_worker_t *w, tr_gen_t *gen);
+/*
+ * Run r (parsed, not routed) on vm's current generation: the conn layer's on_request (vm is the
+ * data). If the handler does not wait, r is finished when this returns; otherwise it finishes
+ * later, from the loop, and vm->request_done(r) is called then.
+ */
+void tr_vm_on_request(void *vm, tr_req_t *r);
 
 /* Make gen the current generation; the old one is closed once its requests have ended. */
-void tr_vm_swap(tr_worker_t *w, tr_gen_t *gen);
+void tr_vm_swap(tr_vm_t *vm, tr_gen_t *gen);
+
+/* Lua memory in use by all of vm's generations, in bytes. */
+size_t tr_vm_lua_memory(tr_vm_t *vm);
 
 #endif

@@ -1,60 +1,122 @@
 /*
- * In-process request API for handler specs (built into libtriage_test.so, not into the server): a
- * fake connection with no socket runs raw request bytes through the real parser, router and response
- * serializer, so a spec exercises the same C code as the server, minus the event loop.
+ * In-process request API for handler specs: raw request bytes go over a socketpair into a real
+ * connection of the connection layer (conn.c), through the real parser, the same routing call and
+ * the same completion path as in a worker, and the response comes back over the socket. Only the
+ * coroutine is driven differently: the host Lua state (busted's) resumes it, since a C function
+ * called through the FFI must not re-enter the Lua VM.
+ *
+ * One request per connection: each tr_ffi_test_request ends the previous request and connection
+ * (the request's context goes back to the pool and its serial changes) and opens a new one.
  */
+#include "testing.h"
+
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
-#include "conn.h"
 #include "ffi_api.h"
-#include "worker.h"
 
-tr_worker_t *tr_worker;
+/* Turns of the loop without progress after which a request is taken as incomplete. */
+#define IDLE_TURNS 3
+/* Turns of the loop a connection may take to close after its client has. */
+#define CLOSE_TURNS 100
 
-static tr_worker_t test_worker;
-static tr_stats_t test_stats;
-static tr_config_t test_config;
-static tr_conn_t test_conn;
-static tr_req_t *last_request;
+static struct {
+    int ready;
+    struct ev_loop *loop;
+    tr_conn_server_t srv;
+    const tr_router_t *router; /* of the request being sent */
+    int client_fd;             /* the client's end of the current connection, or -1 */
+    int server_fd;
+    tr_req_t *handed;          /* handed up and not yet done */
+    tr_buf_t out;              /* what the server wrote to the client */
+} t;
 
-static tr_worker_t *worker(void)
+static void on_request(void *data, tr_req_t *r)
 {
-    if (tr_worker == NULL) {
-        test_config.max_body = 1 << 20;
-        test_config.max_header = 8 << 10;
-        test_config.max_uri = 4 << 10;
-        test_worker.cfg = &test_config;
-        test_worker.stats = &test_stats;
-        test_worker.started = time(NULL);
-        test_worker.conns.next = test_worker.conns.prev = &test_worker.conns;
-        tr_pool_init(&test_worker.conn_pool, sizeof(tr_conn_t));
-        tr_pool_init(&test_worker.req_pool, sizeof(tr_req_t));
-        tr_worker = &test_worker;
-    }
-    tr_http_update_date(&test_worker, time(NULL));
-    return tr_worker;
+    (void)data;
+    tr_http_route(r, t.router);
+    t.handed = r;
+    tr_ffi_env.running = r; /* the host resumes the request loop, which asks tr_ffi_req_running */
 }
 
-/* Put the previous request back (its ctx goes stale) and empty the connection. */
-static void reset(tr_worker_t *w)
+static void setup(void)
 {
-    tr_conn_t *c = &test_conn;
-    if (last_request != NULL) {
-        tr_buf_release(&w->bufs, &last_request->resp_headers);
-        last_request->pub.serial++;
-        last_request->state = TR_REQ_FINISHED;
-        tr_pool_put(&w->req_pool, last_request);
-        last_request = NULL;
+    if (t.ready)
+        return;
+    t.loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    tr_http_limits_t limits = {.max_uri = 4 << 10, .max_header = 8 << 10, .max_body = 1 << 20};
+    tr_conn_callbacks_t cb = {.on_request = on_request};
+    tr_conn_server_init(&t.srv, t.loop, &limits, 60.0, &cb, NULL);
+    tr_http_set_id_prefix(&t.srv.env, time(NULL), 0);
+    tr_ffi_env.loop = t.loop;
+    tr_ffi_env.waits = NULL; /* triage.sleep blocks in specs (triage.testing) */
+    tr_ffi_env.slot = 0;
+    t.client_fd = t.server_fd = -1;
+    t.ready = 1;
+}
+
+tr_conn_server_t *tr_testing_server(void)
+{
+    setup();
+    return &t.srv;
+}
+
+/* Read what the server has written so far. Returns the number of bytes read. */
+static size_t read_output(void)
+{
+    size_t got = 0;
+    char buf[16384];
+    ssize_t n;
+    while (t.client_fd >= 0 && (n = read(t.client_fd, buf, sizeof(buf))) > 0) {
+        tr_buf_append(&t.srv.bufs, &t.out, buf, (size_t)n);
+        got += (size_t)n;
     }
-    tr_buf_release(&w->bufs, &c->rbuf);
-    tr_buf_release(&w->bufs, &c->wbuf);
-    memset(c, 0, sizeof(*c));
-    c->w = w;
-    c->fd = -1;
-    tr_http_begin(c);
-    w->running = NULL;
+    return got;
+}
+
+/* Bytes the server has not read yet (0 once its connection is closed). */
+static int server_unread(void)
+{
+    int n = 0;
+    if (t.srv.nconns == 0 || ioctl(t.server_fd, FIONREAD, &n) != 0)
+        return 0;
+    return n;
+}
+
+/* Turn the loop until nothing moves: no output, no unread input. */
+static void settle(void)
+{
+    for (int idle = 0; idle < IDLE_TURNS;) {
+        ev_run(t.loop, EVRUN_NOWAIT);
+        if (read_output() > 0 || server_unread() > 0)
+            idle = 0;
+        else
+            idle++;
+    }
+}
+
+/* End the previous request and its connection. */
+static void finish_previous(void)
+{
+    if (t.handed != NULL) {
+        tr_req_t *r = t.handed; /* abandoned by the spec: end it without a response */
+        t.handed = NULL;
+        r->state = TR_REQ_FINISHED;
+        tr_conn_request_done(r);
+    }
+    tr_ffi_env.running = NULL;
+    if (t.client_fd >= 0) {
+        close(t.client_fd);
+        t.client_fd = -1;
+        for (int i = 0; i < CLOSE_TURNS && t.srv.nconns > 0; i++)
+            ev_run(t.loop, EVRUN_NOWAIT);
+    }
+    t.out.len = 0;
 }
 
 TR_FFI_EXPORT tr_router_t *tr_ffi_test_router_new(void)
@@ -70,37 +132,53 @@ TR_FFI_EXPORT void tr_ffi_test_router_free(tr_router_t *router)
 TR_FFI_EXPORT tr_req_pub_t *tr_ffi_test_request(const char *raw, size_t len, tr_router_t *router, char *err,
                                                 size_t err_size)
 {
-    tr_worker_t *w = worker();
-    tr_conn_t *c = &test_conn;
-    reset(w);
-    tr_buf_append(&w->bufs, &c->rbuf, raw, len);
-    size_t n = http_parser_execute(&c->parser, &tr_http_settings, c->rbuf.data, c->rbuf.len);
-    c->parsed = n;
-    if (HTTP_PARSER_ERRNO(&c->parser) != HPE_PAUSED) {
-        int status = c->error_status ? c->error_status : HTTP_PARSER_ERRNO(&c->parser) == HPE_OK ? 0 : 400;
-        snprintf(err, err_size, status ? "%d %s" : "incomplete request", status, tr_http_reason(status));
-        if (c->req != NULL) {
-            last_request = c->req;
-            c->req = NULL;
-        }
+    setup();
+    finish_previous();
+    tr_http_update_date(&t.srv.env, time(NULL));
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) {
+        snprintf(err, err_size, "socketpair: %s", strerror(errno));
         return NULL;
     }
-    tr_req_t *r = c->req;
-    last_request = r;
-    const char *path = tr_req_str(r, r->url);
-    r->pub.handler = tr_router_match(router, r->pub.method, path, r->path_len, &r->match);
-    if (r->pub.handler == TR_ROUTE_METHOD_NOT_ALLOWED)
-        tr_router_allow(router, path, r->path_len, r->allow, sizeof(r->allow));
-    r->state = TR_REQ_RUNNING;
-    r->seq = ++w->req_seq;
-    w->running = r;
-    return &r->pub;
+    t.server_fd = sv[0];
+    t.client_fd = sv[1];
+    t.router = router;
+    tr_conn_accept(&t.srv, t.server_fd, NULL);
+    size_t sent = 0;
+    for (int idle = 0; t.handed == NULL && idle < IDLE_TURNS;) {
+        int moved = 0;
+        if (sent < len) {
+            ssize_t n = write(t.client_fd, raw + sent, len - sent);
+            if (n > 0) {
+                sent += (size_t)n;
+                moved = 1;
+            }
+        }
+        ev_run(t.loop, EVRUN_NOWAIT);
+        moved |= read_output() > 0 || server_unread() > 0;
+        idle = moved ? 0 : idle + 1;
+    }
+    if (t.handed != NULL)
+        return &t.handed->pub;
+    /* Rejected ("HTTP/1.1 413 Content Too Large\r\n...") or incomplete. */
+    const char *eol = t.out.len > 9 ? memchr(t.out.data, '\r', t.out.len) : NULL;
+    if (eol != NULL)
+        snprintf(err, err_size, "%.*s", (int)(eol - t.out.data - 9), t.out.data + 9);
+    else
+        snprintf(err, err_size, "incomplete request");
+    return NULL;
 }
 
 TR_FFI_EXPORT const char *tr_ffi_test_response(size_t *len)
 {
-    if (last_request != NULL && last_request->state == TR_REQ_FINISHED)
-        last_request->pub.serial++; /* the request is over: its ctx must go stale now, as in the server */
-    *len = test_conn.wbuf.len;
-    return test_conn.wbuf.data ? test_conn.wbuf.data : "";
+    if (t.handed != NULL && t.handed->state == TR_REQ_FINISHED) {
+        tr_req_t *r = t.handed;
+        t.handed = NULL;
+        tr_ffi_env.running = NULL;
+        tr_conn_request_done(r); /* as a worker does when a request that waited ends */
+    }
+    if (t.ready)
+        settle();
+    *len = t.out.len;
+    return t.out.data ? t.out.data : "";
 }

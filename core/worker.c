@@ -14,41 +14,43 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "conn.h"
+#include "ffi_api.h"
 #include "log.h"
 #include "lua_vm.h"
-
-tr_worker_t *tr_worker;
+#include "wait.h"
 
 #define ACCEPT_BATCH 64
 
-void tr_worker_init(tr_worker_t *w, const tr_config_t *cfg, int slot, tr_stats_t *stats)
-{
-    memset(w, 0, sizeof(*w));
-    w->cfg = cfg;
-    w->slot = slot;
-    w->stats = stats;
-    w->listen_fd = -1;
-    w->sleep_fd = -1;
-    w->started = time(NULL);
-    w->conns.next = w->conns.prev = &w->conns;
-    tr_pool_init(&w->conn_pool, sizeof(tr_conn_t));
-    tr_pool_init(&w->req_pool, sizeof(tr_req_t));
-    tr_http_update_date(w, w->started);
-}
+typedef struct tr_worker_s {
+    struct ev_loop *loop;
+    const tr_config_t *cfg;
+    int slot;
+    int listen_fd;
+    ev_io accept_io;
+    ev_timer accept_retry; /* accept paused after EMFILE/ENFILE */
+    ev_timer tick;         /* once a second: Date, idle sweep, log flush, stats */
+    ev_signal sigterm, sigint, sigreload;
+    ev_timer shutdown_timer;
+    tr_conn_server_t conns;
+    tr_waits_t waits;
+    tr_vm_t vm;
+    tr_stats_t *stats;
+    tr_shared_t *shared;
+    int shutting_down;
+} tr_worker_t;
 
-void tr_worker_publish_stats(tr_worker_t *w)
+static void publish_stats(tr_worker_t *w)
 {
     tr_stats_t *s = w->stats;
-    s->pool_conn_total = w->conn_pool.total;
-    s->pool_conn_free = w->conn_pool.nfree;
-    s->pool_req_total = w->req_pool.total;
-    s->pool_req_free = w->req_pool.nfree;
-    s->pool_buf_total = w->bufs.total;
-    s->pool_buf_free = w->bufs.nfree;
-    size_t lua = w->current ? tr_gen_lua_memory(w->current) : 0;
-    for (tr_gen_t *g = w->old; g != NULL; g = g->next_old)
-        lua += tr_gen_lua_memory(g);
-    s->lua_memory = lua;
+    tr_conn_server_t *srv = &w->conns;
+    s->pool_conn_total = srv->conn_pool.total;
+    s->pool_conn_free = srv->conn_pool.nfree;
+    s->pool_req_total = srv->req_pool.total;
+    s->pool_req_free = srv->req_pool.nfree;
+    s->pool_buf_total = srv->bufs.total;
+    s->pool_buf_free = srv->bufs.nfree;
+    s->lua_memory = tr_vm_lua_memory(&w->vm);
 }
 
 static void stop_accepting(tr_worker_t *w)
@@ -58,14 +60,12 @@ static void stop_accepting(tr_worker_t *w)
     if (w->listen_fd >= 0) {
         close(w->listen_fd); /* the master keeps its copy: queued connections wait for the next worker */
         w->listen_fd = -1;
-        w->sleep_fd = -1;
     }
 }
 
-void tr_worker_conn_closed(tr_worker_t *w)
+static void on_drained(tr_conn_server_t *srv)
 {
-    if (w->shutting_down && w->nconns == 0 && w->loop != NULL)
-        ev_break(w->loop, EVBREAK_ALL);
+    ev_break(srv->loop, EVBREAK_ALL);
 }
 
 static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
@@ -90,7 +90,7 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        tr_conn_accept(w, fd, (struct sockaddr *)&ss);
+        tr_conn_accept(&w->conns, fd, (struct sockaddr *)&ss);
     }
 }
 
@@ -109,7 +109,7 @@ typedef struct reload_s {
     char err[TR_ERROR_MAX];
 } reload_t;
 
-/* Build generation `id` from its snapshot of the code (see reload.h). */
+/* Build generation `id` from its snapshot of the code (see snapshot.h). */
 static tr_gen_t *build(tr_worker_t *w, uint64_t id, const char *carried, size_t carried_len, char *err, size_t err_size)
 {
     char dir[4096];
@@ -128,31 +128,30 @@ static void build_with_carried(const char *data, size_t len, void *arg)
 static void check_reload(tr_worker_t *w)
 {
     uint64_t want = w->shared->generation;
-    if (w->current != NULL && w->current->id == want)
+    if (w->vm.current != NULL && w->vm.current->id == want)
         return;
     reload_t rl = {.w = w, .id = want};
-    tr_gen_export_carried(w->current, build_with_carried, &rl);
+    tr_gen_export_carried(w->vm.current, build_with_carried, &rl);
     tr_gen_t *gen = rl.gen;
     char *err = rl.err;
     if (gen == NULL) {
         tr_log_error("worker %d: generation %llu failed to load, keeping %llu: %s", w->slot, (unsigned long long)want,
-                     (unsigned long long)w->current->id, err);
+                     (unsigned long long)w->vm.current->id, err);
         snprintf(w->stats->last_error, sizeof(w->stats->last_error), "%s", err);
         return;
     }
     w->stats->last_error[0] = '\0';
-    tr_vm_swap(w, gen);
-    tr_worker_publish_stats(w);
+    tr_vm_swap(&w->vm, gen);
+    publish_stats(w);
 }
 
 static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
 {
     tr_worker_t *w = t->data;
     (void)revents;
-    tr_http_update_date(w, (time_t)ev_now(loop));
-    tr_conn_sweep(w, w->shutting_down);
+    tr_conn_tick(&w->conns, (time_t)ev_now(loop));
     tr_access_log_flush();
-    tr_worker_publish_stats(w);
+    publish_stats(w);
     if (getppid() == 1) /* the master is gone: nobody will replace or stop us */
         kill(getpid(), SIGTERM);
 }
@@ -167,7 +166,7 @@ static void on_shutdown_timeout(struct ev_loop *loop, ev_timer *t, int revents)
 {
     tr_worker_t *w = t->data;
     (void)revents;
-    tr_log_error("worker %d: %u connections still busy after the shutdown timeout; exiting", w->slot, w->nconns);
+    tr_log_error("worker %d: %u connections still busy after the shutdown timeout; exiting", w->slot, w->conns.nconns);
     ev_break(loop, EVBREAK_ALL);
 }
 
@@ -179,21 +178,21 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
         return;
     w->shutting_down = 1;
     stop_accepting(w);
-    tr_conn_sweep(w, 1); /* idle keep-alive connections go now; busy ones after their response */
     ev_timer_init(&w->shutdown_timer, on_shutdown_timeout, w->cfg->shutdown_timeout, 0.);
     w->shutdown_timer.data = w;
     ev_timer_start(loop, &w->shutdown_timer);
-    tr_worker_conn_closed(w);
+    tr_conn_drain(&w->conns);
 }
 
 int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *shared)
 {
     static tr_worker_t worker;
     tr_worker_t *w = &worker;
-    tr_worker_init(w, cfg, slot, &shared->workers[slot]);
+    w->cfg = cfg;
+    w->slot = slot;
     w->shared = shared;
+    w->stats = &shared->workers[slot];
     w->listen_fd = listen_fd;
-    tr_worker = w;
     tr_mem_counter = (uint64_t *)&w->stats->core_allocations;
     *tr_mem_counter = 0;
 
@@ -203,6 +202,23 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *
         tr_log_error("worker %d: cannot create an event loop", slot);
         return 1;
     }
+    int rc = tr_waits_init(&w->waits, w->loop);
+    if (rc != 0) {
+        tr_log_error("worker %d: cannot create the wait timer: %s", slot, strerror(-rc));
+        return 1;
+    }
+    tr_http_limits_t limits = {.max_uri = cfg->max_uri, .max_header = cfg->max_header, .max_body = cfg->max_body};
+    tr_conn_callbacks_t cb = {.on_request = tr_vm_on_request, .on_drained = on_drained};
+    tr_conn_server_init(&w->conns, w->loop, &limits, cfg->keepalive_timeout, &cb, &w->vm);
+    w->conns.stats = w->stats;
+    tr_http_set_id_prefix(&w->conns.env, time(NULL), slot);
+    w->vm.waits = &w->waits;
+    w->vm.stats = w->stats;
+    w->vm.request_done = tr_conn_request_done;
+    tr_ffi_env.running = NULL;
+    tr_ffi_env.waits = &w->waits;
+    tr_ffi_env.loop = w->loop;
+    tr_ffi_env.slot = slot;
 
     char err[TR_ERROR_MAX];
     tr_gen_t *gen = build(w, shared->generation, NULL, 0, err, sizeof(err));
@@ -211,12 +227,7 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *
         snprintf(w->stats->last_error, sizeof(w->stats->last_error), "%s", err);
         return 1;
     }
-    tr_vm_swap(w, gen);
-    int rc = tr_vm_sleep_init(w);
-    if (rc != 0) {
-        tr_log_error("worker %d: cannot create the sleep timer: %s", slot, strerror(-rc));
-        return 1;
-    }
+    tr_vm_swap(&w->vm, gen);
 
     ev_io_init(&w->accept_io, on_accept, listen_fd, EV_READ);
     w->accept_io.data = w;
@@ -235,7 +246,7 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *
     ev_signal_start(w->loop, &w->sigreload);
 
     w->stats->pid = getpid();
-    tr_worker_publish_stats(w);
+    publish_stats(w);
     check_reload(w); /* a reload published while this worker was starting */
     ev_run(w->loop, 0);
 

@@ -16,7 +16,7 @@
 #include "pool.h"
 #include "router.h"
 #include "test.h"
-#include "worker.h"
+#include "testing.h"
 
 /* The limits testing.c configures. */
 #define MAX_BODY (1 << 20)
@@ -53,18 +53,18 @@ static tr_req_pub_t *request(tr_router_t *r, const char *raw)
 }
 
 /* A request that must parse. */
-#define REQUEST_OK(pub, r, raw)                                                                     \
-    do {                                                                                           \
-        (pub) = request(r, raw);                                                                   \
-        if ((pub) == NULL)                                                                         \
-            tr_test_fail(__FILE__, __LINE__, "tr_ffi_test_request(...) != NULL", "rejected: %s", err); \
+#define REQUEST_OK(pub, r, raw)                                                                                        \
+    do {                                                                                                               \
+        (pub) = request(r, raw);                                                                                       \
+        if ((pub) == NULL)                                                                                             \
+            tr_test_fail(__FILE__, __LINE__, "tr_ffi_test_request(...) != NULL", "rejected: %s", err);                 \
     } while (0)
 
 /* A request that must be rejected with err starting with the status. */
-#define REJECTED(r, raw, len, status_text)                                                          \
-    do {                                                                                           \
-        ASSERT_NULL(request_n(r, raw, len));                                                       \
-        ASSERT_STR_EQ(err, status_text);                                                           \
+#define REJECTED(r, raw, len, status_text)                                                                             \
+    do {                                                                                                               \
+        ASSERT_NULL(request_n(r, raw, len));                                                                           \
+        ASSERT_STR_EQ(err, status_text);                                                                               \
     } while (0)
 
 /* Request-API shorthands on the current ctx (pub, serial). */
@@ -74,12 +74,12 @@ static const char *path_of(tr_req_pub_t *pub, uint32_t s, size_t *len)
 }
 
 /* call, which returns a string and its length in len_ (a size_t the caller declares), gives want. */
-#define ASSERT_REQ_STR(call, want)                                                                  \
-    do {                                                                                           \
-        len_ = 12345;                                                                              \
-        const char *v_ = call;                                                                     \
-        ASSERT_NOT_NULL(v_);                                                                       \
-        ASSERT_MEM_EQ(v_, len_, want);                                                             \
+#define ASSERT_REQ_STR(call, want)                                                                                     \
+    do {                                                                                                               \
+        len_ = 12345;                                                                                                  \
+        const char *v_ = call;                                                                                         \
+        ASSERT_NOT_NULL(v_);                                                                                           \
+        ASSERT_MEM_EQ(v_, len_, want);                                                                                 \
     } while (0)
 
 #define HEADER(pub, s, name) tr_ffi_req_header(pub, s, name, strlen(name), &len_)
@@ -91,10 +91,22 @@ static void finish(tr_req_pub_t *pub, const char *body, size_t len)
     ASSERT_INT_EQ(tr_ffi_resp_finish(pub, pub->serial, body, len), 0);
 }
 
+/* The message of the last refused set_header. */
+static const char *header_err;
+
 static int set_header(tr_req_pub_t *pub, const char *name, const char *value)
 {
-    return tr_ffi_resp_header(pub, pub->serial, name, strlen(name), value, strlen(value));
+    header_err = NULL;
+    return tr_ffi_resp_header(pub, pub->serial, name, strlen(name), value, strlen(value), &header_err);
 }
+
+/* set_header is refused with a message containing what. */
+#define HEADER_REFUSED(pub, name, value, what)                                                      \
+    do {                                                                                           \
+        ASSERT_INT_EQ(set_header(pub, name, value), TR_FFI_ERROR);                                 \
+        ASSERT_NOT_NULL(header_err);                                                               \
+        ASSERT_MEM_CONTAINS(header_err, strlen(header_err), what);                                 \
+    } while (0)
 
 /* A serialized response, split. */
 typedef struct resp_s {
@@ -146,11 +158,11 @@ static int resp_header(const resp_t *r, const char *name, char *value, size_t si
     return found;
 }
 
-#define ASSERT_RESP_HEADER(resp, name, want)                                                        \
-    do {                                                                                           \
-        char v_[256];                                                                              \
-        ASSERT_INT_EQ(resp_header(&(resp), name, v_, sizeof(v_)), 1);                              \
-        ASSERT_STR_EQ(v_, want);                                                                   \
+#define ASSERT_RESP_HEADER(resp, name, want)                                                                           \
+    do {                                                                                                               \
+        char v_[256];                                                                                                  \
+        ASSERT_INT_EQ(resp_header(&(resp), name, v_, sizeof(v_)), 1);                                                  \
+        ASSERT_STR_EQ(v_, want);                                                                                       \
     } while (0)
 
 #define ASSERT_NO_RESP_HEADER(resp, name) ASSERT_INT_EQ(resp_header(&(resp), name, NULL, 0), 0)
@@ -616,9 +628,11 @@ TEST_IMPL(http_bad_request)
             tr_test_fail(__FILE__, __LINE__, "err starts with \"400 \"", "bad[%zu]: \"%s\"", i, err);
     }
     REJECTED(r, bad[0], strlen(bad[0]), "400 Bad Request");
-    size_t len;
-    tr_ffi_test_response(&len);
-    ASSERT_UINT_EQ(len, 0); /* the test API writes no error response itself */
+    /* The connection layer's own answer, as a client gets it: then the connection closes. */
+    resp_t res = response();
+    ASSERT_STATUS_LINE(res, "HTTP/1.1 400 Bad Request");
+    ASSERT_RESP_HEADER(res, "Connection", "close");
+    ASSERT_MEM_EQ(res.body, res.body_len, "{\"error\":\"bad request\"}");
     tr_ffi_test_router_free(r);
 }
 
@@ -831,28 +845,32 @@ TEST_IMPL(http_resp_header_rejects)
     tr_req_pub_t *pub;
     REQUEST_OK(pub, r, "GET / HTTP/1.1\r\n\r\n");
     uint32_t s = pub->serial;
+    const char *e = NULL;
     /* Response splitting. */
-    ASSERT_INT_EQ(set_header(pub, "X-A", "a\r\nInjected: 1"), -2);
-    ASSERT_INT_EQ(set_header(pub, "X-A", "a\nInjected: 1"), -2);
-    ASSERT_INT_EQ(set_header(pub, "X-A", "a\r"), -2);
-    ASSERT_INT_EQ(set_header(pub, "X-A\r\nInjected", "1"), -2);
-    ASSERT_INT_EQ(tr_ffi_resp_header(pub, s, "X-A", 3, "a\0b", 3), -2);
+    HEADER_REFUSED(pub, "X-A", "a\r\nInjected: 1", "CR, LF or NUL");
+    HEADER_REFUSED(pub, "X-A", "a\nInjected: 1", "CR, LF or NUL");
+    HEADER_REFUSED(pub, "X-A", "a\r", "CR, LF or NUL");
+    HEADER_REFUSED(pub, "X-A\r\nInjected", "1", "invalid header name");
+    ASSERT_INT_EQ(tr_ffi_resp_header(pub, s, "X-A", 3, "a\0b", 3, &e), TR_FFI_ERROR);
+    ASSERT_MEM_CONTAINS(e, strlen(e), "CR, LF or NUL");
     /* Not a token. */
-    ASSERT_INT_EQ(set_header(pub, "", "v"), -2);
-    ASSERT_INT_EQ(set_header(pub, "Bad Name", "v"), -2);
-    ASSERT_INT_EQ(set_header(pub, "Bad:Name", "v"), -2);
-    ASSERT_INT_EQ(set_header(pub, "Bad\tName", "v"), -2);
-    ASSERT_INT_EQ(tr_ffi_resp_header(pub, s, "X\0A", 3, "v", 1), -2);
+    HEADER_REFUSED(pub, "", "v", "invalid header name");
+    HEADER_REFUSED(pub, "Bad Name", "v", "invalid header name");
+    HEADER_REFUSED(pub, "Bad:Name", "v", "invalid header name");
+    HEADER_REFUSED(pub, "Bad\tName", "v", "invalid header name");
+    e = NULL;
+    ASSERT_INT_EQ(tr_ffi_resp_header(pub, s, "X\0A", 3, "v", 1, &e), TR_FFI_ERROR);
+    ASSERT_MEM_CONTAINS(e, strlen(e), "invalid header name");
     /* Managed by the core. */
-    ASSERT_INT_EQ(set_header(pub, "Content-Length", "5"), -3);
-    ASSERT_INT_EQ(set_header(pub, "content-length", "5"), -3);
-    ASSERT_INT_EQ(set_header(pub, "Transfer-Encoding", "chunked"), -3);
-    ASSERT_INT_EQ(set_header(pub, "CONNECTION", "close"), -3);
-    ASSERT_INT_EQ(set_header(pub, "Date", "yesterday"), -3);
+    HEADER_REFUSED(pub, "Content-Length", "5", "set by the server");
+    HEADER_REFUSED(pub, "content-length", "5", "set by the server");
+    HEADER_REFUSED(pub, "Transfer-Encoding", "chunked", "set by the server");
+    HEADER_REFUSED(pub, "CONNECTION", "close", "set by the server");
+    HEADER_REFUSED(pub, "Date", "yesterday", "set by the server");
     /* Fine. */
     ASSERT_INT_EQ(set_header(pub, "X-Ok", "value: with colon; and \"quotes\"\ttab"), 0);
     ASSERT_INT_EQ(set_header(pub, "X-Empty", ""), 0);
-    ASSERT_INT_EQ(tr_ffi_resp_header(pub, s, "X-Lenxxx", 5, "v1xxx", 2), 0); /* lengths, not NULs */
+    ASSERT_INT_EQ(tr_ffi_resp_header(pub, s, "X-Lenxxx", 5, "v1xxx", 2, &e), 0); /* lengths, not NULs */
     finish(pub, "body", 4);
     resp_t res = response();
     ASSERT_MEM_LACKS(res.raw, res.len, "Injected");
@@ -866,6 +884,30 @@ TEST_IMPL(http_resp_header_rejects)
     ASSERT_MEM_CONTAINS(res.raw, res.head_len, "\r\nX-Empty: \r\n");
     ASSERT_RESP_HEADER(res, "X-Len", "v1");
     ASSERT_MEM_EQ(res.body, res.body_len, "body");
+    tr_ffi_test_router_free(r);
+}
+
+/* Header lines past TR_RESP_HEADERS_MAX are refused with that reason, not as response splitting. */
+TEST_IMPL(http_resp_header_too_large)
+{
+    tr_router_t *r = new_router();
+    add(r, "GET", "/", 1);
+    tr_req_pub_t *pub;
+    REQUEST_OK(pub, r, "GET / HTTP/1.1\r\n\r\n");
+    char *big = malloc(TR_RESP_HEADERS_MAX);
+    ASSERT_NOT_NULL(big);
+    memset(big, 'v', TR_RESP_HEADERS_MAX - 1);
+    big[TR_RESP_HEADERS_MAX - 1] = '\0';
+    HEADER_REFUSED(pub, "X-Big", big, "response headers would exceed 65536 bytes");
+    big[TR_RESP_HEADERS_MAX / 2] = '\0';
+    ASSERT_INT_EQ(set_header(pub, "X-Half", big), 0);
+    HEADER_REFUSED(pub, "X-Half2", big, "response headers would exceed 65536 bytes");
+    ASSERT_INT_EQ(set_header(pub, "X-Small", "fits"), 0);
+    finish(pub, "ok", 2);
+    resp_t res = response();
+    ASSERT_RESP_HEADER(res, "X-Small", "fits");
+    ASSERT_MEM_LACKS(res.raw, res.len, "X-Half2");
+    free(big);
     tr_ffi_test_router_free(r);
 }
 
@@ -898,14 +940,16 @@ static void check_stale(tr_req_pub_t *pub, uint32_t s)
     ASSERT_NULL(QUERY(pub, s, "q"));
     ASSERT_NULL(PARAM(pub, s, "id"));
     ASSERT_NULL(HEADER(pub, s, "host"));
-    ASSERT_INT_EQ(tr_ffi_req_header_count(pub, s), -1);
+    ASSERT_INT_EQ(tr_ffi_req_header_count(pub, s), TR_FFI_STALE);
     ASSERT_NULL(tr_ffi_req_header_at(pub, s, 0, &nlen, &value, &vlen));
     ASSERT_NULL(tr_ffi_req_body(pub, s, &len_));
     ASSERT_NULL(tr_ffi_req_allow(pub, s, &len_));
-    ASSERT_INT_EQ(tr_ffi_req_id(pub, s, buf, sizeof(buf)), -1);
-    ASSERT_INT_EQ(tr_ffi_resp_header(pub, s, "X-Stale", 7, "1", 1), -1);
-    ASSERT_INT_EQ(tr_ffi_resp_reset(pub, s), -1);
-    ASSERT_INT_EQ(tr_ffi_resp_finish(pub, s, "stale", 5), -1);
+    const char *e = NULL;
+    ASSERT_INT_EQ(tr_ffi_req_id(pub, s, buf, sizeof(buf)), TR_FFI_STALE);
+    ASSERT_INT_EQ(tr_ffi_resp_header(pub, s, "X-Stale", 7, "1", 1, &e), TR_FFI_STALE);
+    ASSERT_NULL(e);
+    ASSERT_INT_EQ(tr_ffi_resp_reset(pub, s), TR_FFI_STALE);
+    ASSERT_INT_EQ(tr_ffi_resp_finish(pub, s, "stale", 5), TR_FFI_STALE);
     ASSERT_UINT_EQ(len_, 777);
 }
 
@@ -1039,9 +1083,9 @@ TEST_IMPL(http_no_alloc_after_warmup)
     add(r, "POST", "/submit", 2);
     for (int i = 0; i < 3; i++)
         round_of_requests(r, 1);
-    ASSERT_NOT_NULL(tr_worker);
+    tr_conn_server_t *srv = tr_testing_server();
     uint64_t count = *tr_mem_counter;
-    uint64_t reqs = tr_worker->req_pool.total, bufs = tr_worker->bufs.total;
+    uint64_t reqs = srv->req_pool.total, bufs = srv->bufs.total;
     for (int i = 0; i < 200; i++) {
         round_of_requests(r, i == 199);
         if (*tr_mem_counter != count)
@@ -1049,7 +1093,7 @@ TEST_IMPL(http_no_alloc_after_warmup)
                          (unsigned long long)(*tr_mem_counter - count));
     }
     ASSERT_UINT_EQ(*tr_mem_counter, count);
-    ASSERT_UINT_EQ(tr_worker->req_pool.total, reqs);
-    ASSERT_UINT_EQ(tr_worker->bufs.total, bufs);
+    ASSERT_UINT_EQ(srv->req_pool.total, reqs);
+    ASSERT_UINT_EQ(srv->bufs.total, bufs);
     tr_ffi_test_router_free(r);
 }

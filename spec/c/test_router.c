@@ -23,20 +23,20 @@ static tr_router_t *router(void)
 }
 
 /* Add a route that must be accepted. */
-#define ADD(r, method, pattern, handler)                                                            \
-    do {                                                                                           \
-        char err_[256] = "";                                                                       \
-        int rc_ = tr_router_add(r, method, pattern, strlen(pattern), handler, err_, sizeof(err_)); \
-        if (rc_ != 0)                                                                              \
-            tr_test_fail(__FILE__, __LINE__, "tr_router_add(" #method ", " #pattern ") == 0", "%s", err_); \
+#define ADD(r, method, pattern, handler)                                                                               \
+    do {                                                                                                               \
+        char err_[256] = "";                                                                                           \
+        int rc_ = tr_router_add(r, method, pattern, strlen(pattern), handler, err_, sizeof(err_));                     \
+        if (rc_ != 0)                                                                                                  \
+            tr_test_fail(__FILE__, __LINE__, "tr_router_add(" #method ", " #pattern ") == 0", "%s", err_);             \
     } while (0)
 
 /* Add a route that must be refused; its message is left in err. */
-#define REFUSE(r, method, pattern, err)                                                             \
-    do {                                                                                           \
-        strcpy(err, "");                                                                           \
-        ASSERT_INT_EQ(tr_router_add(r, method, pattern, strlen(pattern), 99, err, sizeof(err)), -1); \
-        ASSERT(strlen(err) > 0);                                                                   \
+#define REFUSE(r, method, pattern, err)                                                                                \
+    do {                                                                                                               \
+        strcpy(err, "");                                                                                               \
+        ASSERT_INT_EQ(tr_router_add(r, method, pattern, strlen(pattern), 99, err, sizeof(err)), -1);                   \
+        ASSERT(strlen(err) > 0);                                                                                       \
     } while (0)
 
 static tr_route_match_t m;
@@ -48,12 +48,12 @@ static int match(const tr_router_t *r, int method, const char *path)
 }
 
 /* The value of parameter i of the last match, which must be called name. */
-#define ASSERT_PARAM(path, i, pname, value)                                                         \
-    do {                                                                                           \
-        ASSERT((unsigned)(i) < m.nparams);                                                         \
-        ASSERT_MEM_EQ(m.params[i].name, m.params[i].name_len, pname);                              \
-        ASSERT(m.params[i].offset + m.params[i].len <= strlen(path));                              \
-        ASSERT_MEM_EQ((path) + m.params[i].offset, m.params[i].len, value);                        \
+#define ASSERT_PARAM(path, i, pname, value)                                                                            \
+    do {                                                                                                               \
+        ASSERT((unsigned)(i) < m.nparams);                                                                             \
+        ASSERT_MEM_EQ(m.params[i].name, m.params[i].name_len, pname);                                                  \
+        ASSERT(m.params[i].offset + m.params[i].len <= strlen(path));                                                  \
+        ASSERT_MEM_EQ((path) + m.params[i].offset, m.params[i].len, value);                                            \
     } while (0)
 
 TEST_IMPL(router_static)
@@ -434,7 +434,7 @@ TEST_IMPL(router_malformed)
     ASSERT_STR_CONTAINS(err, "/users/:");
     ASSERT_STR_CONTAINS(err, "name");
     REFUSE(r, "GET", "/:/x", err);
-    REFUSE(r, "GET", "/files/*", err); /* empty catch-all name */
+    REFUSE(r, "GET", "/files/*", err);     /* empty catch-all name */
     REFUSE(r, "GET", "/users/:id-x", err); /* not a name */
 
     REFUSE(r, "GET", "/files/*path/x", err); /* catch-all not last */

@@ -56,10 +56,15 @@ describe("ctx", function()
 
   it("refuses header injection and server-managed headers", function()
     local j = app:request("/bad-header"):json()
+    -- Each refusal raises its own reason, naming the header.
     assert.is_false(j.crlf)
-    assert.matches("invalid header", j.crlf_err)
+    assert.matches("ctx:set_header('X-Evil'): invalid header value (CR, LF or NUL", j.crlf_err, 1, true)
     assert.is_false(j.managed)
-    assert.matches("set by the server", j.managed_err)
+    assert.matches("ctx:set_header('Content-Length'): this header is set by the server", j.managed_err, 1, true)
+    assert.is_false(j.name)
+    assert.matches("ctx:set_header('Bad Name'): invalid header name", j.name_err, 1, true)
+    assert.is_false(j.big)
+    assert.matches("ctx:set_header('X-Big'): response headers would exceed 65536 bytes", j.big_err, 1, true)
   end)
 
   it("refuses an impossible status", function()

@@ -16,10 +16,13 @@ local type, tostring, tonumber, error, setmetatable = type, tostring, tonumber, 
 
 local STALE = "ctx used after its request finished"
 
+local FFI_OK = C.TR_FFI_OK
+
 local len_out = ffi.new("size_t[1]")
 local len_out2 = ffi.new("size_t[1]")
 local ptr_out = ffi.new("const char *[1]")
 local id_buf = ffi.new("char[128]")
+local errmsg = ffi.new("const char *[1]")
 
 -- tr_req_pub_t.flags: response headers the core writes itself, so that no FFI call is needed
 local FLAG_REQUEST_ID = 1 -- X-Request-Id
@@ -198,11 +201,8 @@ end
 function Ctx:set_header(name, value)
   local r = req(self)
   name, value = tostring(name), tostring(value)
-  local rc = C.tr_ffi_resp_header(r, self._s, name, #name, value, #value)
-  if rc == -2 then
-    error("ctx:set_header: invalid header name or value (CR, LF or NUL) for '" .. name .. "'", 2)
-  elseif rc == -3 then
-    error("ctx:set_header: '" .. name .. "' is set by the server", 2)
+  if C.tr_ffi_resp_header(r, self._s, name, #name, value, #value, errmsg) ~= FFI_OK then
+    error("ctx:set_header('" .. name .. "'): " .. ffi_string(errmsg[0]), 2)
   end
   return self
 end

@@ -1,5 +1,8 @@
 -- The `triage` module scripts use: sleeping without blocking, logging, where the app lives.
+local ffi = require "ffi"
 local C = require("triage.ffi").C
+
+local errmsg = ffi.new("const char *[1]")
 
 local M = {
   version = "0.1.0",
@@ -16,8 +19,8 @@ function M.sleep(seconds)
   if M._blocking_sleep then -- in-process specs have no event loop
     return M._blocking_sleep(seconds)
   end
-  if C.tr_ffi_sleep(seconds) ~= 0 then
-    error("triage.sleep called outside a request", 2)
+  if C.tr_ffi_sleep(seconds, errmsg) ~= C.TR_FFI_OK then
+    error("triage.sleep: " .. ffi.string(errmsg[0]), 2)
   end
   coroutine.yield()
 end

@@ -1,0 +1,2 @@
+/* A fixture for check-layers: a -> b -> c -> a. */
+#include "b.h"
