@@ -2,6 +2,7 @@
 # Both install what is missing (Debian packages, as root or through sudo), then build with CMake.
 
 BUILD ?= build
+PREFIX ?= /usr/local
 JOBS ?= $(shell nproc)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DEBIAN_FRONTEND := noninteractive
@@ -11,7 +12,7 @@ PACKAGES := cmake make gcc pkg-config libluajit2-5.1-dev luajit2 libev-dev libht
 # What the test suite needs on top.
 TEST_PACKAGES := lua-busted lua-socket curl
 
-.PHONY: all build run test bench deps test-deps clean
+.PHONY: all build run test bench bench-smoke deps test-deps clean test-asan format format-check install
 
 all: build
 
@@ -20,7 +21,6 @@ deps:
 
 test-deps: deps
 	@bin/install-packages $(TEST_PACKAGES)
-	@bench/deps.sh
 
 build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -29,11 +29,42 @@ build: deps
 run: build
 	$(BUILD)/triage --app . --listen 127.0.0.1:8080 --admin 127.0.0.1:9180 --access-log -
 
+# PREFIX/bin/triage, the Lua half in PREFIX/share/triage/lua, libtriage_test.so in PREFIX/lib/triage,
+# the sample app in PREFIX/share/triage/example (README.md, "Installing"). DESTDIR is honoured.
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
 test: test-deps build
 	@cd $(BUILD) && ctest --output-on-failure --timeout 900
 
+# The whole suite again with AddressSanitizer + UndefinedBehaviorSanitizer, in its own build directory.
+test-asan: test-deps
+	@cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRIAGE_SANITIZE=ON >/dev/null
+	@cmake --build $(BUILD)-asan -j $(JOBS)
+	@cd $(BUILD)-asan && ctest --output-on-failure --timeout 900
+
+# The C sources against .clang-format. core/lua/triage/cdef.h is left as it is: ffi.cdef parses it too.
+C_SOURCES = $(filter-out core/lua/triage/cdef.h,$(sort $(shell find core spec bench -name .build -prune -o \( -name '*.c' -o -name '*.h' \) -type f -print)))
+
+format-check:
+	@bin/install-packages clang-format
+	clang-format --dry-run --Werror $(C_SOURCES)
+
+format:
+	@bin/install-packages clang-format
+	clang-format -i $(C_SOURCES)
+
 bench: test-deps build
+	@bench/deps.sh
 	bench/run
+
+# The benchmark smoke run (bench/README.md): the peers' toolchains (Go, nginx + Lua, gunicorn, wrk), triage,
+# then every peer's answers checked and every figure measured under 1 s of load. Not part of `make test`.
+bench-smoke:
+	@bench/deps.sh
+	@$(MAKE) --no-print-directory build
+	TRIAGE_BIN=$(abspath $(BUILD))/triage bench/run --smoke
 
 clean:
 	rm -rf $(BUILD) bench/.build
+	rm -rf $(BUILD)-asan

@@ -9,9 +9,12 @@
 
 #include "pool.h"
 
+/* The Lua half in the source tree (build/triage run from a checkout): the last resort. */
 #ifndef TR_LUA_DIR
 #define TR_LUA_DIR "core/lua"
 #endif
+/* Where `make install` puts the Lua half, relative to the directory holding the binary. */
+#define TR_INSTALLED_LUA_DIR "/../share/triage/lua"
 #define TR_VERSION "0.1.0"
 
 static void usage(FILE *out)
@@ -32,7 +35,50 @@ static void usage(FILE *out)
                  "  --error-log FILE          error log; default stderr\n"
                  "  --reload-check CMD        command that must succeed before new code goes live\n"
                  "  --no-watch                do not reload on file changes (SIGHUP and 'triage reload' still do)\n"
-                 "  --version, --help\n");
+                 "  --lua-dir DIR             the framework's Lua modules (DIR/triage/*.lua); default:\n"
+                 "                            $TRIAGE_LUA_DIR, else <binary's dir>/../share/triage/lua when\n"
+                 "                            installed, else the source tree it was built from\n"
+                 "  --version                 print the version and the Lua directory in use\n"
+                 "  --help\n");
+}
+
+/* Does dir hold the Lua half (dir/triage/app.lua)? */
+static int is_lua_dir(const char *dir)
+{
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof(path), "%s/triage/app.lua", dir);
+    return n > 0 && (size_t)n < sizeof(path) && access(path, R_OK) == 0;
+}
+
+/*
+ * The directory holding the Lua half: --lua-dir (or $TRIAGE_LUA_DIR) if given; else the installed
+ * layout next to the running binary, <dir of /proc/self/exe>/../share/triage/lua, whatever prefix it
+ * was installed to and wherever that prefix was moved since; else the source tree compiled in.
+ * Returns an absolute path when the directory exists. The result lives in a static buffer (the
+ * configuration is parsed once, in the master), so nothing is left to free, even after --version.
+ */
+static const char *find_lua_dir(const char *given)
+{
+    static char resolved[PATH_MAX];
+    const char *dir = given;
+    if (dir == NULL) {
+        char exe[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        char *slash;
+        if (n > 0 && (size_t)n < sizeof(exe) - 1) {
+            exe[n] = '\0';
+            if ((slash = strrchr(exe, '/')) != NULL &&
+                (size_t)(slash - exe) + sizeof(TR_INSTALLED_LUA_DIR) <= sizeof(exe)) {
+                memcpy(slash, TR_INSTALLED_LUA_DIR, sizeof(TR_INSTALLED_LUA_DIR));
+                if (is_lua_dir(exe) && realpath(exe, resolved) != NULL)
+                    return resolved;
+            }
+        }
+        dir = TR_LUA_DIR;
+    }
+    if (realpath(dir, resolved) != NULL)
+        return resolved;
+    return dir;
 }
 
 static int parse_size(const char *s, size_t *out)
@@ -100,7 +146,8 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
     cfg->keepalive_timeout = 60;
     cfg->shutdown_timeout = 10;
     cfg->watch = 1;
-    cfg->lua_dir = getenv("TRIAGE_LUA_DIR") ? getenv("TRIAGE_LUA_DIR") : TR_LUA_DIR;
+    const char *lua_dir = getenv("TRIAGE_LUA_DIR") && *getenv("TRIAGE_LUA_DIR") ? getenv("TRIAGE_LUA_DIR") : NULL;
+    int version = 0;
 
     enum {
         O_APP = 256,
@@ -116,6 +163,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         O_ERROR_LOG,
         O_RELOAD_CHECK,
         O_NO_WATCH,
+        O_LUA_DIR,
         O_VERSION,
         O_HELP
     };
@@ -133,6 +181,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         {"error-log", required_argument, NULL, O_ERROR_LOG},
         {"reload-check", required_argument, NULL, O_RELOAD_CHECK},
         {"no-watch", no_argument, NULL, O_NO_WATCH},
+        {"lua-dir", required_argument, NULL, O_LUA_DIR},
         {"version", no_argument, NULL, O_VERSION},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
@@ -184,7 +233,8 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         case O_ERROR_LOG: cfg->error_log = optarg; break;
         case O_RELOAD_CHECK: cfg->reload_check = optarg; break;
         case O_NO_WATCH: cfg->watch = 0; break;
-        case O_VERSION: printf("triage " TR_VERSION "\n"); return 1;
+        case O_LUA_DIR: lua_dir = optarg; break;
+        case O_VERSION: version = 1; break;
         case O_HELP: usage(stdout); return 1;
         default:
             fprintf(stderr, "triage: unknown or incomplete option '%s'\n", argv[optind - 1]);
@@ -201,6 +251,16 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         usage(stderr);
         return -1;
     }
+    cfg->lua_dir = find_lua_dir(lua_dir);
+    if (version) {
+        printf("triage " TR_VERSION "\nlua: %s\n", cfg->lua_dir);
+        return 1;
+    }
+    if (!is_lua_dir(cfg->lua_dir)) {
+        fprintf(stderr, "triage: no triage/app.lua in the Lua directory %s (%s)\n", cfg->lua_dir,
+                lua_dir != NULL ? "--lua-dir or $TRIAGE_LUA_DIR" : "neither installed nor in the source tree");
+        return -1;
+    }
     if (cfg->listen_port == cfg->admin_port &&
         (strcmp(cfg->listen_host, cfg->admin_host) == 0 || strcmp(cfg->admin_host, "0.0.0.0") == 0 ||
          strcmp(cfg->listen_host, "0.0.0.0") == 0)) {
@@ -214,7 +274,5 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         return -1;
     }
     cfg->app_dir = tr_mem_strdup(resolved);
-    if (realpath(cfg->lua_dir, resolved) != NULL)
-        cfg->lua_dir = tr_mem_strdup(resolved);
     return 0;
 }

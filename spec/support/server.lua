@@ -2,14 +2,15 @@
 --
 --   local S = require "support.server"
 --   local srv = S.start{ app = S.root, workers = 2, args = { "--max-body", "1k" } }
+--   local other = S.start{ bin = "/opt/triage/bin/triage", app = dir, cwd = "/tmp/x" }
 --   srv.port, srv.admin_port, srv.pid
 --   srv:status()            -- /_triage/status decoded (or nil, err)
 --   srv:error_log()         -- contents of the --error-log file
 --   srv:stop()              -- SIGTERM, wait, SIGKILL; returns exit info
 --   S.stop_all()            -- in teardown: stops every server still running
 --
--- The binary is $TRIAGE_BIN or <repo>/build/triage; the repo root is
--- $TRIAGE_ROOT or found from this file's location.
+-- The binary is $TRIAGE_BIN or <repo>/build/triage (or opts.bin for one server); the repo root
+-- is $TRIAGE_ROOT or found from this file's location.
 local sys = require "support.sys"
 local http = require "support.http"
 local loadgen = require "support.loadgen"
@@ -59,8 +60,8 @@ function M.free_port()
   return (M.free_ports(1))
 end
 
-function M.binary_exists()
-  local f = io.open(M.bin, "rb")
+function M.binary_exists(path)
+  local f = io.open(path or M.bin, "rb")
   if f then f:close(); return true end
   return false
 end
@@ -193,11 +194,13 @@ end
 --   app (dir, default the repo root), workers (default 2), args (extra flags),
 --   access_log (true: --access-log to a temp file), wait (default true),
 --   ready_timeout (default 10), port/admin_port (default: free ports),
---   cwd (working directory of the server, default this process's).
+--   cwd (working directory of the server, default this process's),
+--   bin (the binary to run, default M.bin).
 function M.start(opts)
   opts = opts or {}
-  if not M.binary_exists() then
-    error("triage binary not found at " .. M.bin .. " (set TRIAGE_BIN or build it)", 2)
+  local bin = opts.bin or M.bin
+  if not M.binary_exists(bin) then
+    error("triage binary not found at " .. bin .. " (set TRIAGE_BIN or build it)", 2)
   end
   local port, admin = M.free_ports(2)
   port = opts.port or port
@@ -211,7 +214,7 @@ function M.start(opts)
     output_path = dir .. "/output.log",
   }, Server)
   local argv = {
-    M.bin, "--app", self.app,
+    bin, "--app", self.app,
     "--listen", "127.0.0.1:" .. port,
     "--admin", "127.0.0.1:" .. admin,
     "--workers", tostring(workers),

@@ -1,6 +1,8 @@
 -- The FFI boundary: declares the C request API from cdef.h (the same file the C core includes) and
 -- returns the namespace its functions live in: the server executable itself, or, outside the server
--- (handler specs under busted), the in-process test library build/libtriage_test.so.
+-- (handler specs under busted), the in-process test library: $TRIAGE_TEST_LIB if set; for an installed
+-- triage (PREFIX/share/triage/lua/triage/cdef.h), PREFIX/lib/triage/libtriage_test.so; in a checkout
+-- (core/lua/triage/cdef.h), build/libtriage_test.so.
 local ffi = require "ffi"
 
 local M = {}
@@ -29,10 +31,17 @@ if in_server() then
   M.testing = false
 else
   local lib = os.getenv("TRIAGE_TEST_LIB")
-  if not lib then
-    -- core/lua/triage/cdef.h -> <repo>/build/libtriage_test.so
-    local root = cdef_path:match("^(.*)/core/lua/triage/cdef%.h$") or "."
-    lib = root .. "/build/libtriage_test.so"
+  if not lib or lib == "" then
+    -- PREFIX/share/triage/lua/triage/cdef.h -> PREFIX/lib/triage/libtriage_test.so
+    local prefix = cdef_path:match("^(.*)/share/triage/lua/triage/cdef%.h$")
+      or (cdef_path:match("^share/triage/lua/triage/cdef%.h$") and ".")
+    if prefix then
+      lib = prefix .. "/lib/triage/libtriage_test.so"
+    else
+      -- core/lua/triage/cdef.h -> <repo>/build/libtriage_test.so
+      local root = cdef_path:match("^(.*)/core/lua/triage/cdef%.h$") or "."
+      lib = root .. "/build/libtriage_test.so"
+    end
   end
   M.C = ffi.load(lib)
   M.testing = true
