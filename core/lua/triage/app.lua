@@ -33,13 +33,89 @@ local function with(globals, last)
   return chain
 end
 
+-- The message handler of the request's xpcall: the error and a traceback from the function that
+-- raised it (level 1 is on_error itself). Not a tail call: `return traceback(...)` would replace
+-- on_error's frame with traceback's, shifting the levels by one, so that level 2 would skip the
+-- frame of the handler (or middleware) in which a runtime error such as indexing nil happened.
 local function on_error(err)
-  return traceback(tostring(err), 2)
+  local tb = traceback(tostring(err), 2)
+  return tb
+end
+
+-- Modules of the application's scripts/ get chunk names relative to the app ("@scripts/gad7.lua",
+-- "@scripts/auth/init.lua"), not the path of the generation's snapshot they are read from: a
+-- searcher placed ahead of the standard Lua-file searcher resolves module names against
+-- <code_dir>/scripts/?.lua and <code_dir>/scripts/?/init.lua. The framework's own modules (found in
+-- the directory triage/app.lua was loaded from) are left to the standard searcher, as before.
+-- script_dirs: the code directories booted in this state, the newest first (one in the server, whose
+-- states each run one generation; in-process specs may load several apps into one state).
+local script_dirs = {}
+
+local framework_path
+do
+  local lua_dir = debug.getinfo(1, "S").source:match("^@(.*)/triage/app%.lua$")
+  if lua_dir then
+    framework_path = lua_dir .. "/?.lua;" .. lua_dir .. "/?/init.lua"
+  end
+end
+
+local function is_framework(name)
+  if framework_path then
+    return package.searchpath(name, framework_path) ~= nil
+  end
+  return name == "triage" or name:sub(1, 7) == "triage."
+end
+
+local function search_scripts(name)
+  if type(name) ~= "string" or #script_dirs == 0 or is_framework(name) then
+    return nil
+  end
+  local file = name:gsub("%.", "/")
+  for i = 1, #script_dirs do
+    for _, rel in ipairs { "scripts/" .. file .. ".lua", "scripts/" .. file .. "/init.lua" } do
+      local path = script_dirs[i] .. "/" .. rel
+      local f = io.open(path, "rb")
+      if f then
+        f:close()
+        local chunk, err = routes.load_chunk(path, rel)
+        if not chunk then
+          error(("error loading module '%s' from file '%s':\n\t%s"):format(name, rel, err), 0)
+        end
+        return chunk -- require calls it with the module name, as with the standard searcher
+      end
+    end
+  end
+  return nil -- not an app module: the standard searchers go on (and list what they tried)
+end
+
+local function add_script_dir(dir)
+  for i = #script_dirs, 1, -1 do
+    if script_dirs[i] == dir then
+      table.remove(script_dirs, i)
+    end
+  end
+  table.insert(script_dirs, 1, dir)
+  local searchers = package.loaders or package.searchers
+  local me = debug.getinfo(search_scripts, "S")
+  for i = #searchers, 1, -1 do
+    local f = searchers[i]
+    if f == search_scripts then
+      return
+    end
+    -- this searcher from an earlier load of this module (busted reloads modules between spec files)
+    local info = type(f) == "function" and debug.getinfo(f, "S")
+    if info and info.source == me.source and info.linedefined == me.linedefined then
+      table.remove(searchers, i)
+    end
+  end
+  table.insert(searchers, 2, search_scripts) -- after package.preload, before the Lua-file searcher
 end
 
 -- The request loop: one request per iteration, yielding to C in between. The middleware cursor
--- (`nxt`) is made once per coroutine, not per request.
-local function request_loop(chains, not_found_chain, not_allowed_chain)
+-- (`nxt`) is made once per coroutine, not per request. code_dir is stripped from the message of a
+-- failed request: positions in the app's files are relative already, but a message can list paths
+-- (require's "module 'x' not found: ... no file '<code_dir>/scripts/x.lua'").
+local function request_loop(chains, not_found_chain, not_allowed_chain, code_dir)
   return function()
     local chain, i, ctx
     local function nxt()
@@ -58,6 +134,7 @@ local function request_loop(chains, not_found_chain, not_allowed_chain)
       local ok, err = xpcall(nxt, on_error)
       if not ok then
         local id = ctx:request_id()
+        err = routes.relative(err, code_dir)
         local msg = ("request %s: %s %s failed: %s"):format(id, ctx:method(), ctx:path(), err)
         C.tr_ffi_log_error(msg, #msg)
         ctx:_reset()
@@ -85,9 +162,11 @@ function M.boot(app_dir, router, generation, route_files, carried, code_dir)
   if type(router) ~= "cdata" then
     router = ffi.cast("tr_router_t *", router)
   end
-  local chains, globals = routes.load(app_dir, router, route_files or {}, code_dir or app_dir)
+  code_dir = code_dir or app_dir
+  add_script_dir(code_dir)
+  local chains, globals = routes.load(app_dir, router, route_files or {}, code_dir)
   M.chains = chains
-  return request_loop(chains, with(globals, not_found), with(globals, method_not_allowed))
+  return request_loop(chains, with(globals, not_found), with(globals, method_not_allowed), code_dir)
 end
 
 return M

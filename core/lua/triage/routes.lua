@@ -20,6 +20,37 @@ local function plain_replace(s, what, with)
   return table.concat(out)
 end
 
+-- s (made a string) with every "<dir>/" of the given directories removed: paths in a message made
+-- relative to the app. Nil directories are skipped.
+function M.relative(s, ...)
+  s = tostring(s)
+  for i = 1, select("#", ...) do
+    local dir = select(i, ...)
+    if dir then
+      s = plain_replace(s, dir .. "/", "")
+    end
+  end
+  return s
+end
+
+-- Compile one of the application's own files (a route file, a module under scripts/) with the chunk
+-- name "@" .. name, name being its path relative to the app ("routes/api.lua", "scripts/gad7.lua"),
+-- whatever directory it was read from (a generation's snapshot under $TMPDIR, in the server): error
+-- messages, tracebacks and debug.getinfo().source then name the file as it is known in the app.
+-- Returns the chunk, or nil and a message naming name (not path).
+function M.load_chunk(path, name)
+  local f, open_err = io.open(path, "rb")
+  if not f then
+    return nil, ("cannot open %s: %s"):format(name, tostring(open_err):match(": ([^:]*)$") or "error")
+  end
+  local text = f:read("*a")
+  f:close()
+  if not text then
+    return nil, ("cannot read %s"):format(name)
+  end
+  return loadstring(text, "@" .. name)
+end
+
 -- "module.function" -> the function, via require. Errors name what is missing.
 local function resolve_name(name)
   local mod, fn = name:match("^([%w_%.]+)%.([%w_]+)$")
@@ -94,18 +125,29 @@ function M.load(app_dir, router, files, code_dir)
   local routes, globals = {}, {}
   local groups = {} -- stack of { prefix = "/x", middleware = { ... } }
   local errbuf = ffi.new("char[512]")
-  local current_file
 
-  -- Paths in messages are relative to the app ("routes/api.lua:3"), whether the code was read from
-  -- the app directory or from a generation's snapshot of it.
+  code_dir = code_dir or app_dir
+
+  -- The app's files are compiled with chunk names relative to the app (load_chunk, and the scripts/
+  -- searcher of triage.app), so their positions already read "routes/api.lua:3". What can still
+  -- carry the directory the code was read from is a message listing paths, such as require's
+  -- "module 'x' not found: ... no file '<code_dir>/scripts/x.lua'": those are made relative here.
   local function rel(s)
-    s = plain_replace(tostring(s), (code_dir or app_dir) .. "/", "")
-    return plain_replace(s, app_dir .. "/", "")
+    return M.relative(s, code_dir, app_dir)
+  end
+
+  -- A route file's path -> its name relative to the app ("routes/api.lua"), or nil.
+  local function app_name(path)
+    for _, dir in ipairs { code_dir, app_dir } do
+      if path:sub(1, #dir + 1) == dir .. "/" then
+        return path:sub(#dir + 2)
+      end
+    end
   end
 
   local function where(level)
     local info = debug.getinfo(level + 1, "Sl")
-    return ("%s:%d"):format(rel(info.source:gsub("^@", "")), info.currentline or 0)
+    return ("%s:%d"):format(info.source:gsub("^@", ""), info.currentline or 0)
   end
 
   local function fail(at, msg)
@@ -192,8 +234,13 @@ function M.load(app_dir, router, files, code_dir)
   end
 
   for _, path in ipairs(files) do
-    current_file = path
-    local chunk, err = loadfile(path)
+    local name = app_name(path)
+    local chunk, err
+    if name then
+      chunk, err = M.load_chunk(path, name)
+    else
+      chunk, err = loadfile(path)
+    end
     if not chunk then
       error(rel(err), 0)
     end
