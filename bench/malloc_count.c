@@ -35,32 +35,41 @@ extern void *__libc_memalign(size_t, size_t);
 extern void *__libc_valloc(size_t);
 extern void *__libc_pvalloc(size_t);
 
-#define MC_MAGIC 0x31544e434c4c414dULL   /* "MALLCNT1" */
+#define MC_MAGIC 0x31544e434c4c414dULL /* "MALLCNT1" */
 
 struct mc_file {
     uint64_t magic;
     uint64_t pid;
     uint64_t malloc_calls;
     uint64_t calloc_calls;
-    uint64_t realloc_calls;    /* realloc and reallocarray */
-    uint64_t free_calls;       /* including free(NULL) */
-    uint64_t aligned_calls;    /* posix_memalign, aligned_alloc, memalign, valloc, pvalloc */
-    uint64_t bytes_requested;  /* sum of sizes asked of every allocating call */
+    uint64_t realloc_calls;   /* realloc and reallocarray */
+    uint64_t free_calls;      /* including free(NULL) */
+    uint64_t aligned_calls;   /* posix_memalign, aligned_alloc, memalign, valloc, pvalloc */
+    uint64_t bytes_requested; /* sum of sizes asked of every allocating call */
 };
 
-static struct mc_file early = { MC_MAGIC, 0, 0, 0, 0, 0, 0, 0 };
+static struct mc_file early = {MC_MAGIC, 0, 0, 0, 0, 0, 0, 0};
 static struct mc_file *mc = &early;
 
 #define INC(field, n) __atomic_fetch_add(&mc->field, (uint64_t)(n), __ATOMIC_RELAXED)
 
-static char *put_str(char *p, const char *s) { while (*s) *p++ = *s++; return p; }
+static char *put_str(char *p, const char *s)
+{
+    while (*s)
+        *p++ = *s++;
+    return p;
+}
 
 static char *put_uint(char *p, unsigned long v)
 {
     char tmp[24];
     int n = 0;
-    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
-    while (n) *p++ = tmp[--n];
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = tmp[--n];
     return p;
 }
 
@@ -68,18 +77,24 @@ static char *put_uint(char *p, unsigned long v)
 static void attach(int fresh)
 {
     const char *dir = getenv("MALLOC_COUNT_DIR");
-    if (!dir || !*dir || strlen(dir) > 4000) return;
+    if (!dir || !*dir || strlen(dir) > 4000)
+        return;
     char path[4096 + 32];
     char *p = put_str(path, dir);
     *p++ = '/';
     p = put_uint(p, (unsigned long)getpid());
     *p = 0;
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return;
-    if (ftruncate(fd, sizeof(struct mc_file)) < 0) { close(fd); return; }
+    if (fd < 0)
+        return;
+    if (ftruncate(fd, sizeof(struct mc_file)) < 0) {
+        close(fd);
+        return;
+    }
     struct mc_file *m = mmap(NULL, sizeof(struct mc_file), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
-    if (m == MAP_FAILED) return;
+    if (m == MAP_FAILED)
+        return;
     struct mc_file *old = mc;
     if (!fresh) {
         /* what was counted before the file existed */
@@ -93,20 +108,20 @@ static void attach(int fresh)
     m->pid = (uint64_t)getpid();
     __atomic_store_n(&m->magic, MC_MAGIC, __ATOMIC_RELEASE);
     mc = m;
-    if (old != &early) munmap(old, sizeof(struct mc_file));
+    if (old != &early)
+        munmap(old, sizeof(struct mc_file));
 }
 
 /* In a forked child: the inherited mapping is the parent's file; start anew. */
 static void after_fork_child(void)
 {
-    mc = &early;                     /* the parent's mapping stays until replaced */
+    mc = &early; /* the parent's mapping stays until replaced */
     memset(&early, 0, sizeof early);
     early.magic = MC_MAGIC;
     attach(1);
 }
 
-__attribute__((constructor(101)))
-static void mc_init(void)
+__attribute__((constructor(101))) static void mc_init(void)
 {
     attach(0);
     pthread_atfork(NULL, NULL, after_fork_child);
@@ -136,7 +151,10 @@ void *realloc(void *p, size_t n)
 void *reallocarray(void *p, size_t a, size_t b)
 {
     size_t n;
-    if (__builtin_mul_overflow(a, b, &n)) { errno = ENOMEM; return NULL; }
+    if (__builtin_mul_overflow(a, b, &n)) {
+        errno = ENOMEM;
+        return NULL;
+    }
     INC(realloc_calls, 1);
     INC(bytes_requested, n);
     return __libc_realloc(p, n);
@@ -166,9 +184,11 @@ int posix_memalign(void **out, size_t align, size_t n)
 {
     INC(aligned_calls, 1);
     INC(bytes_requested, n);
-    if (align < sizeof(void *) || (align & (align - 1)) != 0) return EINVAL;
+    if (align < sizeof(void *) || (align & (align - 1)) != 0)
+        return EINVAL;
     void *p = __libc_memalign(align, n);
-    if (!p) return ENOMEM;
+    if (!p)
+        return ENOMEM;
     *out = p;
     return 0;
 }

@@ -1,0 +1,104 @@
+"""A one-request HTTP client, and the checks every peer's answers must pass before any load."""
+import http.client
+import json
+import time
+
+from .config import FIXTURE, HOST, KNOWN_ID, TOKEN
+
+
+def http_request(port, method, path, body=None, headers=None, timeout=5):
+    c = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        h = {"Content-Type": "application/json"} if body is not None else {}
+        h.update(headers or {})
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        data = r.read()
+        return r.status, r.getheader("Content-Type") or "", data
+    finally:
+        c.close()
+
+
+def check_peer(peer):
+    """Returns a list of (check, ok, detail)."""
+    port = peer.port
+    results = []
+
+    def expect(name, method, path, status, body=None, headers=None, want=None, pred=None):
+        try:
+            t0 = time.monotonic()
+            st, ctype, data = http_request(port, method, path, body, headers)
+            elapsed = time.monotonic() - t0
+        except OSError as e:
+            results.append((name, False, "no answer: %s" % e))
+            return
+        problems = []
+        if st != status:
+            problems.append("status %s, want %s" % (st, status))
+        if not ctype.startswith("application/json"):
+            problems.append("Content-Type %r" % ctype)
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            obj = None
+            problems.append("body is not JSON: %r" % data[:200])
+        if obj is not None:
+            for k, v in (want or {}).items():
+                if not isinstance(obj, dict) or obj.get(k) != v:
+                    problems.append("%s=%r, want %r" % (k, obj.get(k) if isinstance(obj, dict) else None, v))
+            if pred:
+                msg = pred(obj, elapsed)
+                if msg:
+                    problems.append(msg)
+        results.append((name, not problems, "; ".join(problems) or "ok"))
+
+    with open(FIXTURE) as f:
+        known = {p["id"]: p for p in json.load(f)}[KNOWN_ID]
+
+    if peer.name == "ceiling":
+        # parses nothing: it answers everything with the one fixed response
+        expect("GET known id (fixed response)", "GET", "/api/v1/protocols/" + KNOWN_ID, 200, want=known)
+        expect("POST answered (fixed response)", "POST", "/api/epro/submit", 200,
+               body=json.dumps({"patientId": "P-0001", "reportData": {"q1": 3}}))
+        return results
+
+    expect("GET known id", "GET", "/api/v1/protocols/" + KNOWN_ID, 200, want=known)
+    expect("GET unknown id", "GET", "/api/v1/protocols/NCT00000000", 404,
+           want={"error": "protocol not found", "id": "NCT00000000"})
+    expect("POST ePRO valid", "POST", "/api/epro/submit", 200,
+           body=json.dumps({"patientId": "P-0001", "reportData": {"q1": 3, "fatigue": "mild"}}),
+           want={"success": True, "message": "report accepted"})
+
+    def fields_are(*names):
+        def pred(obj, _):
+            f = obj.get("fields") if isinstance(obj, dict) else None
+            if not isinstance(f, list) or sorted(f) != sorted(names):
+                return "fields=%r, want %r" % (f, list(names))
+        return pred
+
+    expect("POST ePRO invalid fields", "POST", "/api/epro/submit", 400,
+           body=json.dumps({"patientId": "", "reportData": []}),
+           want={"success": False, "error": "invalid request"}, pred=fields_are("patientId", "reportData"))
+    expect("POST ePRO empty reportData", "POST", "/api/epro/submit", 400,
+           body=json.dumps({"patientId": "P-0002", "reportData": {}}),
+           want={"success": False, "error": "invalid request"}, pred=fields_are("reportData"))
+    expect("POST ePRO not JSON", "POST", "/api/epro/submit", 400, body='{"patientId": "P-0',
+           want={"success": False},
+           pred=lambda o, _: None if str(o.get("error", "")).startswith("invalid JSON")
+           else "error=%r, want 'invalid JSON: ...'" % o.get("error"))
+    expect("POST tag valid", "POST", "/api/v1/tags/add", 200,
+           body=json.dumps({"patientId": "P-0001", "tagName": "high-risk"}), want={"success": True})
+    expect("POST tag invalid", "POST", "/api/v1/tags/add", 400,
+           body=json.dumps({"patientId": "P-0001"}),
+           want={"success": False, "error": "invalid request"}, pred=fields_are("tagName"))
+    expect("GET sleep", "GET", "/api/v1/sleep", 200, want={"ok": True},
+           pred=lambda o, el: None if el >= 0.045 else "answered after %.1f ms, want >= 50 ms" % (el * 1000))
+    if peer.name == "triage":
+        expect("GET secure with token", "GET", "/api/v1/secure/protocols/" + KNOWN_ID, 200,
+               headers={"Authorization": "Bearer " + TOKEN}, want={"id": KNOWN_ID})
+        try:
+            st, _, _ = http_request(port, "GET", "/api/v1/secure/protocols/" + KNOWN_ID)
+            results.append(("GET secure without token", st == 401, "status %s, want 401" % st))
+        except OSError as e:
+            results.append(("GET secure without token", False, str(e)))
+    return results

@@ -1,0 +1,358 @@
+"""The report: one table per workload, the targets, machine and versions, the chart, and the copy in
+the top-level README.md."""
+import datetime
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from .config import BUSY_CORES, CPUS, KNOWN_ID, LABELS, ROOT, WORKLOADS, log
+from .toolchain import sh
+
+README_BEGIN = "<!-- bench:begin -->"
+README_END = "<!-- bench:end -->"
+
+
+def fmt_num(v, digits=0):
+    if v is None:
+        return "—"
+    if digits == 0:
+        return "{:,.0f}".format(v)
+    return "{:,.{d}f}".format(v, d=digits)
+
+
+def fmt_ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "—"
+    return "%.2f×" % (a / b)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def table(wl, results, peers):
+    rows = [r for r in peers if (r, wl["key"]) in results]
+    if not rows:
+        return ""
+    t = results.get(("triage", wl["key"]))
+    out = ["### %s" % wl["title"], ""]
+    head = ["peer", "req/s", "p50 ms", "p99 ms", "non-2xx", "socket errors", "CPU µs/req",
+            "peak RSS MB"]
+    if t and len(rows) > 1:
+        head += ["triage req/s ×", "triage CPU/req ×", "triage p99 ×", "triage RSS ×"]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
+    for name in rows:
+        r = results[(name, wl["key"])]
+        if "error" in r:
+            out.append("| %s | failed: %s |" % (LABELS[name], r["error"].splitlines()[0][:120])
+                       + " |" * (len(head) - 2))
+            continue
+        e = r["errs"]
+        sock = "%d" % r["sock_err"]
+        if r["sock_err"]:
+            sock += " (c %d, r %d, w %d, t %d)" % (e["connect"], e["read"], e["write"], e["timeout"])
+        cells = [LABELS[name], fmt_num(r["rps"]), fmt_num(r["p50_ms"], 2), fmt_num(r["p99_ms"], 2),
+                 fmt_num(r["non2xx"]), sock, fmt_num(r["cpu_us"], 1),
+                 fmt_num(r["mem"] / 1048576.0 if r["mem"] is not None else None, 1)]
+        if t and len(rows) > 1:
+            if name == "triage" or "error" in t:
+                cells += [""] * 4
+            else:
+                cells += [fmt_ratio(t["rps"], r["rps"]), fmt_ratio(t["cpu_us"], r["cpu_us"]),
+                          fmt_ratio(t["p99_ms"], r["p99_ms"]), fmt_ratio(t["mem"], r["mem"])]
+        out.append("| " + " | ".join(cells) + " |")
+    busy = ["%s %.2f" % (LABELS[n], results[(n, wl["key"])]["other_cores"]) for n in rows
+            if results[(n, wl["key"])].get("other_cores") is not None
+            and results[(n, wl["key"])]["other_cores"] > BUSY_CORES]
+    if busy:
+        out.append("")
+        out.append("Other processes used CPU during these runs (cores, beyond the server and wrk): %s. "
+                   "Their figures are disturbed." % ", ".join(busy))
+    out.append("")
+    return "\n".join(out)
+
+
+def targets(results, malloc):
+    """[(description, state, detail)] with state held/missed/not measured."""
+    out = []
+
+    def get(peer, key, field):
+        r = results.get((peer, key))
+        if not r or "error" in r:
+            return None
+        return r.get(field)
+
+    def check(desc, value, limit, op, unit="×"):
+        if value is None:
+            out.append((desc, "not measured", ""))
+            return
+        ok = value <= limit if op == "<=" else value >= limit
+        shown = "%.2f" % value
+        if float(shown) == limit and value != limit:
+            shown = "%.3f" % value        # 0.948 is not 0.95: show the digit that decides
+        out.append((desc, "held" if ok else "missed",
+                    "%s%s (target %s %.2f%s)" % (shown, unit, "≤" if op == "<=" else "≥", limit, unit)))
+
+    tc = get("triage", "get100", "cpu_us")
+    check("GET 100: triage CPU/request ≤ 0.8× nginx + Lua's", ratio(tc, get("nginx", "get100", "cpu_us")), 0.8, "<=")
+    check("GET 100: triage CPU/request ≤ 1.3× ceiling's", ratio(tc, get("ceiling", "get100", "cpu_us")), 1.3, "<=")
+    tr = get("triage", "get100", "rps")
+    check("GET 100: triage req/s ≥ 1.2× nginx + Lua's", ratio(tr, get("nginx", "get100", "rps")), 1.2, ">=")
+    check("GET 100: triage req/s ≥ 2× Gin's", ratio(tr, get("gin", "get100", "rps")), 2.0, ">=")
+    check("POST 100: triage CPU/request ≤ 0.8× nginx + Lua's",
+          ratio(get("triage", "post100", "cpu_us"), get("nginx", "post100", "cpu_us")), 0.8, "<=")
+    for key, name in (("get5000", "GET 5000"), ("post5000", "POST 5000")):
+        se = get("triage", key, "sock_err")
+        if se is None:
+            out.append(("%s: triage has no socket errors" % name, "not measured", ""))
+        else:
+            out.append(("%s: triage has no socket errors" % name, "held" if se == 0 else "missed",
+                        "%d socket errors" % se))
+        check("%s: triage p99 ≤ nginx + Lua's" % name,
+              ratio(get("triage", key, "p99_ms"), get("nginx", key, "p99_ms")), 1.0, "<=")
+        check("%s: triage peak memory ≤ 0.5× nginx + Lua's" % name,
+              ratio(get("triage", key, "mem"), get("nginx", key, "mem")), 0.5, "<=")
+        check("%s: triage peak memory ≤ 0.2× Gin's" % name,
+              ratio(get("triage", key, "mem"), get("gin", key, "mem")), 0.2, "<=")
+    sr = get("triage", "sleep1000", "rps")
+    check("sleep 1000: triage req/s ≥ 95% of the ideal 20,000", ratio(sr, 20000.0), 0.95, ">=")
+    if malloc is None or "error" in malloc:
+        out.append(("GET: zero malloc calls per request in triage's process tree", "not measured",
+                    (malloc or {}).get("error", "")))
+    else:
+        held = malloc["per_request"] < 0.001 and malloc["ok"] == malloc["requests"]
+        out.append(("GET: zero malloc calls per request in triage's process tree",
+                    "held" if held else "missed",
+                    "%.4f allocation calls per request (%d over %d requests, %d processes)"
+                    % (malloc["per_request"], malloc["allocs"], malloc["requests"], malloc["processes"])))
+    return out
+
+
+def run_targets(run):
+    """The targets a run is checked against: none for a smoke run or one without triage."""
+    # a smoke run's 1 s figures say nothing about speed: no targets then
+    return targets(run.results, run.malloc) if "triage" in run.peers and not run.smoke else []
+
+
+def machine_info():
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+            mem = "%.1f GiB" % (kb / 1048576.0)
+    except (OSError, ValueError, IndexError):
+        pass
+    debian = ""
+    try:
+        with open("/etc/debian_version") as f:
+            debian = "Debian " + f.read().strip()
+    except OSError:
+        pass
+
+    def sysctl(name):
+        try:
+            with open("/proc/sys/" + name.replace(".", "/")) as f:
+                return f.read().strip().replace("\t", " ")
+        except OSError:
+            return "?"
+    return [
+        ("CPU", model),
+        ("cores", str(CPUS)),
+        ("memory", mem),
+        ("kernel", platform.release()),
+        ("system", debian),
+        ("net.core.somaxconn", sysctl("net.core.somaxconn")),
+        ("open files limit", str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])),
+    ]
+
+
+def markdown(run, tg, date):
+    """The whole Markdown report of a run, with the targets tg."""
+    versions = dict(run.versions)
+    versions["wrk"] = sh(["wrk", "-v"], any_status=True).split(" Copyright")[0]
+    lines = ["# triage benchmarks, %s" % date, ""]
+    lines.append("%s run: %g s per workload%s after %g s of warm-up per peer; wrk -t2, keep-alive, "
+                 "per-request timeout %g s; servers and wrk share the machine's %d cores. "
+                 "Took %.0f s." % ("Smoke" if run.smoke else "Full", run.duration,
+                                   "" if run.repeat == 1 else
+                                   " (%d runs each; the run with the median req/s is shown)" % run.repeat,
+                                   run.warmup, run.timeout, CPUS, time.time() - run.started_at))
+    lines.append("")
+    lines.append("Command: `%s`" % " ".join(["bench/run"] + sys.argv[1:]))
+    lines.append("")
+    lines.append("## Machine")
+    lines.append("")
+    for k, v in machine_info():
+        lines.append("- %s: %s" % (k, v))
+    lines.append("")
+    lines.append("## Versions")
+    lines.append("")
+    for p in run.peers + ["wrk"]:
+        if p in versions:
+            lines.append("- %s: %s" % (LABELS.get(p, p), versions[p]))
+    lines.append("")
+    lines.append("## Results")
+    lines.append("")
+    lines.append("CPU µs/req: user + system CPU time of the server's whole process tree during the run, "
+                 "divided by the requests completed. Peak RSS: the largest sum of RSS over the tree, "
+                 "sampled every 100 ms. triage ×: triage's figure divided by that peer's "
+                 "(req/s: above 1 is better for triage; CPU, p99 and RSS: below 1 is better).")
+    lines.append("")
+    for wl in WORKLOADS:
+        t = table(wl, run.results, run.peers)
+        if t:
+            lines.append(t)
+    malloc = run.malloc
+    if malloc is not None:
+        lines.append("### Allocation calls per GET request in triage (malloc_count.so)")
+        lines.append("")
+        if "error" in malloc:
+            lines.append("Not measured: %s" % malloc["error"])
+        else:
+            lines.append("%d GET /api/v1/protocols/%s requests after warm-up (%d answered 200): "
+                         "%d malloc/calloc/realloc/aligned calls, %d free calls, across %d processes: "
+                         "**%.4f allocation calls per request**."
+                         % (malloc["requests"], KNOWN_ID, malloc["ok"], malloc["allocs"], malloc["frees"],
+                            malloc["processes"], malloc["per_request"]))
+        lines.append("")
+    if tg:
+        lines.append("## Targets")
+        lines.append("")
+        lines.append("| target | result | measured |")
+        lines.append("|---|---|---|")
+        for desc, state, detail in tg:
+            lines.append("| %s | %s | %s |" % (desc, state, detail))
+        lines.append("")
+    for n in run.notes:
+        lines.append(n)
+        lines.append("")
+    if run.failures:
+        lines.append("## Problems")
+        lines.append("")
+        for f in run.failures:
+            lines.append("- " + f.replace("\n", " ")[:400])
+        lines.append("")
+    if "flask" in run.peers:
+        lines.append("Flask runs under gunicorn's sync workers (2 × CPUs + 1): one request at a time per "
+                     "worker, no keep-alive, so the sleep route and thousands of connections overwhelm it; "
+                     "that is the expected result, not a harness fault.")
+        lines.append("")
+    if "ceiling" in run.peers:
+        lines.append("The ceiling parses nothing and answers every request with the same fixed 200 response "
+                     "(the JSON of one protocol); it is not run on the sleep route.")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def gnuplot_png(path, results, peers, workloads):
+    if not shutil.which("gnuplot"):
+        return "gnuplot not found"
+    d = tempfile.mkdtemp(prefix="bench-plot-")
+    try:
+        wls = [w for w in workloads if any((p, w["key"]) in results for p in peers)]
+        for field, fname in (("rps", "rps.dat"), ("cpu_us", "cpu.dat")):
+            with open(os.path.join(d, fname), "w") as f:
+                f.write("workload " + " ".join('"%s"' % LABELS[p] for p in peers) + "\n")
+                for w in wls:
+                    vals = []
+                    for p in peers:
+                        r = results.get((p, w["key"]))
+                        v = r.get(field) if r and "error" not in r else None
+                        vals.append("%.3f" % v if v else "-")
+                    f.write('"%s" %s\n' % (w["short"], " ".join(vals)))
+        n = len(peers)
+        script = """
+set terminal pngcairo size 1400,1000 font "sans,11"
+set output "{out}"
+set datafile missing "-"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set key outside right top vertical
+set grid ytics
+set logscale y
+set format y "%.0s%c"
+set multiplot layout 2,1 title "triage and its peers: {title}"
+set title "requests per second (log scale, higher is better)"
+plot for [i=2:{last}] "{d}/rps.dat" using i:xtic(1) title columnheader(i)
+set title "server CPU time per request, µs (log scale, lower is better)"
+set format y "%g"
+set yrange [1:*]
+plot for [i=2:{last}] "{d}/cpu.dat" using i:xtic(1) title columnheader(i)
+unset multiplot
+""".format(out=path, d=d, last=n + 1, title=datetime.date.today().isoformat())
+        with open(os.path.join(d, "plot.gp"), "w") as f:
+            f.write(script)
+        r = subprocess.run(["gnuplot", os.path.join(d, "plot.gp")], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=60)
+        if r.returncode != 0:
+            return "gnuplot failed: " + r.stdout[-500:]
+        return None
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def write(report, out, run, readme):
+    """Writes the report to out and the chart beside it; with readme, copies both into README.md.
+    A chart that could not be drawn is one of the run's failures."""
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    png = os.path.splitext(out)[0] + ".png"
+    err = gnuplot_png(png, run.results, run.peers, WORKLOADS)
+    if err:
+        log("chart: " + err)
+        run.failures.append("chart: " + err)
+    else:
+        report = report.replace("## Results\n", "## Results\n\n![requests/s and CPU per request](%s)\n"
+                                % os.path.basename(png), 1)
+    with open(out, "w") as f:
+        f.write(report)
+    log("wrote %s%s" % (out, "" if err else " and " + png))
+    if readme:
+        problem = update_readme(report, out, None if err else png)
+        log("README.md: " + (problem or "updated with this run"))
+
+
+def update_readme(report, out, png):
+    """Put the latest full run's chart, targets and tables into the top-level README, between its
+    bench markers. Returns None, or why it could not."""
+    readme = os.path.join(ROOT, "README.md")
+    with open(readme) as f:
+        text = f.read()
+    if README_BEGIN not in text or README_END not in text:
+        return "README.md has no %s ... %s markers" % (README_BEGIN, README_END)
+    head = text[:text.index(README_BEGIN)]
+    tail = text[text.index(README_END) + len(README_END):]
+    rel_out = os.path.relpath(out, ROOT)
+    parts = [README_BEGIN,
+             "The latest full run of `make bench` ([%s](%s), which also lists the machine and every "
+             "version), on this 2-core machine shared with wrk:" % (rel_out, rel_out), ""]
+    if png:
+        parts += ["![requests/s and CPU per request](%s)" % os.path.relpath(png, ROOT), ""]
+    for title, body in re.findall(r"\n### ([^\n]*)\n(.*?)(?=\n### |\n## |\Z)", report, re.S):
+        parts += ["#### " + title, "", body.strip(), ""]
+    targets = re.search(r"\n## Targets\n(.*?)(?=\n## |\Z)", report, re.S)
+    if targets:
+        parts += ["#### Targets", "", targets.group(1).strip(), ""]
+    parts.append(README_END)
+    with open(readme, "w") as f:
+        f.write(head + "\n".join(parts) + tail)
+    return None

@@ -1,0 +1,72 @@
+"""Load generation: wrk's Lua scripts, running wrk and parsing the counters its done() reports."""
+import json
+import os
+import re
+import subprocess
+
+from . import processes
+from .config import HOST, TOKEN
+
+DONE_LUA = r'''
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,' ..
+    '"status":%d,"timeout":%d,"p50":%d,"p90":%d,"p99":%d,"max":%d,"mean":%.1f}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write,
+    e.status, e.timeout, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.max, latency.mean))
+end
+'''
+
+POST_LUA = r'''
+local reqs = {}
+local n = 0
+function init(args)
+  for i = 1, 300 do
+    local body = string.format(
+      '{"patientId":"P-%04d","reportData":{"q1":%d,"q2":"mild","fatigue":%d,"sleepHours":%d.5}}',
+      i, i % 5, i % 10, 4 + i % 5)
+    reqs[i] = wrk.format("POST", "/api/epro/submit", {["Content-Type"] = "application/json"}, body)
+  end
+  n = math.random(1, 300)
+end
+function request()
+  n = n % 300 + 1
+  return reqs[n]
+end
+'''
+
+
+def write_scripts(workdir):
+    paths = {}
+    for name, body in (("get", DONE_LUA), ("secure", DONE_LUA), ("post", POST_LUA + DONE_LUA)):
+        p = os.path.join(workdir, "wrk-%s.lua" % name)
+        with open(p, "w") as f:
+            f.write(body)
+        paths[name] = p
+    return paths
+
+
+def run_wrk(port, wl, conns, duration, scripts, timeout_s):
+    cmd = ["wrk", "-t", "2", "-c", str(conns), "-d", "%ds" % duration, "--latency",
+           "--timeout", "%ds" % max(1, int(round(timeout_s))), "-s", scripts[wl["script"]]]
+    if wl["script"] == "secure":
+        cmd += ["-H", "Authorization: Bearer " + TOKEN]
+    cmd.append("http://%s:%d%s" % (HOST, port, wl["path"]))
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         stdin=subprocess.DEVNULL)
+    processes.clients.append(p)
+    try:
+        out, _ = p.communicate(timeout=duration + timeout_s + 60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise RuntimeError("wrk did not finish in time")
+    finally:
+        if p in processes.clients:
+            processes.clients.remove(p)
+    m = re.search(r"^WRKJSON (\{.*\})$", out, re.M)
+    if p.returncode != 0 or not m:
+        raise RuntimeError("wrk failed (%s):\n%s" % (p.returncode, out[-2000:]))
+    return json.loads(m.group(1)), out
