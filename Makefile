@@ -10,9 +10,9 @@ export DEBIAN_FRONTEND := noninteractive
 # Build and run dependencies of the server.
 PACKAGES := cmake make gcc pkg-config libluajit2-5.1-dev luajit2 libev-dev libhttp-parser-dev lua-cjson
 # What the test suite needs on top.
-TEST_PACKAGES := lua-busted lua-socket curl
+TEST_PACKAGES := lua-busted lua-socket curl clang libclang-rt-14-dev
 
-.PHONY: all build run test bench bench-smoke deps test-deps clean test-asan format format-check install
+.PHONY: all build run test bench bench-smoke deps test-deps clean test-asan format format-check install fuzz
 
 all: build
 
@@ -36,6 +36,15 @@ install: build
 
 test: test-deps build
 	@cd $(BUILD) && ctest --output-on-failure --timeout 900
+
+# Every libFuzzer harness (spec/fuzz/) for FUZZ_SECONDS each (default 60), one after the other; what
+# they find is kept in $(BUILD)/fuzz/runs/<harness>/ (spec/fuzz/README.md).
+FUZZ_SECONDS ?= 60
+fuzz: test-deps build
+	@for h in http conn router; do \
+	  rm -rf $(BUILD)/fuzz/runs/$$h; \
+	  spec/fuzz/run-fuzzer $(BUILD)/fuzz/fuzz_$$h spec/fuzz/corpus/$$h $(FUZZ_SECONDS) $(BUILD)/fuzz/runs/$$h || exit 1; \
+	done
 
 # The whole suite again with AddressSanitizer + UndefinedBehaviorSanitizer, in its own build directory.
 test-asan: test-deps

@@ -301,6 +301,8 @@ size_t tr_router_allow(const tr_router_t *router, const char *path, size_t len, 
 {
     size_t used = 0;
     buf[0] = '\0';
+    if (len == 0 || path[0] != '/') /* as tr_router_match: no path, no route (and no segment to scan) */
+        return 0;
     for (int i = 0; i < TR_ROUTER_METHODS; i++) {
         tr_route_match_t scratch;
         int matched = router->roots[i] != NULL && match_method(router, i, path, len, &scratch) >= 0;

@@ -14,6 +14,17 @@ add_test(NAME layers_catches_a_cycle
   COMMAND ${CMAKE_SOURCE_DIR}/spec/layers/check-layers ${CMAKE_SOURCE_DIR}/spec/layers/cycle)
 set_tests_properties(layers_catches_a_cycle PROPERTIES PASS_REGULAR_EXPRESSION "depend on each other in a circle: [abc] [abc] [abc]")
 
+# Each fuzz harness over its seed corpus for a few seconds (`make fuzz` runs them longer).
+foreach(harness http conn router)
+  if(TRIAGE_FUZZ_DIR)
+    add_test(NAME fuzz_${harness}
+      COMMAND ${CMAKE_SOURCE_DIR}/spec/fuzz/run-fuzzer ${TRIAGE_FUZZ_DIR}/fuzz_${harness}
+        ${CMAKE_SOURCE_DIR}/spec/fuzz/corpus/${harness} 5)
+  else()
+    add_test(NAME fuzz_${harness} COMMAND sh -c "echo 'clang is not installed: run make test' >&2; exit 1")
+  endif()
+endforeach()
+
 file(GLOB TRIAGE_SPEC_FILES RELATIVE ${CMAKE_SOURCE_DIR}
   ${CMAKE_SOURCE_DIR}/spec/handlers/*_spec.lua
   ${CMAKE_SOURCE_DIR}/spec/integration/*_spec.lua)

@@ -30,6 +30,7 @@
     TEST_ENTRY(router_method_not_allowed)                                                                              \
     TEST_ENTRY(router_allow)                                                                                           \
     TEST_ENTRY(router_allow_truncated)                                                                                 \
+    TEST_ENTRY(router_allow_no_path)                                                                                   \
     TEST_ENTRY(router_malformed)                                                                                       \
     TEST_ENTRY(router_conflict_duplicate)                                                                              \
     TEST_ENTRY(router_conflict_names)                                                                                  \

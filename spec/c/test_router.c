@@ -419,6 +419,23 @@ TEST_IMPL(router_allow_truncated)
     tr_router_free(r);
 }
 
+/* No path (or one that does not start with '/'): no method matches, as in tr_router_match. Found by
+ * spec/fuzz/fuzz_router (corpus/router/regression-allow-empty-path): the empty path was scanned
+ * from one byte past its end. */
+TEST_IMPL(router_allow_no_path)
+{
+    tr_router_t *r = router();
+    ADD(r, "GET", "/a/*rest", 1);
+    ADD(r, "POST", "/:x", 2);
+    char buf[32];
+    char path[] = "/a/b";
+    ASSERT_UINT_EQ(tr_router_allow(r, path, 0, buf, sizeof(buf)), 0);
+    ASSERT_STR_EQ(buf, "");
+    ASSERT_UINT_EQ(tr_router_allow(r, "a/b", 3, buf, sizeof(buf)), 0);
+    ASSERT_STR_EQ(buf, "");
+    tr_router_free(r);
+}
+
 TEST_IMPL(router_malformed)
 {
     tr_router_t *r = router();
