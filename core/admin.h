@@ -28,7 +28,7 @@ typedef struct tr_admin_s {
     int nworkers;
     double started_at;
     tr_bufpool_t bufs;
-    tr_admin_conn_t *conns;         /* every open admin connection */
+    tr_admin_conn_t *conns; /* every open admin connection */
     /* A reload was asked for: start one; its end comes back through tr_admin_reload_finished. */
     void (*on_reload)(void *data);
     void *data;

@@ -269,10 +269,11 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         return -1;
     }
     char resolved[PATH_MAX];
-    if (realpath(app, resolved) == NULL) {
+    if (realpath(app, resolved) == NULL || strlen(resolved) >= sizeof(cfg->app_path)) {
         fprintf(stderr, "triage: --app %s: no such directory\n", app);
         return -1;
     }
-    cfg->app_dir = tr_mem_strdup(resolved);
+    memcpy(cfg->app_path, resolved, strlen(resolved) + 1);
+    cfg->app_dir = cfg->app_path;
     return 0;
 }

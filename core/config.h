@@ -7,7 +7,7 @@
 #include <stddef.h>
 
 typedef struct tr_config_s {
-    const char *app_dir; /* absolute path of the application (routes/, scripts/) */
+    const char *app_dir; /* absolute path of the application (routes/, scripts/): app_path */
     const char *lua_dir; /* the Lua half of the framework (the triage/ modules) */
     char listen_host[256];
     int listen_port;
@@ -23,6 +23,7 @@ typedef struct tr_config_s {
     const char *error_log;    /* NULL: standard error */
     const char *reload_check; /* command run against a new tree before it goes live; NULL: none */
     int watch;                /* watch routes/ and scripts/ for changes */
+    char app_path[4096];
 } tr_config_t;
 
 /*

@@ -66,7 +66,7 @@ struct tr_conn_server_s {
     tr_pool_t req_pool;  /* of tr_req_t */
     tr_bufpool_t bufs;
     double keepalive_timeout;
-    tr_stats_t *stats; /* where the connection count is published; may be NULL */
+    tr_stats_t *stats;    /* where the connection count is published; may be NULL */
     tr_conn_link_t conns; /* list head: every open connection */
     unsigned nconns;
     int draining;

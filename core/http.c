@@ -314,8 +314,8 @@ void tr_http_trim(tr_http_conn_t *c)
 enum tr_http_parse_result tr_http_parse(tr_http_conn_t *c)
 {
     while (c->parsed < c->rbuf.len) {
-        size_t n = http_parser_execute(&c->parser, &tr_http_settings, c->rbuf.data + c->parsed,
-                                       c->rbuf.len - c->parsed);
+        size_t n =
+            http_parser_execute(&c->parser, &tr_http_settings, c->rbuf.data + c->parsed, c->rbuf.len - c->parsed);
         c->parsed += n;
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e == HPE_PAUSED) {
@@ -446,8 +446,9 @@ void tr_http_set_id_prefix(tr_http_env_t *env, time_t started, int slot)
  * Serialize a response into c's write buffer. `extra` holds header lines the core adds (request id,
  * JSON content type), `headers` those the handler set.
  */
-static void respond(tr_http_conn_t *c, int status, int keep_alive, int http10, int head, const char *extra, size_t extra_len,
-                    const char *headers, size_t headers_len, int content_type_set, const char *body, size_t len)
+static void respond(tr_http_conn_t *c, int status, int keep_alive, int http10, int head, const char *extra,
+                    size_t extra_len, const char *headers, size_t headers_len, int content_type_set, const char *body,
+                    size_t len)
 {
     tr_http_env_t *env = c->env;
     tr_buf_t *b = &c->wbuf;

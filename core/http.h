@@ -23,7 +23,7 @@
 #include "wait.h"
 
 #define TR_MAX_HEADERS 64
-#define TR_REQUEST_ID_MAX 128        /* longest X-Request-Id taken from a client */
+#define TR_REQUEST_ID_MAX 128          /* longest X-Request-Id taken from a client */
 #define TR_RESP_HEADERS_MAX (64 << 10) /* bytes of response header lines a handler may set */
 
 /* tr_req_pub_t.flags */
@@ -53,7 +53,7 @@ typedef struct tr_http_limits_s {
 typedef struct tr_http_env_s {
     tr_http_limits_t limits;
     tr_bufpool_t *bufs;
-    tr_pool_t *req_pool; /* of tr_req_t */
+    tr_pool_t *req_pool;  /* of tr_req_t */
     struct ev_loop *loop; /* for request start times; NULL: none */
     int draining;         /* the server is stopping: every response closes its connection */
     uint64_t req_seq;     /* the last request number given out */

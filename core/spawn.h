@@ -13,11 +13,11 @@
 #include <sys/types.h>
 
 typedef struct tr_spawn_opts_s {
-    const char *cwd;        /* working directory; NULL: the caller's */
-    int stdout_fd;          /* becomes the child's standard output and error; -1: inherited */
-    const char *env_name;   /* one variable to set in the child (NULL: none) */
+    const char *cwd;      /* working directory; NULL: the caller's */
+    int stdout_fd;        /* becomes the child's standard output and error; -1: inherited */
+    const char *env_name; /* one variable to set in the child (NULL: none) */
     const char *env_value;
-    int new_process_group;  /* the child leads a process group of its own (kill(-pid) reaches all) */
+    int new_process_group; /* the child leads a process group of its own (kill(-pid) reaches all) */
 } tr_spawn_opts_t;
 
 /* Run `/bin/sh -c command` as a child. Returns its pid, or -1 with a message in err (fork failed, the

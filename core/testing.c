@@ -32,8 +32,8 @@ static struct {
     const tr_router_t *router; /* of the request being sent */
     int client_fd;             /* the client's end of the current connection, or -1 */
     int server_fd;
-    tr_req_t *handed;          /* handed up and not yet done */
-    tr_buf_t out;              /* what the server wrote to the client */
+    tr_req_t *handed; /* handed up and not yet done */
+    tr_buf_t out;     /* what the server wrote to the client */
 } t;
 
 static void on_request(void *data, tr_req_t *r)

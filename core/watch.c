@@ -83,8 +83,7 @@ static void on_inotify(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
-int tr_watch_start(tr_watch_t *w, struct ev_loop *loop, const char *app_dir, void (*on_change)(void *data),
-                   void *data)
+int tr_watch_start(tr_watch_t *w, struct ev_loop *loop, const char *app_dir, void (*on_change)(void *data), void *data)
 {
     w->loop = loop;
     w->app_dir = app_dir;

@@ -19,8 +19,7 @@ typedef struct tr_watch_s {
 } tr_watch_t;
 
 /* Start watching app_dir's code. Returns 0, or -errno (nothing is watched; on_change never comes). */
-int tr_watch_start(tr_watch_t *w, struct ev_loop *loop, const char *app_dir, void (*on_change)(void *data),
-                   void *data);
+int tr_watch_start(tr_watch_t *w, struct ev_loop *loop, const char *app_dir, void (*on_change)(void *data), void *data);
 
 /* Stop watching and close the descriptor (also what a forked worker does with the master's copy). */
 void tr_watch_stop(tr_watch_t *w);
