@@ -177,18 +177,6 @@ describe("error paths", function()
       os.execute(("rm -rf %q"):format(app))
     end)
 
-    -- Wait until every worker runs `generation` (or a later one).
-    local function wait_generation(generation)
-      return S.eventually(5, function()
-        local st = srv:status()
-        if not st then return false end
-        for _, w in ipairs(st.workers) do
-          if w.generation < generation then return false end
-        end
-        return st
-      end)
-    end
-
     it("an error in the new generation still names scripts/gad7.lua:N (edit, then SIGHUP)", function()
       local gad7 = app .. "/scripts/gad7.lua"
       local before = at(app, "scripts/gad7.lua", "nil_index")
@@ -198,14 +186,14 @@ describe("error paths", function()
       write_file(gad7, "-- edited\n-- edited\n" .. read_file(gad7))
       local after = at(app, "scripts/gad7.lua", "nil_index")
       assert.are_not.equal(before, after)
-      assert.is_truthy(wait_generation(2), "the edit did not go live:\n" .. srv:logs())
+      assert.is_truthy(srv:wait_generation(2), "the edit did not go live:\n" .. srv:logs())
       local e = fails_at(srv, "/nil-index", after, { after })
       assert.is_nil(e:find("/2/scripts", 1, true), e)
       local helper = at(app, "scripts/gad7.lua", "total")
       fails_at(srv, "/helper", helper, { helper, at(app, "scripts/gad7.lua", "via_helper") })
 
       assert.is_true(srv:signal(sys.SIGHUP))
-      assert.is_truthy(wait_generation(3), "SIGHUP did not reload:\n" .. srv:logs())
+      assert.is_truthy(srv:wait_generation(3), "SIGHUP did not reload:\n" .. srv:logs())
       e = fails_at(srv, "/nil-index", after, { after })
       assert.is_nil(e:find("/3/scripts", 1, true), e)
       local mw = at(app, "scripts/guard.lua", "check")

@@ -32,10 +32,7 @@ local function exists(path)
 end
 
 local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
+  return (assert(sys.read_all(path), "cannot read " .. path))
 end
 
 -- The environment variable that would point the binary elsewhere: unset while this file runs.

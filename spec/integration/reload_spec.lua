@@ -44,17 +44,6 @@ local function body_of(port, path)
   return r and r.body, r and r.status
 end
 
--- Wait until every worker reports `generation` (or more) in status.
-local function wait_generation(srv, generation, timeout)
-  return server.eventually(timeout or 5, function()
-    local st = srv:status()
-    if not st then return false end
-    for _, w in ipairs(st.workers) do
-      if w.generation < generation then return false end
-    end
-    return st
-  end)
-end
 
 describe("hot reload", function()
   local srv, app, version_file
@@ -83,7 +72,7 @@ describe("hot reload", function()
           write_file(version_file, original:gsub('"v1"', '"v2"'), "rename")
           edited_at = now
         elseif edited_at and not seen_at then
-          if body_of(srv.port, "/version") == "v2" and wait_generation(srv, 2, 0.01) then
+          if body_of(srv.port, "/version") == "v2" and srv:wait_generation(2, 0.01) then
             seen_at = sys.now()
           end
         elseif seen_at and now - seen_at > 0.5 then
@@ -118,7 +107,7 @@ describe("hot reload", function()
     assert.matches("reload rejected", srv:error_log())
 
     write_file(version_file, original:gsub('"v1"', '"v3"'), "rename")
-    assert.is_truthy(wait_generation(srv, 2), srv:logs())
+    assert.is_truthy(srv:wait_generation(2), srv:logs())
     assert.equals("v3", body_of(srv.port, "/version"))
     st = srv:status()
     assert.is_nil(str(st.reload.last_error))
@@ -146,7 +135,7 @@ describe("hot reload", function()
     assert.is_truthy(server.eventually(5, function() return body_of(srv.port, "/extra") == "extra" end), srv:logs())
     local st = srv:status()
     os.remove(app .. "/routes/extra.lua")
-    assert.is_truthy(wait_generation(srv, st.generation + 1), srv:logs())
+    assert.is_truthy(srv:wait_generation(st.generation + 1), srv:logs())
     assert.is_truthy(server.eventually(5, function() return select(2, body_of(srv.port, "/extra")) == 404 end))
   end)
 
@@ -155,7 +144,7 @@ describe("hot reload", function()
     local r = assert(c:request("GET", "/version"))
     assert.equals("v1", r.body)
     write_file(version_file, read_file(version_file):gsub('"v1"', '"v4"'))
-    assert.is_truthy(wait_generation(srv, 2), srv:logs())
+    assert.is_truthy(srv:wait_generation(2), srv:logs())
     r = assert(c:request("GET", "/version"))
     assert.equals("v4", r.body)
     c:close()
@@ -166,7 +155,7 @@ describe("hot reload", function()
     assert(c:send("GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"))
     sys.sleep(0.05) -- the request is now sleeping on generation 1
     write_file(version_file, read_file(version_file):gsub('"v1"', '"v7"'), "rename")
-    local st = wait_generation(srv, 2)
+    local st = srv:wait_generation(2)
     assert.is_truthy(st, srv:logs())
     local old = 0
     for _, w in ipairs(st.workers) do old = old + w.old_generations end
@@ -191,7 +180,7 @@ describe("hot reload", function()
     -- both workers count on their own; push the count on every worker past zero
     for _ = 1, 20 do body_of(srv.port, "/visits") end
     write_file(version_file, read_file(version_file):gsub('"v1"', '"v5"'))
-    assert.is_truthy(wait_generation(srv, before.generation + 1), srv:logs())
+    assert.is_truthy(srv:wait_generation(before.generation + 1), srv:logs())
     assert.equals("v5", body_of(srv.port, "/version"))
     -- a fresh generation would restart at 1; carried, the counters go on past what they had
     local n = tonumber((body_of(srv.port, "/visits")))
@@ -200,14 +189,14 @@ describe("hot reload", function()
 
   it("reloads on SIGHUP and on `triage reload`", function()
     assert.is_true(srv:signal(1))
-    assert.is_truthy(wait_generation(srv, 2), srv:logs())
+    assert.is_truthy(srv:wait_generation(2), srv:logs())
     local cmd = ("%q reload --admin 127.0.0.1:%d"):format(server.bin, srv.admin_port)
     local p = io.popen(cmd .. " 2>&1")
     local out = p:read("*a")
     local ok = p:close()
     assert.is_truthy(ok, out)
     assert.matches('"ok":true', out)
-    assert.is_truthy(wait_generation(srv, 3), srv:logs())
+    assert.is_truthy(srv:wait_generation(3), srv:logs())
   end)
 end)
 
@@ -234,7 +223,7 @@ describe("hot reload with --reload-check", function()
 
     write_file(flag, "")
     write_file(version_file, read_file(version_file) .. "\n")
-    assert.is_truthy(wait_generation(srv, 2, 10), srv:logs())
+    assert.is_truthy(srv:wait_generation(2, 10), srv:logs())
     assert.equals("v6", body_of(srv.port, "/version"))
   end)
 end)
@@ -316,10 +305,10 @@ describe("1,000 reloads in a row", function()
       body_of(srv.port, "/version")
     end
     for _ = 1, 50 do reload() end -- warm-up: allocator arenas, pools
-    assert.is_truthy(wait_generation(srv, 51))
+    assert.is_truthy(srv:wait_generation(51))
     local before = tree_rss_kb(srv.pid)
     for _ = 1, 1000 do reload() end
-    local st = wait_generation(srv, 1051, 10)
+    local st = srv:wait_generation(1051, 10)
     assert.is_truthy(st, srv:logs())
     for _, w in ipairs(st.workers) do
       assert.equals(1051, w.generation)

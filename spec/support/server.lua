@@ -127,6 +127,19 @@ function Server:signal(sig)
   return sys.C.kill(self.pid, sig) == 0
 end
 
+-- Wait until every worker reports `generation` (or a later one) in status; returns the status, or
+-- nil after timeout seconds (default 5).
+function Server:wait_generation(generation, timeout)
+  return M.eventually(timeout or 5, function()
+    local st = self:status()
+    if not st then return false end
+    for _, w in ipairs(st.workers) do
+      if w.generation < generation then return false end
+    end
+    return st
+  end)
+end
+
 -- GET /_triage/status on the admin listener, decoded.
 function Server:status(timeout)
   local r, err = http.get(self.admin_port, "/_triage/status", { timeout = timeout or 5 })
