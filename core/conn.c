@@ -86,7 +86,7 @@ static void free_conn(tr_conn_t *c)
     tr_buf_release(&srv->bufs, &c->http.rbuf);
     tr_buf_release(&srv->bufs, &c->http.wbuf);
     tr_pool_put(&srv->conn_pool, c);
-    if (srv->draining && srv->nconns == 0 && srv->cb.on_drained != NULL)
+    if (srv->env.draining && srv->nconns == 0 && srv->cb.on_drained != NULL)
         srv->cb.on_drained(srv);
 }
 
@@ -295,12 +295,11 @@ static void sweep(tr_conn_server_t *srv, int all_idle)
 void tr_conn_tick(tr_conn_server_t *srv, time_t now)
 {
     tr_http_update_date(&srv->env, now);
-    sweep(srv, srv->draining);
+    sweep(srv, srv->env.draining);
 }
 
 void tr_conn_drain(tr_conn_server_t *srv)
 {
-    srv->draining = 1;
     srv->env.draining = 1;
     sweep(srv, 1); /* idle keep-alive connections go now; busy ones after their response */
     if (srv->nconns == 0 && srv->cb.on_drained != NULL)

@@ -68,8 +68,7 @@ struct tr_conn_server_s {
     double keepalive_timeout;
     tr_stats_t *stats;    /* where the connection count is published; may be NULL */
     tr_conn_link_t conns; /* list head: every open connection */
-    unsigned nconns;
-    int draining;
+    unsigned nconns;      /* draining: env.draining */
 };
 
 /* Set up srv (loop may be NULL until tr_conn_server_start). */

@@ -19,7 +19,6 @@
 #include "http.h"
 #include "router.h"
 #include "shared.h"
-#include "wait.h"
 
 typedef struct tr_gen_s tr_gen_t;
 
@@ -62,7 +61,6 @@ size_t tr_gen_lua_memory(tr_gen_t *gen);
 typedef struct tr_vm_s {
     tr_gen_t *current; /* serves new requests */
     tr_gen_t *old;     /* older generations still running requests (list) */
-    tr_waits_t *waits; /* where requests park (sleep, store) */
     tr_stats_t *stats; /* requests, generation and old-generation counts are published here */
     /* Called when a request that waited has finished (the server's tr_conn_request_done). */
     void (*request_done)(tr_req_t *r);

@@ -123,7 +123,6 @@ static void run_ready(tr_waits_t *ws)
             ws->ready_tail = NULL;
         w->ready = 0;
         w->parked = 0;
-        ws->nparked--;
         w->resume(w, w->status);
     }
     if (ev_is_active(&ws->ready_watcher))
@@ -190,7 +189,6 @@ void tr_wait_park(tr_waits_t *ws, tr_waiter_t *w, double deadline)
     w->parked = 1;
     w->ready = 0;
     w->deadline = deadline;
-    ws->nparked++;
     if (deadline >= 0)
         heap_push(ws, w);
 }
@@ -227,5 +225,4 @@ void tr_wait_cancel(tr_waits_t *ws, tr_waiter_t *w)
     }
     w->parked = w->ready = 0;
     w->deadline = -1;
-    ws->nparked--;
 }

@@ -47,7 +47,6 @@ struct tr_waits_s {
     tr_waiter_t **heap;       /* min-heap on deadline */
     unsigned nheap, heap_cap;
     tr_waiter_t *ready_head, *ready_tail;
-    unsigned nparked;
 };
 
 /* Seconds on CLOCK_MONOTONIC, the clock deadlines use. */

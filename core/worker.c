@@ -212,7 +212,6 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *
     tr_conn_server_init(&w->conns, w->loop, &limits, cfg->keepalive_timeout, &cb, &w->vm);
     w->conns.stats = w->stats;
     tr_http_set_id_prefix(&w->conns.env, time(NULL), slot);
-    w->vm.waits = &w->waits;
     w->vm.stats = w->stats;
     w->vm.request_done = tr_conn_request_done;
     tr_ffi_env.running = NULL;
