@@ -80,6 +80,19 @@ void tr_pool_put(tr_pool_t *pool, void *obj)
     pool->nfree++;
 }
 
+void tr_pool_destroy(tr_pool_t *pool)
+{
+    void *obj = pool->free_list;
+    while (obj != NULL) {
+        void *next = *link_of(pool, obj);
+        tr_mem_free(obj);
+        pool->total--;
+        pool->nfree--;
+        obj = next;
+    }
+    pool->free_list = NULL;
+}
+
 static int size_class(size_t size)
 {
     int cls = 0;
@@ -138,4 +151,19 @@ void tr_buf_release(tr_bufpool_t *bp, tr_buf_t *buf)
     buf->data = NULL;
     buf->len = 0;
     buf->cap = 0;
+}
+
+void tr_bufpool_destroy(tr_bufpool_t *bp)
+{
+    for (int cls = 0; cls < TR_BUF_CLASSES; cls++) {
+        void *data = bp->free_list[cls];
+        while (data != NULL) {
+            void *next = *(void **)data;
+            tr_mem_free(data);
+            bp->total--;
+            bp->nfree--;
+            data = next;
+        }
+        bp->free_list[cls] = NULL;
+    }
 }

@@ -5,7 +5,8 @@
  * (tr_mem_counter, which a worker points into shared memory so /_triage/status can show it live).
  * Request-path memory comes from pools that only grow: after warm-up the request path makes no
  * allocation at all, and a pointer to a pooled object stays a valid object for the life of the
- * process (it may belong to another request by then: that is what request serials are for).
+ * process (it may belong to another request by then: that is what request serials are for). The
+ * one exception is tr_pool_destroy/tr_bufpool_destroy, for tests and orderly teardown only.
  */
 #ifndef TR_POOL_H
 #define TR_POOL_H
@@ -16,18 +17,19 @@
 /* Where allocations are counted; points at a static counter until a worker redirects it. */
 extern uint64_t *tr_mem_counter;
 
-/* malloc/realloc that count the call and abort the process on OOM (never return NULL). */
+/* malloc/realloc that count the call and abort the process on OOM (never return NULL). The counter
+ * counts allocation calls, not live blocks: tr_mem_free does not change it. */
 void *tr_mem_alloc(size_t size);
 void *tr_mem_realloc(void *p, size_t size);
 void tr_mem_free(void *p);
 char *tr_mem_strdup(const char *s);
 
-/* A free list of fixed-size objects. Objects are never returned to the system, and the pool never
- * writes into a free object (links live in a hidden trailer). */
+/* A free list of fixed-size objects. Objects are never returned to the system (but by
+ * tr_pool_destroy), and the pool never writes into a free object (links live in a hidden trailer). */
 typedef struct tr_pool_s {
     size_t obj_size;
     void *free_list;
-    uint64_t total; /* objects ever created */
+    uint64_t total; /* objects ever created (less those tr_pool_destroy freed) */
     uint64_t nfree; /* objects on the free list now */
 } tr_pool_t;
 
@@ -35,6 +37,13 @@ void tr_pool_init(tr_pool_t *pool, size_t obj_size);
 /* An object from the free list (its bytes as they were when it was put back), or a new zeroed one. */
 void *tr_pool_get(tr_pool_t *pool);
 void tr_pool_put(tr_pool_t *pool, void *obj);
+/*
+ * Free every object on the free list, through tr_mem_free (tr_mem_counter, a count of allocation
+ * calls, does not change); total loses them and nfree becomes 0. For tests and orderly teardown:
+ * pointers to the freed objects must not be used again. Objects still taken are the caller's to put
+ * back first; any that are not stay allocated, and counted in total. The pool stays usable.
+ */
+void tr_pool_destroy(tr_pool_t *pool);
 
 /*
  * Buffers in power-of-two size classes from TR_BUF_MIN up. A tr_buf_t with data == NULL holds nothing;
@@ -51,8 +60,8 @@ typedef struct tr_buf_s {
 
 typedef struct tr_bufpool_s {
     void *free_list[TR_BUF_CLASSES];
-    uint64_t total;
-    uint64_t nfree;
+    uint64_t total; /* buffers ever created (less those tr_bufpool_destroy freed) */
+    uint64_t nfree; /* buffers on the free lists now */
 } tr_bufpool_t;
 
 /* Make room for `extra` more bytes after buf->len. Returns 0, or -1 if the size is beyond every class. */
@@ -60,5 +69,11 @@ int tr_buf_reserve(tr_bufpool_t *bp, tr_buf_t *buf, size_t extra);
 /* Append bytes, growing as needed (aborts only on OOM). */
 void tr_buf_append(tr_bufpool_t *bp, tr_buf_t *buf, const void *data, size_t len);
 void tr_buf_release(tr_bufpool_t *bp, tr_buf_t *buf);
+/*
+ * Free every buffer on the free lists, as tr_pool_destroy does for objects (tr_mem_counter does not
+ * change; total loses them, nfree becomes 0). For tests and orderly teardown: buffers still held by a
+ * tr_buf_t are the caller's to tr_buf_release first. The pool stays usable.
+ */
+void tr_bufpool_destroy(tr_bufpool_t *bp);
 
 #endif

@@ -101,11 +101,11 @@ static int set_header(tr_req_pub_t *pub, const char *name, const char *value)
 }
 
 /* set_header is refused with a message containing what. */
-#define HEADER_REFUSED(pub, name, value, what)                                                      \
-    do {                                                                                           \
-        ASSERT_INT_EQ(set_header(pub, name, value), TR_FFI_ERROR);                                 \
-        ASSERT_NOT_NULL(header_err);                                                               \
-        ASSERT_MEM_CONTAINS(header_err, strlen(header_err), what);                                 \
+#define HEADER_REFUSED(pub, name, value, what)                                                                         \
+    do {                                                                                                               \
+        ASSERT_INT_EQ(set_header(pub, name, value), TR_FFI_ERROR);                                                     \
+        ASSERT_NOT_NULL(header_err);                                                                                   \
+        ASSERT_MEM_CONTAINS(header_err, strlen(header_err), what);                                                     \
     } while (0)
 
 /* A serialized response, split. */

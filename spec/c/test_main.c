@@ -39,12 +39,17 @@
     TEST_ENTRY(router_method_index)                                                                                    \
     TEST_ENTRY(pool_reuse)                                                                                             \
     TEST_ENTRY(pool_keeps_contents)                                                                                    \
+    TEST_ENTRY(pool_destroy)                                                                                           \
     TEST_ENTRY(buf_size_classes)                                                                                       \
     TEST_ENTRY(buf_grow_preserves_data)                                                                                \
     TEST_ENTRY(buf_too_big)                                                                                            \
     TEST_ENTRY(buf_reserve_overflow)                                                                                   \
     TEST_ENTRY(mem_counter)                                                                                            \
     TEST_ENTRY(mem_counter_pool_reuse)                                                                                 \
+    TEST_ENTRY(wait_deadlines_in_order)                                                                                \
+    TEST_ENTRY(wait_wake_before_deadline)                                                                              \
+    TEST_ENTRY(wait_cancel)                                                                                            \
+    TEST_ENTRY(wait_park_again_from_resume)                                                                            \
     TEST_ENTRY(http_get)                                                                                               \
     TEST_ENTRY(http_header_at)                                                                                         \
     TEST_ENTRY(http_not_found)                                                                                         \

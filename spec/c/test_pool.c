@@ -89,6 +89,7 @@ TEST_IMPL(pool_reuse)
     ASSERT_UINT_EQ(*tr_mem_counter, warm);
     ASSERT_UINT_EQ(pool.total, 3);
     ASSERT_UINT_EQ(pool.nfree, 3);
+    tr_pool_destroy(&pool);
 
     /* Objects smaller than a pointer work too. */
     tr_pool_t tiny;
@@ -100,6 +101,9 @@ TEST_IMPL(pool_reuse)
     tr_pool_put(&tiny, t1);
     ASSERT_PTR_EQ(tr_pool_get(&tiny), t1);
     ASSERT_INT_EQ(*t2, 'b');
+    tr_pool_put(&tiny, t1);
+    tr_pool_put(&tiny, t2);
+    tr_pool_destroy(&tiny);
 }
 
 /* A new object is zeroed; a pooled one keeps its bytes while it waits in the pool (the request
@@ -141,6 +145,9 @@ TEST_IMPL(pool_keeps_contents)
         ASSERT(filled(o, SIZE, (unsigned)k)); /* as it was put back */
     }
     ASSERT_UINT_EQ(pool.total, 4);
+    for (int i = 0; i < 4; i++)
+        tr_pool_put(&pool, objs[i]);
+    tr_pool_destroy(&pool);
 }
 
 TEST_IMPL(buf_size_classes)
@@ -186,6 +193,7 @@ TEST_IMPL(buf_size_classes)
         ASSERT_UINT_EQ(bp.total, 1);
         ASSERT_UINT_EQ(*tr_mem_counter - count, 1);
         tr_buf_release(&bp, &b);
+        tr_bufpool_destroy(&bp);
     }
 
     /* Buffers of one class are not handed out for another. */
@@ -223,6 +231,10 @@ TEST_IMPL(buf_size_classes)
     tr_buf_t again = {0};
     ASSERT_INT_EQ(tr_buf_reserve(&bp, &again, 8000), 0);
     ASSERT_PTR_EQ(again.data, kept);
+    tr_buf_release(&bp, &other);
+    tr_buf_release(&bp, &again);
+    ASSERT_UINT_EQ(bp.nfree, 3);
+    tr_bufpool_destroy(&bp);
 }
 
 TEST_IMPL(buf_grow_preserves_data)
@@ -274,6 +286,7 @@ TEST_IMPL(buf_grow_preserves_data)
     tr_buf_release(&bp, &c);
     tr_buf_release(&bp, &d);
     ASSERT_UINT_EQ(bp.nfree, bp.total);
+    tr_bufpool_destroy(&bp);
 }
 
 TEST_IMPL(buf_too_big)
@@ -297,6 +310,8 @@ TEST_IMPL(buf_too_big)
     ASSERT_UINT_EQ(b.cap, 4096);
     ASSERT_MEM_EQ(b.data, b.len, "0123456789");
     ASSERT_UINT_EQ(bp.total, 1);
+    tr_buf_release(&bp, &b);
+    tr_bufpool_destroy(&bp);
 }
 
 /* A size whose sum with the live bytes wraps around is beyond every class too. */
@@ -311,6 +326,8 @@ TEST_IMPL(buf_reserve_overflow)
     ASSERT_INT_EQ(tr_buf_reserve(&bp, &b, SIZE_MAX - 5), -1);
     ASSERT_PTR_EQ(b.data, data);
     ASSERT_UINT_EQ(b.len, 10);
+    tr_buf_release(&bp, &b);
+    tr_bufpool_destroy(&bp);
 }
 
 TEST_IMPL(mem_counter)
@@ -347,6 +364,10 @@ TEST_IMPL(mem_counter)
     tr_buf_append(&bp, &b, "x", 1);
     ASSERT_UINT_EQ(local, 5);
     tr_buf_release(&bp, &b);
+    /* Nor is giving pooled memory back to the system. */
+    tr_pool_destroy(&pool);
+    tr_bufpool_destroy(&bp);
+    ASSERT_UINT_EQ(local, 5);
 
     tr_mem_counter = global;
     ASSERT_UINT_EQ(*global, global_before); /* nothing went to the old counter meanwhile */
@@ -399,4 +420,77 @@ TEST_IMPL(mem_counter_pool_reuse)
     ASSERT_UINT_EQ(reqs.total, 2);
     ASSERT_UINT_EQ(reqs.nfree, 2);
     ASSERT_UINT_EQ(bp.nfree, bp.total);
+    tr_pool_destroy(&reqs);
+    tr_bufpool_destroy(&bp);
+}
+
+/* Destroying frees what is on the free lists, and only that: what is still taken stays the caller's
+ * and stays counted; the pools are usable afterwards, and no allocation is counted for the frees. */
+TEST_IMPL(pool_destroy)
+{
+    tr_pool_t pool;
+    tr_pool_init(&pool, 24);
+    tr_pool_destroy(&pool); /* an empty pool */
+    ASSERT_UINT_EQ(pool.total, 0);
+    ASSERT_UINT_EQ(pool.nfree, 0);
+    void *objs[5];
+    for (int i = 0; i < 5; i++)
+        objs[i] = tr_pool_get(&pool);
+    for (int i = 0; i < 3; i++)
+        tr_pool_put(&pool, objs[i]);
+    ASSERT_UINT_EQ(pool.total, 5);
+    ASSERT_UINT_EQ(pool.nfree, 3);
+    uint64_t count = *tr_mem_counter;
+    tr_pool_destroy(&pool);
+    ASSERT_UINT_EQ(*tr_mem_counter, count);
+    ASSERT_UINT_EQ(pool.total, 2); /* objs[3] and objs[4], still taken */
+    ASSERT_UINT_EQ(pool.nfree, 0);
+    ASSERT_NULL(pool.free_list);
+    memset(objs[3], 0x33, 24); /* untouched by the destroy */
+    memset(objs[4], 0x44, 24);
+    /* Still a pool: a new object is made (and counted), the ones put back are reused. */
+    void *n = tr_pool_get(&pool);
+    ASSERT_NOT_NULL(n);
+    ASSERT_UINT_EQ(pool.total, 3);
+    ASSERT_UINT_EQ(*tr_mem_counter - count, 1);
+    tr_pool_put(&pool, objs[3]);
+    ASSERT_PTR_EQ(tr_pool_get(&pool), objs[3]);
+    tr_pool_put(&pool, objs[3]);
+    tr_pool_put(&pool, objs[4]);
+    tr_pool_put(&pool, n);
+    tr_pool_destroy(&pool);
+    ASSERT_UINT_EQ(pool.total, 0);
+    ASSERT_UINT_EQ(pool.nfree, 0);
+
+    tr_bufpool_t bp;
+    memset(&bp, 0, sizeof(bp));
+    tr_bufpool_destroy(&bp); /* an empty pool */
+    ASSERT_UINT_EQ(bp.total, 0);
+    tr_buf_t small = {0}, small2 = {0}, big = {0}, held = {0};
+    tr_buf_append(&bp, &small, "a", 1);
+    tr_buf_append(&bp, &small2, "b", 1);
+    ASSERT_INT_EQ(tr_buf_reserve(&bp, &big, 100000), 0);
+    tr_buf_append(&bp, &held, "held", 4);
+    tr_buf_release(&bp, &small);
+    tr_buf_release(&bp, &small2);
+    tr_buf_release(&bp, &big);
+    ASSERT_UINT_EQ(bp.total, 4);
+    ASSERT_UINT_EQ(bp.nfree, 3);
+    count = *tr_mem_counter;
+    tr_bufpool_destroy(&bp);
+    ASSERT_UINT_EQ(*tr_mem_counter, count);
+    ASSERT_UINT_EQ(bp.total, 1); /* held */
+    ASSERT_UINT_EQ(bp.nfree, 0);
+    for (int cls = 0; cls < TR_BUF_CLASSES; cls++)
+        ASSERT_NULL(bp.free_list[cls]);
+    ASSERT_MEM_EQ(held.data, held.len, "held");
+    /* Still a pool. */
+    tr_buf_append(&bp, &small, "c", 1);
+    ASSERT_UINT_EQ(bp.total, 2);
+    ASSERT_UINT_EQ(*tr_mem_counter - count, 1);
+    tr_buf_release(&bp, &small);
+    tr_buf_release(&bp, &held);
+    tr_bufpool_destroy(&bp);
+    ASSERT_UINT_EQ(bp.total, 0);
+    ASSERT_UINT_EQ(bp.nfree, 0);
 }
