@@ -67,6 +67,14 @@ describe("ctx", function()
     assert.matches("ctx:set_header('X-Big'): response headers would exceed 65536 bytes", j.big_err, 1, true)
   end)
 
+  it("gives the core's own answer to a request it refuses, as a client gets it", function()
+    local res = app:request { method = "POST", path = "/body", body = string.rep("x", 2 * 1024 * 1024) }
+    assert.equals(413, res.status)
+    assert.equals("413 Content Too Large", res.error)
+    assert.equals("close", res.headers["connection"])
+    assert.equals("content too large", res:json().error)
+  end)
+
   it("refuses an impossible status", function()
     assert.equals(500, app:request("/bad-status").status)
   end)

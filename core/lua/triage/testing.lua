@@ -6,9 +6,9 @@
 --                             json = { patientId = "P-1", reportData = { q1 = 3 } } }
 --   assert.equals(200, res.status); assert.is_true(res:json().success)
 --
--- Requests go as raw bytes through the server's own parser, router and response serializer (the
--- C core built as build/libtriage_test.so); only the socket and the event loop are left out, so
--- triage.sleep blocks here instead of yielding.
+-- Requests go as raw bytes over a socketpair through the server's own connection layer, parser,
+-- router and response serializer (the C core built as build/libtriage_test.so); only the coroutine
+-- is resumed here rather than by a worker's loop, so triage.sleep blocks instead of yielding.
 local ffi = require "ffi"
 local cjson = require "cjson.safe"
 local tffi = require "triage.ffi"
@@ -104,9 +104,13 @@ function App:request(opts)
     .. (body or "")
   local err = ffi.new("char[256]")
   local r = C.tr_ffi_test_request(raw, #raw, self.router, err, 256)
-  if r == nil then
+  if r == nil then -- refused by the core (the answer a client would get), or incomplete
     local msg = ffi.string(err)
-    return setmetatable({ status = tonumber(msg:match("^(%d+)")), headers = {}, body = "", error = msg }, Response)
+    local len = ffi.new("size_t[1]")
+    local p = C.tr_ffi_test_response(len)
+    local res = len[0] > 0 and parse_response(ffi.string(p, len[0])) or setmetatable({ headers = {}, body = "" }, Response)
+    res.error = msg
+    return res
   end
   if not self.co or coroutine.status(self.co) == "dead" then
     self.co = coroutine.create(self.loop)
