@@ -19,27 +19,30 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: triage [options]            serve the application\n"
-                 "       triage reload [--admin HOST:PORT]   ask a running server to reload its code\n"
-                 "\n"
-                 "  --app DIR                 application directory (routes/, scripts/); default .\n"
-                 "  --listen HOST:PORT        public listener; default 127.0.0.1:8080\n"
-                 "  --workers N               worker processes; default: number of CPUs\n"
-                 "  --admin HOST:PORT         admin listener (/_triage/status); default 127.0.0.1:9180\n"
-                 "  --max-body BYTES          largest request body (k, m suffixes); default 1m\n"
-                 "  --max-header BYTES        largest header section; default 8k\n"
-                 "  --max-uri BYTES           longest request target; default 4k\n"
-                 "  --keepalive-timeout SEC   idle keep-alive connections close after this; default 60\n"
-                 "  --shutdown-timeout SEC    how long in-flight requests may finish on SIGTERM; default 10\n"
-                 "  --access-log FILE         buffered access log ('-' = stdout); default off\n"
-                 "  --error-log FILE          error log; default stderr\n"
-                 "  --reload-check CMD        command that must succeed before new code goes live\n"
-                 "  --no-watch                do not reload on file changes (SIGHUP and 'triage reload' still do)\n"
-                 "  --lua-dir DIR             the framework's Lua modules (DIR/triage/*.lua); default:\n"
-                 "                            $TRIAGE_LUA_DIR, else <binary's dir>/../share/triage/lua when\n"
-                 "                            installed, else the source tree it was built from\n"
-                 "  --version                 print the version and the Lua directory in use\n"
-                 "  --help\n");
+    fprintf(out,
+            "usage: triage [options]            serve the application\n"
+            "       triage reload [--admin HOST:PORT]   ask a running server to reload its code\n"
+            "       triage backup DEST [--data DIR]     copy the store, consistently, while it runs\n"
+            "\n"
+            "  --app DIR                 application directory (routes/, scripts/, migrations/); default .\n"
+            "  --data DIR                the store (DIR/triage.db, created and migrated at start); default ./data\n"
+            "  --listen HOST:PORT        public listener; default 127.0.0.1:8080\n"
+            "  --workers N               worker processes; default: number of CPUs\n"
+            "  --admin HOST:PORT         admin listener (/_triage/status); default 127.0.0.1:9180\n"
+            "  --max-body BYTES          largest request body (k, m suffixes); default 1m\n"
+            "  --max-header BYTES        largest header section; default 8k\n"
+            "  --max-uri BYTES           longest request target; default 4k\n"
+            "  --keepalive-timeout SEC   idle keep-alive connections close after this; default 60\n"
+            "  --shutdown-timeout SEC    how long in-flight requests may finish on SIGTERM; default 10\n"
+            "  --access-log FILE         buffered access log ('-' = stdout); default off\n"
+            "  --error-log FILE          error log; default stderr\n"
+            "  --reload-check CMD        command that must succeed before new code goes live\n"
+            "  --no-watch                do not reload on file changes (SIGHUP and 'triage reload' still do)\n"
+            "  --lua-dir DIR             the framework's Lua modules (DIR/triage/*.lua); default:\n"
+            "                            $TRIAGE_LUA_DIR, else <binary's dir>/../share/triage/lua when\n"
+            "                            installed, else the source tree it was built from\n"
+            "  --version                 print the version and the Lua directory in use\n"
+            "  --help\n");
 }
 
 /* Does dir hold the Lua half (dir/triage/app.lua)? */
@@ -130,6 +133,23 @@ int tr_config_parse_addr(const char *s, char *host, size_t host_size, int *port)
     return 0;
 }
 
+int tr_config_data_dir(const char *given, char *out, size_t size)
+{
+    char cwd[PATH_MAX];
+    int n;
+    if (given[0] == '/')
+        n = snprintf(out, size, "%s", given);
+    else if (getcwd(cwd, sizeof(cwd)) != NULL)
+        n = snprintf(out, size, "%s/%s", cwd, given);
+    else
+        return -1;
+    if (n < 0 || (size_t)n >= size)
+        return -1;
+    while (n > 1 && out[n - 1] == '/') /* "data/" and "data" are one directory */
+        out[--n] = '\0';
+    return 0;
+}
+
 int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -146,6 +166,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
     cfg->keepalive_timeout = 60;
     cfg->shutdown_timeout = 10;
     cfg->watch = 1;
+    const char *data = "data";
     const char *lua_dir = getenv("TRIAGE_LUA_DIR") && *getenv("TRIAGE_LUA_DIR") ? getenv("TRIAGE_LUA_DIR") : NULL;
     int version = 0;
 
@@ -164,6 +185,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         O_RELOAD_CHECK,
         O_NO_WATCH,
         O_LUA_DIR,
+        O_DATA,
         O_VERSION,
         O_HELP
     };
@@ -182,6 +204,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         {"reload-check", required_argument, NULL, O_RELOAD_CHECK},
         {"no-watch", no_argument, NULL, O_NO_WATCH},
         {"lua-dir", required_argument, NULL, O_LUA_DIR},
+        {"data", required_argument, NULL, O_DATA},
         {"version", no_argument, NULL, O_VERSION},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
@@ -234,6 +257,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         case O_RELOAD_CHECK: cfg->reload_check = optarg; break;
         case O_NO_WATCH: cfg->watch = 0; break;
         case O_LUA_DIR: lua_dir = optarg; break;
+        case O_DATA: data = optarg; break;
         case O_VERSION: version = 1; break;
         case O_HELP: usage(stdout); return 1;
         default:
@@ -275,5 +299,10 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
     }
     memcpy(cfg->app_path, resolved, strlen(resolved) + 1);
     cfg->app_dir = cfg->app_path;
+    if (tr_config_data_dir(data, cfg->data_path, sizeof(cfg->data_path)) != 0) {
+        fprintf(stderr, "triage: --data %s: path too long\n", data);
+        return -1;
+    }
+    cfg->data_dir = cfg->data_path;
     return 0;
 }

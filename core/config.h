@@ -7,8 +7,9 @@
 #include <stddef.h>
 
 typedef struct tr_config_s {
-    const char *app_dir; /* absolute path of the application (routes/, scripts/): app_path */
-    const char *lua_dir; /* the Lua half of the framework (the triage/ modules) */
+    const char *app_dir;  /* absolute path of the application (routes/, scripts/): app_path */
+    const char *data_dir; /* absolute path of the data directory (the store): data_path */
+    const char *lua_dir;  /* the Lua half of the framework (the triage/ modules) */
     char listen_host[256];
     int listen_port;
     char admin_host[256];
@@ -24,6 +25,7 @@ typedef struct tr_config_s {
     const char *reload_check; /* command run against a new tree before it goes live; NULL: none */
     int watch;                /* watch routes/ and scripts/ for changes */
     char app_path[4096];
+    char data_path[4096];
 } tr_config_t;
 
 /*
@@ -31,6 +33,10 @@ typedef struct tr_config_s {
  * printed), or -1 after printing a usage error to standard error.
  */
 int tr_config_parse(tr_config_t *cfg, int argc, char **argv);
+
+/* The absolute path of a data directory given on the command line (relative to the working
+ * directory; it need not exist yet) at out. Returns 0, or -1 if it does not fit. */
+int tr_config_data_dir(const char *given, char *out, size_t size);
 
 /* Parse "HOST:PORT" (or ":PORT", or "PORT"). Returns 0 or -1. */
 int tr_config_parse_addr(const char *s, char *host, size_t host_size, int *port);

@@ -12,11 +12,14 @@
 #include "http.h"
 #include "wait.h"
 
+struct tr_store_s;
+
 typedef struct tr_ffi_env_s {
-    tr_req_t *running;    /* the request whose coroutine is being resumed; NULL between requests */
-    tr_waits_t *waits;    /* where a request parks (tr_ffi_sleep); NULL: no event loop here */
-    struct ev_loop *loop; /* tr_ffi_now's clock; NULL: the wall clock */
-    int slot;             /* the worker slot, -1 outside a worker */
+    tr_req_t *running;        /* the request whose coroutine is being resumed; NULL between requests */
+    tr_waits_t *waits;        /* where a request parks (tr_ffi_sleep); NULL: no event loop here */
+    struct ev_loop *loop;     /* tr_ffi_now's clock; NULL: the wall clock */
+    int slot;                 /* the worker slot, -1 outside a worker */
+    struct tr_store_s *store; /* the worker's store; NULL: none */
 } tr_ffi_env_t;
 
 /* This process's; set by the runner before any request runs. */

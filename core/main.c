@@ -1,6 +1,6 @@
 /*
- * triage: serve an application (the master process), or `triage reload` to ask a running server to
- * reload its code through the admin listener.
+ * triage: serve an application (the master process), `triage reload` to ask a running server to
+ * reload its code through the admin listener, or `triage backup DEST` to copy its store.
  */
 #include <netdb.h>
 #include <stdio.h>
@@ -11,6 +11,7 @@
 #include "config.h"
 #include "log.h"
 #include "master.h"
+#include "store.h"
 
 /* POST /_triage/reload to the admin listener and print the answer; 0 when the reload went live. */
 static int reload_command(int argc, char **argv)
@@ -59,10 +60,45 @@ static int reload_command(int argc, char **argv)
     return strncmp(buf, "HTTP/1.1 200", 12) == 0 ? 0 : 1;
 }
 
+/* triage backup DEST [--data DIR]: a consistent copy of the store, taken while the server runs. */
+static int backup_command(int argc, char **argv)
+{
+    const char *dest = NULL, *data = "data";
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
+            data = argv[++i];
+        else if (strncmp(argv[i], "--data=", 7) == 0)
+            data = argv[i] + 7;
+        else if (dest == NULL && argv[i][0] != '-')
+            dest = argv[i];
+        else {
+            fprintf(stderr, "triage backup: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (dest == NULL) {
+        fprintf(stderr, "usage: triage backup DEST [--data DIR]\n");
+        return 2;
+    }
+    if (access(dest, F_OK) == 0) {
+        fprintf(stderr, "triage backup: %s exists already; give a new file\n", dest);
+        return 2;
+    }
+    char dir[4096], err[512];
+    if (tr_config_data_dir(data, dir, sizeof(dir)) != 0 || tr_store_backup(dir, dest, err, sizeof(err)) != 0) {
+        fprintf(stderr, "triage backup: %s\n", err);
+        return 1;
+    }
+    printf("%s/" TR_STORE_FILE " copied to %s\n", dir, dest);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "reload") == 0)
         return reload_command(argc - 2, argv + 2);
+    if (argc > 1 && strcmp(argv[1], "backup") == 0)
+        return backup_command(argc - 2, argv + 2);
     tr_config_t cfg;
     int rc = tr_config_parse(&cfg, argc, argv);
     if (rc != 0)

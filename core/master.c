@@ -28,6 +28,7 @@
 #include "pool.h"
 #include "reload.h"
 #include "shared.h"
+#include "store.h"
 #include "supervise.h"
 #include "watch.h"
 
@@ -224,6 +225,16 @@ int tr_master_run(const tr_config_t *cfg)
         tr_log_error("the application in %s does not load: %s", cfg->app_dir, err);
         return 1;
     }
+
+    /* The store: created if new, migrated; a migration that fails stops the start. */
+    int migrated = tr_store_migrate(cfg->data_dir, cfg->app_dir, err, sizeof(err));
+    if (migrated < 0) {
+        tr_log_error("the store in %s cannot be prepared: %s", cfg->data_dir, err);
+        tr_reload_cleanup(&m.reloader);
+        return 1;
+    }
+    if (migrated > 0)
+        tr_log_info("store %s/" TR_STORE_FILE ": %d migration(s) applied", cfg->data_dir, migrated);
 
     m.listen_fds = tr_mem_alloc(sizeof(int) * (size_t)cfg->workers);
     for (int i = 0; i < cfg->workers; i++) {

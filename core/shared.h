@@ -23,6 +23,8 @@ typedef struct tr_stats_s {
     volatile uint64_t generation;         /* the generation this worker serves */
     volatile double generation_loaded_at; /* unix time */
     volatile uint64_t old_generations;    /* older generations still finishing requests */
+    volatile uint64_t store_commits;      /* group commits of the store's writer (one WAL fsync each) */
+    volatile uint64_t store_writes;       /* write jobs committed by them */
     char last_error[TR_ERROR_MAX];        /* this worker's last reload error, "" if none */
 } tr_stats_t;
 

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "ffi_api.h"
+#include "store.h"
 
 /* Turns of the loop without progress after which a request is taken as incomplete. */
 #define IDLE_TURNS 3
@@ -181,4 +182,17 @@ TR_FFI_EXPORT const char *tr_ffi_test_response(size_t *len)
         settle();
     *len = t.out.len;
     return t.out.data ? t.out.data : "";
+}
+
+TR_FFI_EXPORT int tr_ffi_test_store_open(const char *data_dir, const char *app_dir, char *err, size_t err_size)
+{
+    setup();
+    if (tr_store_migrate(data_dir, app_dir, err, err_size) < 0)
+        return -1;
+    tr_store_t *st = tr_store_open(data_dir, NULL, NULL, NULL, err, err_size);
+    if (st == NULL)
+        return -1;
+    tr_store_close(tr_ffi_env.store); /* the store of an earlier app in this process */
+    tr_ffi_env.store = st;
+    return 0;
 }

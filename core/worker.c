@@ -18,6 +18,7 @@
 #include "ffi_api.h"
 #include "log.h"
 #include "lua_vm.h"
+#include "store.h"
 #include "wait.h"
 
 #define ACCEPT_BATCH 64
@@ -202,6 +203,7 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *
         tr_log_error("worker %d: cannot create an event loop", slot);
         return 1;
     }
+    char err[TR_ERROR_MAX];
     int rc = tr_waits_init(&w->waits, w->loop);
     if (rc != 0) {
         tr_log_error("worker %d: cannot create the wait timer: %s", slot, strerror(-rc));
@@ -218,8 +220,12 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *
     tr_ffi_env.waits = &w->waits;
     tr_ffi_env.loop = w->loop;
     tr_ffi_env.slot = slot;
+    tr_ffi_env.store = tr_store_open(cfg->data_dir, w->loop, &w->waits, w->stats, err, sizeof(err));
+    if (tr_ffi_env.store == NULL) {
+        tr_log_error("worker %d: %s", slot, err);
+        return 1;
+    }
 
-    char err[TR_ERROR_MAX];
     tr_gen_t *gen = build(w, shared->generation, NULL, 0, err, sizeof(err));
     if (gen == NULL) {
         tr_log_error("worker %d: the application failed to load: %s", slot, err);
@@ -249,6 +255,7 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *
     check_reload(w); /* a reload published while this worker was starting */
     ev_run(w->loop, 0);
 
+    tr_store_close(tr_ffi_env.store); /* what is queued is committed first */
     tr_access_log_flush();
     return 0;
 }

@@ -4,6 +4,7 @@ use "triage.middleware.request_id"
 get("/api/v1/protocols/:id", "protocols.show")
 post("/api/epro/submit", "epro.submit")
 post("/api/v1/tags/add", "tags.add")
+get("/api/v1/patients/:id/tags", "tags.list")
 get("/api/v1/sleep", "demo.sleep")
 
 -- The same protocol lookup behind authentication, permission and audit middleware.

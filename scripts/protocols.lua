@@ -1,34 +1,37 @@
--- Protocol lookup: GET /api/v1/protocols/:id. Protocols are loaded once from data/protocols.json.
-local cjson = require "cjson"
-local triage = require "triage"
+-- Protocol lookup: GET /api/v1/protocols/:id, from the store (seeded from data/protocols.json by
+-- migrations/002_protocols.sql). Protocols are reference data: each one read is kept in this worker,
+-- already encoded, so a lookup costs no query after the first.
+local db = require "triage.store"
 
 local M = {}
 
-local function load_fixture()
-  local path = triage.app_dir .. "/data/protocols.json"
-  local f = assert(io.open(path, "rb"))
-  local list = cjson.decode(f:read("*a"))
-  f:close()
-  local by_id = {}
-  for _, p in ipairs(list) do
-    by_id[p.id] = p
+local cached = {} -- id -> the protocol's JSON
+
+local function find_json(id)
+  local doc = cached[id]
+  if doc then
+    return doc
   end
-  return by_id
-end
-
-local protocols = load_fixture()
-
-function M.find(id)
-  return protocols[id]
+  local row, err = db:first("SELECT doc FROM protocols WHERE id = ?", id)
+  if err then
+    return nil, err
+  end
+  if row then
+    cached[id] = row.doc
+    return row.doc
+  end
 end
 
 function M.show(ctx)
   local id = ctx:param("id")
-  local p = protocols[id]
-  if not p then
+  local doc, err = find_json(id)
+  if err then
+    return ctx:status(503):set_header("Retry-After", "1"):json { error = "storage unavailable" }
+  end
+  if not doc then
     return ctx:status(404):json { error = "protocol not found", id = id }
   end
-  return ctx:json(p)
+  return ctx:json_text(doc)
 end
 
 return M

@@ -1,28 +1,56 @@
--- Patient tags: POST /api/v1/tags/add {patientId, tagName}. In memory for now.
+-- Patient tags: POST /api/v1/tags/add {patientId, tagName}; GET /api/v1/patients/:id/tags.
+local cjson = require "cjson"
+local db = require "triage.store"
+local triage = require "triage"
 local validate = require "validate"
 
 local M = {}
 
-local tags = {} -- patientId -> { tagName = true }
-
 local FIELDS = { { "patientId", "string" }, { "tagName", "string" } }
 
+local function unavailable(ctx, err)
+  triage.log("tags: " .. tostring(err))
+  return ctx:status(503):set_header("Retry-After", "1"):json {
+    success = false, error = "storage unavailable", retryAfter = 1,
+  }
+end
+
+local function now_rfc3339()
+  local now = triage.now()
+  return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(now)) .. (".%03dZ"):format(math.floor(now * 1000) % 1000)
+end
+
+-- A tag the patient has already is reported (added = false), not stored twice.
 function M.add(ctx)
   local body = validate.body(ctx, FIELDS)
   if not body then
     return
   end
-  local set = tags[body.patientId]
-  if not set then
-    set = {}
-    tags[body.patientId] = set
+  local ok, err, kind = db:exec("INSERT INTO patient_tags (patient_id, tag, added_at) VALUES (?, ?, ?)",
+    body.patientId, body.tagName, now_rfc3339())
+  if ok then
+    return ctx:json { success = true, added = true }
   end
-  set[body.tagName] = true
-  return ctx:json { success = true }
+  if kind == "constraint" then
+    return ctx:json { success = true, added = false, message = "the patient has this tag already" }
+  end
+  return unavailable(ctx, err)
 end
 
-function M.of(patient_id)
-  return tags[patient_id]
+function M.list(ctx)
+  local id = ctx:param("id")
+  local rows, err = db:query("SELECT tag, added_at FROM patient_tags WHERE patient_id = ? ORDER BY added_at, tag", id)
+  if not rows then
+    return unavailable(ctx, err)
+  end
+  if #rows == 0 then -- (lua-cjson would encode an empty table as {})
+    return ctx:json_text('{"patientId":' .. cjson.encode(id) .. ',"tags":[]}')
+  end
+  local tags = {}
+  for i, r in ipairs(rows) do
+    tags[i] = { tag = r.tag, addedAt = r.added_at }
+  end
+  return ctx:json { patientId = id, tags = tags }
 end
 
 return M

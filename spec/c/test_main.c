@@ -50,6 +50,7 @@
     TEST_ENTRY(wait_wake_before_deadline)                                                                              \
     TEST_ENTRY(wait_cancel)                                                                                            \
     TEST_ENTRY(wait_park_again_from_resume)                                                                            \
+    TEST_ENTRY(sha256_vectors)                                                                                         \
     TEST_ENTRY(http_get)                                                                                               \
     TEST_ENTRY(http_header_at)                                                                                         \
     TEST_ENTRY(http_not_found)                                                                                         \

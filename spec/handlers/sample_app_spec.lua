@@ -1,5 +1,6 @@
--- The sample clinical app, in process: handlers, validation and middleware without a socket.
+-- The sample clinical app, in process: handlers, validation and middleware, on a temporary store.
 local testing = require "triage.testing"
+local db = require "triage.store"
 
 describe("sample app", function()
   local app
@@ -51,8 +52,66 @@ describe("sample app", function()
       local res = app:request { method = "POST", path = "/api/epro/submit",
         json = { patientId = "P-0001", reportData = { pain = 3, fatigue = 2 } } }
       assert.equals(200, res.status)
-      assert.same({ success = true, message = "report accepted" }, res:json())
-      assert.same({ pain = 3, fatigue = 2 }, require("epro").latest("P-0001"))
+      local j = res:json()
+      assert.is_true(j.success)
+      assert.equals("report accepted", j.message)
+      assert.matches("^%x+%-%x+%-%x+$", j.receipt.id)
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$", j.receipt.receivedAt)
+      local row = db:first("SELECT patient_id, report_json, received_at FROM epro_submissions WHERE receipt_id = ?",
+        j.receipt.id)
+      assert.equals("P-0001", row.patient_id)
+      assert.same({ pain = 3, fatigue = 2 }, require("cjson").decode(row.report_json))
+      assert.equals(j.receipt.receivedAt, row.received_at)
+    end)
+
+    it("stores the device's capture time beside the server's", function()
+      local res = app:request { method = "POST", path = "/api/epro/submit",
+        json = { patientId = "P-0001", reportData = { q = 1 }, capturedAt = "2026-11-27T07:59:12Z" } }
+      assert.equals(200, res.status)
+      local row = db:first("SELECT captured_at FROM epro_submissions WHERE receipt_id = ?", res:json().receipt.id)
+      assert.equals("2026-11-27T07:59:12Z", row.captured_at)
+      res = app:request { method = "POST", path = "/api/epro/submit",
+        json = { patientId = "P-0001", reportData = { q = 1 }, capturedAt = "yesterday" } }
+      assert.equals(400, res.status)
+      assert.same({ "capturedAt" }, res:json().fields)
+    end)
+
+    it("answers a retry with the original receipt and stores nothing more", function()
+      local req = { method = "POST", path = "/api/epro/submit", headers = { ["Idempotency-Key"] = "k-retry-1" },
+        json = { patientId = "P-0002", reportData = { q = 2 } } }
+      local first = app:request(req)
+      local again = app:request(req)
+      assert.equals(200, first.status)
+      assert.equals(200, again.status)
+      assert.same(first:json().receipt, again:json().receipt)
+      assert.equals("true", again.headers["idempotent-replayed"])
+      local n = db:first("SELECT count(*) AS n FROM epro_submissions WHERE idempotency_key = 'k-retry-1'").n
+      assert.equals(1, n)
+    end)
+
+    it("refuses the same key with another body (422) and stores nothing", function()
+      local first = app:request { method = "POST", path = "/api/epro/submit",
+        json = { patientId = "P-0002", submissionId = "s-422", reportData = { q = 2 } } }
+      assert.equals(200, first.status)
+      local other = app:request { method = "POST", path = "/api/epro/submit",
+        json = { patientId = "P-0002", submissionId = "s-422", reportData = { q = 3 } } }
+      assert.equals(422, other.status)
+      assert.equals(1, db:first("SELECT count(*) AS n FROM epro_submissions WHERE idempotency_key = 's-422'").n)
+    end)
+
+    it("keeps submissions append-only: a correction names the one it corrects", function()
+      local first = app:request { method = "POST", path = "/api/epro/submit",
+        json = { patientId = "P-0004", reportData = { q = 1 } } }
+      local id = first:json().receipt.id
+      local fix = app:request { method = "POST", path = "/api/epro/submit",
+        json = { patientId = "P-0004", reportData = { q = 0 }, corrects = id } }
+      assert.equals(200, fix.status)
+      local row = db:first("SELECT corrects FROM epro_submissions WHERE receipt_id = ?", fix:json().receipt.id)
+      assert.equals(id, row.corrects)
+      local bad = app:request { method = "POST", path = "/api/epro/submit",
+        json = { patientId = "P-0004", reportData = { q = 0 }, corrects = "no-such-receipt" } }
+      assert.equals(422, bad.status)
+      assert.same({ "corrects" }, bad:json().fields)
     end)
 
     it("names a missing patientId", function()
@@ -94,8 +153,16 @@ describe("sample app", function()
       local res = app:request { method = "POST", path = "/api/v1/tags/add",
         json = { patientId = "P-0003", tagName = "high-risk" } }
       assert.equals(200, res.status)
-      assert.same({ success = true }, res:json())
-      assert.is_true(require("tags").of("P-0003")["high-risk"])
+      assert.same({ success = true, added = true }, res:json())
+      local again = app:request { method = "POST", path = "/api/v1/tags/add",
+        json = { patientId = "P-0003", tagName = "high-risk" } }
+      assert.equals(200, again.status)
+      assert.is_false(again:json().added)
+      local list = app:request("/api/v1/patients/P-0003/tags"):json()
+      assert.equals("P-0003", list.patientId)
+      assert.equals(1, #list.tags)
+      assert.equals("high-risk", list.tags[1].tag)
+      assert.equals("[]", app:request("/api/v1/patients/P-none/tags").body:match('"tags":(%[%])'))
     end)
 
     it("refuses a missing tagName", function()

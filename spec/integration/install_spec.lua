@@ -57,8 +57,8 @@ describe("an installed triage", function()
     local example = prefix .. "/share/triage/example"
     assert(exists(example .. "/routes/api.lua"), "no sample app installed in " .. example)
     local app = tempdir("app")
-    local rc, out = run(("cp -R %s/routes %s/scripts %s/data %s/"):format(
-      shq(example), shq(example), shq(example), shq(app)))
+    local rc, out = run(("cp -R %s/routes %s/scripts %s/migrations %s/data %s/"):format(
+      shq(example), shq(example), shq(example), shq(example), shq(app)))
     assert(rc == 0, "copying the sample app failed:\n" .. out)
     return app
   end
@@ -102,7 +102,8 @@ describe("an installed triage", function()
     end
     assert.is_true(n >= 2, "no Lua modules in the source tree?")
     assert.is_true(exists(prefix .. "/lib/triage/libtriage_test.so"), "lib/triage/libtriage_test.so")
-    for _, f in ipairs { "routes/api.lua", "scripts/protocols.lua", "scripts/epro.lua", "data/protocols.json" } do
+    for _, f in ipairs { "routes/api.lua", "scripts/protocols.lua", "scripts/epro.lua", "data/protocols.json",
+                         "migrations/001_epro_submissions.sql" } do
       local installed = prefix .. "/share/triage/example/" .. f
       assert.is_true(exists(installed), installed .. " missing")
       assert.is_true(read(installed) == read(S.root .. "/" .. f), installed .. " differs from the source")
@@ -139,7 +140,9 @@ describe("an installed triage", function()
       cjson.encode { patientId = "P-0001", reportData = { q1 = 3 } },
       { headers = { ["Content-Type"] = "application/json" } }))
     assert.are.equal(200, r.status, r.body)
-    assert.are.same({ success = true, message = "report accepted" }, assert(http.json(r)))
+    local j = assert(http.json(r))
+    assert.are.equal("report accepted", j.message)
+    assert.is_string(j.receipt.id) -- stored in the copy's store
 
     local st = srv:stop()
     assert.are.equal(0, st.code, srv:logs())

@@ -208,7 +208,8 @@ end
 --   access_log (true: --access-log to a temp file), wait (default true),
 --   ready_timeout (default 10), port/admin_port (default: free ports),
 --   cwd (working directory of the server, default this process's),
---   bin (the binary to run, default M.bin).
+--   bin (the binary to run, default M.bin),
+--   data (the store's directory, default a new one in the server's temporary directory).
 function M.start(opts)
   opts = opts or {}
   local bin = opts.bin or M.bin
@@ -232,7 +233,9 @@ function M.start(opts)
     "--admin", "127.0.0.1:" .. admin,
     "--workers", tostring(workers),
     "--error-log", self.error_log_path,
+    "--data", opts.data or (dir .. "/data"),
   }
+  self.data = opts.data or (dir .. "/data")
   if opts.access_log then
     self.access_log_path = dir .. "/access.log"
     argv[#argv + 1] = "--access-log"

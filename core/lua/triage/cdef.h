@@ -18,6 +18,7 @@ typedef struct tr_router_s tr_router_t;
 
 enum {
     TR_FFI_OK = 0,     /* done */
+    TR_FFI_YIELD = 1,  /* the running request is parked: Lua yields now and is resumed when it is done */
     TR_FFI_ERROR = -1, /* refused or failed; *errmsg says why */
     TR_FFI_STALE = -2  /* the ctx outlived its request: nothing was read or changed */
 };
@@ -65,9 +66,46 @@ double tr_ffi_now(void);
 void tr_ffi_log_error(const char *msg, size_t len);
 int tr_ffi_worker_slot(void);
 
+/* The store (core/store.h). A job is a list of statements run in one transaction (all or nothing),
+ * grouped with other requests' jobs into one commit. Add a statement, then bind its parameters in
+ * order; submit parks the running request until the job is committed (TR_FFI_YIELD) or runs it at
+ * once where there is no event loop (TR_FFI_OK); then read the result and release the job. */
+typedef struct tr_store_job_s tr_store_job_t;
+struct sqlite3;
+
+/* tr_ffi_store_result kinds */
+enum {
+    TR_STORE_DONE = 0,        /* committed */
+    TR_STORE_CONSTRAINT = 1,  /* a constraint refused a statement: nothing of the job was stored */
+    TR_STORE_UNAVAILABLE = 2, /* the storage failed (I/O, full disk, cannot open, locked too long): nothing stored */
+    TR_STORE_SQL_ERROR = 3    /* a statement is wrong (syntax, unknown table): nothing stored */
+};
+/* tr_ffi_store_bind types */
+enum { TR_STORE_NULL = 0, TR_STORE_INT = 1, TR_STORE_DOUBLE = 2, TR_STORE_TEXT = 3 };
+
+/* The worker's read connection, or NULL with *errmsg (no store, or it cannot be opened). */
+struct sqlite3 *tr_ffi_store_reader(const char **errmsg);
+/* A new job for the running request, or NULL with *errmsg. */
+tr_store_job_t *tr_ffi_store_job(const char **errmsg);
+/* TR_FFI_OK, or TR_FFI_ERROR when the job is full (TR_STORE_JOB_STATEMENTS) or out of memory. */
+int tr_ffi_store_add(tr_store_job_t *job, const char *sql, size_t len);
+int tr_ffi_store_bind(tr_store_job_t *job, int type, int64_t i, double d, const char *s, size_t len);
+int tr_ffi_store_submit(tr_store_job_t *job, const char **errmsg);
+/* After the resume: a TR_STORE_* kind, with *errmsg for all but TR_STORE_DONE (valid until release). */
+int tr_ffi_store_result(tr_store_job_t *job, const char **errmsg);
+/* Rows changed by, and the last inserted rowid after, statement i (0-based) of a committed job. */
+int64_t tr_ffi_store_changes(tr_store_job_t *job, int i);
+int64_t tr_ffi_store_rowid(tr_store_job_t *job, int i);
+void tr_ffi_store_release(tr_store_job_t *job);
+
+/* SHA-256 of data as 64 lower-case hex digits and a NUL, written at out (65 bytes). */
+void tr_ffi_sha256_hex(const char *data, size_t len, char *out);
+
 int tr_ffi_router_add(tr_router_t *router, const char *method, const char *pattern, size_t pattern_len, int handler, char *err, size_t err_size);
 
 tr_req_pub_t *tr_ffi_test_request(const char *raw, size_t len, tr_router_t *router, char *err, size_t err_size);
 const char *tr_ffi_test_response(size_t *len);
 tr_router_t *tr_ffi_test_router_new(void);
+/* Migrate and open a store on data_dir for in-process specs (jobs run at once). 0, or -1 and err. */
+int tr_ffi_test_store_open(const char *data_dir, const char *app_dir, char *err, size_t err_size);
 void tr_ffi_test_router_free(tr_router_t *router);

@@ -234,6 +234,17 @@ function Ctx:json(value)
   return self
 end
 
+-- Send text that is JSON already (a document kept encoded), with the JSON content type.
+function Ctx:json_text(text)
+  local r = req(self)
+  if type(text) ~= "string" then
+    error("ctx:json_text: expected a string of JSON, got " .. type(text), 2)
+  end
+  r.flags = bor(r.flags, FLAG_JSON)
+  self._resp = text
+  return self
+end
+
 -- Internal: serialize the response. Called once, by the request loop.
 function Ctx:_finish()
   local body = self._resp or ""

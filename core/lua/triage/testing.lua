@@ -65,7 +65,10 @@ local function list_route_files(dir)
 end
 
 -- Load the application in dir (absolute or relative to the current directory).
-function M.app(dir)
+-- opts.data: the data directory of its store (created and migrated; default: a new temporary
+-- directory, removed when the app is collected).
+function M.app(dir, opts)
+  opts = opts or {}
   dir = dir or "."
   if dir:sub(1, 1) ~= "/" then
     local pwd = io.popen("pwd"):read("*l")
@@ -76,9 +79,19 @@ function M.app(dir)
   if not package.path:find(scripts, 1, true) then
     package.path = scripts .. package.path
   end
+  local data, cleanup = opts.data, nil
+  if not data then
+    data = io.popen("mktemp -d /tmp/triage-spec-data-XXXXXX"):read("*l")
+    cleanup = newproxy(true)
+    getmetatable(cleanup).__gc = function() os.execute(("rm -rf '%s'"):format(data)) end
+  end
+  local err = ffi.new("char[1024]")
+  if C.tr_ffi_test_store_open(data, dir, err, 1024) ~= 0 then
+    error("triage.testing: the store of " .. dir .. ": " .. ffi.string(err), 2)
+  end
   local router = ffi.gc(C.tr_ffi_test_router_new(), C.tr_ffi_test_router_free)
   local loop = app_mod.boot(dir, router, 1, list_route_files(dir), nil, dir)
-  return setmetatable({ dir = dir, router = router, loop = loop }, App)
+  return setmetatable({ dir = dir, data = data, router = router, loop = loop, cleanup = cleanup }, App)
 end
 
 -- Send one request: { method = "GET", path = "/x?y=1", headers = { Name = "v" }, body = "...",

@@ -1,0 +1,341 @@
+-- The store, as handlers use it (backend-neutral: the same calls will run on PostgreSQL).
+--
+--   local db = require "triage.store"
+--   local rows, err = db:query("SELECT id, title FROM protocols WHERE phase = ?", "III")
+--   local row, err  = db:first("SELECT title FROM protocols WHERE id = ?", id)   -- nil, nil: none
+--   local res, err, kind = db:exec("INSERT INTO tags(patient_id, tag) VALUES (?, ?)", p, t)
+--   local res, err, kind = db:tx(function(tx)
+--     tx:exec("INSERT INTO a(x) VALUES (?)", 1)
+--     tx:exec("INSERT INTO b(y) VALUES (?)", 2)
+--   end)
+--
+-- SQL takes parameters only through `?` placeholders, never by building strings; values are nil,
+-- booleans (stored as 1/0), numbers (integers stay integers) and strings. Rows are tables keyed by
+-- column name (a NULL column is absent).
+--
+-- Writes (exec, tx) return when their transaction is on disk: the request's coroutine waits (the
+-- worker goes on serving others) while the worker's writer thread commits it together with the
+-- writes of other requests (group commit). They return { changes = n, last_id = rowid } (tx: one
+-- per statement, in order), or nil, a message and a kind:
+--   "constraint"   a constraint refused it (a duplicate key, a foreign key, an append-only table);
+--   "unavailable"  the storage failed (I/O error, full disk, locked too long): answer 503 and let the
+--                  client retry (nothing of it was acknowledged);
+--   "sql"          the statement itself is wrong.
+-- Nothing of a failed write is stored. A tx's statements run in order and all or nothing; they are
+-- sent to the writer when the function returns, so a read inside it would not see them: read first.
+--
+-- Reads run at once on the worker's read connection (SQLite's WAL: readers never wait for writers)
+-- and see every committed write.
+local ffi = require "ffi"
+local C = require("triage.ffi").C
+
+ffi.cdef [[
+typedef struct sqlite3_stmt sqlite3_stmt;
+int sqlite3_prepare_v2(struct sqlite3 *db, const char *sql, int n, sqlite3_stmt **stmt, const char **tail);
+int sqlite3_finalize(sqlite3_stmt *stmt);
+int sqlite3_reset(sqlite3_stmt *stmt);
+int sqlite3_clear_bindings(sqlite3_stmt *stmt);
+int sqlite3_bind_parameter_count(sqlite3_stmt *stmt);
+int sqlite3_bind_null(sqlite3_stmt *stmt, int i);
+int sqlite3_bind_int64(sqlite3_stmt *stmt, int i, int64_t v);
+int sqlite3_bind_double(sqlite3_stmt *stmt, int i, double v);
+int sqlite3_bind_text(sqlite3_stmt *stmt, int i, const char *s, int n, void *destructor);
+int sqlite3_step(sqlite3_stmt *stmt);
+int sqlite3_column_count(sqlite3_stmt *stmt);
+const char *sqlite3_column_name(sqlite3_stmt *stmt, int i);
+int sqlite3_column_type(sqlite3_stmt *stmt, int i);
+int64_t sqlite3_column_int64(sqlite3_stmt *stmt, int i);
+double sqlite3_column_double(sqlite3_stmt *stmt, int i);
+const unsigned char *sqlite3_column_text(sqlite3_stmt *stmt, int i);
+int sqlite3_column_bytes(sqlite3_stmt *stmt, int i);
+const char *sqlite3_errmsg(struct sqlite3 *db);
+int sqlite3_stmt_readonly(sqlite3_stmt *stmt);
+]]
+
+local SQLITE_ROW, SQLITE_DONE = 100, 101
+local SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_TEXT, SQLITE_BLOB, SQLITE_NULL = 1, 2, 3, 4, 5
+local SQLITE_TRANSIENT = ffi.cast("void *", -1)
+
+local FFI_OK, FFI_YIELD = C.TR_FFI_OK, C.TR_FFI_YIELD
+local KINDS = {
+  [C.TR_STORE_CONSTRAINT] = "constraint",
+  [C.TR_STORE_UNAVAILABLE] = "unavailable",
+  [C.TR_STORE_SQL_ERROR] = "sql",
+}
+local T_NULL, T_INT, T_DOUBLE, T_TEXT = C.TR_STORE_NULL, C.TR_STORE_INT, C.TR_STORE_DOUBLE, C.TR_STORE_TEXT
+
+local ffi_string, tonumber, type, select, error = ffi.string, tonumber, type, select, error
+local yield = coroutine.yield
+
+local errmsg = ffi.new("const char *[1]")
+local stmt_out = ffi.new("sqlite3_stmt *[1]")
+
+local M = {}
+
+-- ---- reads ----
+
+local reader          -- the worker's read connection (struct sqlite3 *)
+local statements = {} -- sql -> prepared statement on it, finalized with this Lua state
+
+local function connection()
+  local db = C.tr_ffi_store_reader(errmsg)
+  if db == nil then
+    return nil, "storage unavailable: " .. ffi_string(errmsg[0])
+  end
+  if db ~= reader then -- first use, or another store (in-process specs open one per app)
+    reader, statements = db, {}
+  end
+  return db
+end
+
+local function check_sql(sql, what)
+  if type(sql) ~= "string" then
+    error(what .. ": SQL must be a string, got " .. type(sql), 3)
+  end
+end
+
+local function prepare(db, sql)
+  local stmt = statements[sql]
+  if stmt then
+    return stmt
+  end
+  if C.sqlite3_prepare_v2(db, sql, #sql, stmt_out, nil) ~= 0 then
+    return nil, ffi_string(C.sqlite3_errmsg(db))
+  end
+  stmt = ffi.gc(stmt_out[0], C.sqlite3_finalize)
+  statements[sql] = stmt
+  return stmt
+end
+
+local function bind_read(stmt, i, v, what)
+  local t = type(v)
+  if v == nil then
+    C.sqlite3_bind_null(stmt, i)
+  elseif t == "number" then
+    if v % 1 == 0 and v >= -2 ^ 53 and v <= 2 ^ 53 then
+      C.sqlite3_bind_int64(stmt, i, v)
+    else
+      C.sqlite3_bind_double(stmt, i, v)
+    end
+  elseif t == "string" then
+    C.sqlite3_bind_text(stmt, i, v, #v, SQLITE_TRANSIENT)
+  elseif t == "boolean" then
+    C.sqlite3_bind_int64(stmt, i, v and 1 or 0)
+  else
+    error(("%s: parameter %d is a %s (use nil, a boolean, a number or a string)"):format(what, i, t), 4)
+  end
+end
+
+local function row_of(stmt, ncols)
+  local row = {}
+  for i = 0, ncols - 1 do
+    local t = C.sqlite3_column_type(stmt, i)
+    local name = ffi_string(C.sqlite3_column_name(stmt, i))
+    if t == SQLITE_INTEGER then
+      row[name] = tonumber(C.sqlite3_column_int64(stmt, i))
+    elseif t == SQLITE_FLOAT then
+      row[name] = C.sqlite3_column_double(stmt, i)
+    elseif t == SQLITE_TEXT or t == SQLITE_BLOB then
+      row[name] = ffi_string(C.sqlite3_column_text(stmt, i), C.sqlite3_column_bytes(stmt, i))
+    end
+  end
+  return row
+end
+
+-- Run a read; limit 1 for first(). Returns rows, or nil and a message.
+local function read(what, limit, sql, ...)
+  check_sql(sql, what)
+  local db, err = connection()
+  if not db then
+    return nil, err
+  end
+  local stmt
+  stmt, err = prepare(db, sql)
+  if not stmt then
+    return nil, what .. ": " .. err
+  end
+  if C.sqlite3_stmt_readonly(stmt) == 0 then
+    error(what .. ": only reads here; write with db:exec or db:tx", 3)
+  end
+  local n = select("#", ...)
+  if n ~= C.sqlite3_bind_parameter_count(stmt) then
+    error(("%s: %d parameters given, the SQL has %d"):format(what, n, C.sqlite3_bind_parameter_count(stmt)), 3)
+  end
+  for i = 1, n do
+    bind_read(stmt, i, (select(i, ...)), what)
+  end
+  local rows, ncols = {}, C.sqlite3_column_count(stmt)
+  local rc = C.sqlite3_step(stmt)
+  while rc == SQLITE_ROW do
+    rows[#rows + 1] = row_of(stmt, ncols)
+    if #rows == limit then
+      rc = SQLITE_DONE
+      break
+    end
+    rc = C.sqlite3_step(stmt)
+  end
+  if rc ~= SQLITE_DONE then
+    err = ffi_string(C.sqlite3_errmsg(db))
+  end
+  C.sqlite3_reset(stmt)
+  C.sqlite3_clear_bindings(stmt)
+  if err then
+    return nil, "storage unavailable: " .. err
+  end
+  return rows
+end
+
+-- Every row of a read, or nil and a message.
+function M:query(sql, ...)
+  return read("db:query", -1, sql, ...)
+end
+
+-- The first row of a read; nil, nil when there is none; nil and a message on failure.
+function M:first(sql, ...)
+  local rows, err = read("db:first", 1, sql, ...)
+  if not rows then
+    return nil, err
+  end
+  return rows[1]
+end
+
+-- ---- writes ----
+
+local function bind_write(job, i, v, what)
+  local t = type(v)
+  local rc
+  if v == nil then
+    rc = C.tr_ffi_store_bind(job, T_NULL, 0, 0, nil, 0)
+  elseif t == "number" then
+    if v % 1 == 0 and v >= -2 ^ 53 and v <= 2 ^ 53 then
+      rc = C.tr_ffi_store_bind(job, T_INT, v, 0, nil, 0)
+    else
+      rc = C.tr_ffi_store_bind(job, T_DOUBLE, 0, v, nil, 0)
+    end
+  elseif t == "string" then
+    rc = C.tr_ffi_store_bind(job, T_TEXT, 0, 0, v, #v)
+  elseif t == "boolean" then
+    rc = C.tr_ffi_store_bind(job, T_INT, v and 1 or 0, 0, nil, 0)
+  else
+    C.tr_ffi_store_release(job)
+    error(("%s: parameter %d is a %s (use nil, a boolean, a number or a string)"):format(what, i, t), 4)
+  end
+  if rc ~= FFI_OK then
+    C.tr_ffi_store_release(job)
+    error(what .. ": out of memory for the parameters", 4)
+  end
+end
+
+local function add(job, what, sql, ...)
+  check_sql(sql, what)
+  if C.tr_ffi_store_add(job, sql, #sql) ~= FFI_OK then
+    C.tr_ffi_store_release(job)
+    error(what .. ": too many statements in one transaction", 3)
+  end
+  for i = 1, select("#", ...) do
+    bind_write(job, i, (select(i, ...)), what)
+  end
+end
+
+-- Submit job, wait for its commit, and turn its outcome into results or nil, message, kind.
+local function commit(job, nstmts)
+  local rc = C.tr_ffi_store_submit(job, errmsg)
+  if rc == FFI_YIELD then
+    yield() -- resumed by the worker once the writer has committed (or failed) the job
+  elseif rc ~= FFI_OK then
+    local msg = ffi_string(errmsg[0])
+    C.tr_ffi_store_release(job)
+    return nil, msg, "sql"
+  end
+  local kind = C.tr_ffi_store_result(job, errmsg)
+  if kind ~= 0 then
+    local msg = ffi_string(errmsg[0])
+    C.tr_ffi_store_release(job)
+    return nil, msg, KINDS[kind] or "unavailable"
+  end
+  local results = {}
+  for i = 1, nstmts do
+    results[i] = {
+      changes = tonumber(C.tr_ffi_store_changes(job, i - 1)),
+      last_id = tonumber(C.tr_ffi_store_rowid(job, i - 1)),
+    }
+  end
+  C.tr_ffi_store_release(job)
+  return results
+end
+
+local function new_job(what)
+  local job = C.tr_ffi_store_job(errmsg)
+  if job == nil then
+    local msg = ffi_string(errmsg[0])
+    if msg == "writes happen inside a request" then
+      error(what .. ": " .. msg, 3)
+    end
+    return nil, "storage unavailable: " .. msg
+  end
+  return job
+end
+
+-- One write statement: { changes, last_id }, or nil, message, kind.
+function M:exec(sql, ...)
+  local job, err = new_job("db:exec")
+  if not job then
+    return nil, err, "unavailable"
+  end
+  add(job, "db:exec", sql, ...)
+  local results, msg, kind = commit(job, 1)
+  if not results then
+    return nil, msg, kind
+  end
+  return results[1]
+end
+
+local Tx = {}
+Tx.__index = Tx
+
+function Tx:exec(sql, ...)
+  if self.closed then
+    error("tx:exec after its db:tx returned", 2)
+  end
+  add(self.job, "tx:exec", sql, ...)
+  self.n = self.n + 1
+  return self
+end
+
+function Tx.query()
+  error("db:tx: reads inside a transaction would not see its writes (they are sent when it ends): read before", 2)
+end
+Tx.first = Tx.query
+
+-- Statements added by fn(tx) with tx:exec, committed together: results (one per statement), or nil,
+-- message, kind. If fn raises, nothing is written and the error goes on.
+function M:tx(fn)
+  if type(fn) ~= "function" then
+    error("db:tx(function(tx) ... end)", 2)
+  end
+  local job, err = new_job("db:tx")
+  if not job then
+    return nil, err, "unavailable"
+  end
+  local tx = setmetatable({ job = job, n = 0 }, Tx)
+  local ok, raised = pcall(fn, tx)
+  tx.closed = true
+  if not ok then
+    C.tr_ffi_store_release(job)
+    error(raised, 0)
+  end
+  if tx.n == 0 then
+    C.tr_ffi_store_release(job)
+    return {}
+  end
+  return commit(job, tx.n)
+end
+
+-- SHA-256 of s, as 64 hex digits (fingerprints of bodies for idempotency keys).
+local hex_out = ffi.new("char[65]")
+function M.sha256(s)
+  C.tr_ffi_sha256_hex(s, #s, hex_out)
+  return ffi_string(hex_out, 64)
+end
+
+return M

@@ -1,0 +1,17 @@
+/*
+ * SHA-256 (FIPS 180-4), for fingerprints of request bodies (idempotency keys) and, later, the audit
+ * trail's hash chain.
+ */
+#ifndef TR_SHA256_H
+#define TR_SHA256_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The digest of data at out (32 bytes). */
+void tr_sha256(const void *data, size_t len, uint8_t out[32]);
+
+/* The digest as 64 lower-case hex digits and a NUL at out (65 bytes). */
+void tr_sha256_hex(const void *data, size_t len, char out[65]);
+
+#endif
