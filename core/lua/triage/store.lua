@@ -76,6 +76,7 @@ local M = {}
 
 local reader          -- the worker's read connection (struct sqlite3 *)
 local statements = {} -- sql -> prepared statement on it, finalized with this Lua state
+local columns = {}    -- sql -> its column names, as Lua strings
 
 local function connection()
   local db = C.tr_ffi_store_reader(errmsg)
@@ -83,7 +84,7 @@ local function connection()
     return nil, "storage unavailable: " .. ffi_string(errmsg[0])
   end
   if db ~= reader then -- first use, or another store (in-process specs open one per app)
-    reader, statements = db, {}
+    reader, statements, columns = db, {}, {}
   end
   return db
 end
@@ -104,6 +105,11 @@ local function prepare(db, sql)
   end
   stmt = ffi.gc(stmt_out[0], C.sqlite3_finalize)
   statements[sql] = stmt
+  local names = { n = C.sqlite3_column_count(stmt) }
+  for i = 0, names.n - 1 do
+    names[i] = ffi_string(C.sqlite3_column_name(stmt, i))
+  end
+  columns[sql] = names
   return stmt
 end
 
@@ -126,11 +132,11 @@ local function bind_read(stmt, i, v, what)
   end
 end
 
-local function row_of(stmt, ncols)
+local function row_of(stmt, names)
   local row = {}
-  for i = 0, ncols - 1 do
+  for i = 0, names.n - 1 do
     local t = C.sqlite3_column_type(stmt, i)
-    local name = ffi_string(C.sqlite3_column_name(stmt, i))
+    local name = names[i]
     if t == SQLITE_INTEGER then
       row[name] = tonumber(C.sqlite3_column_int64(stmt, i))
     elseif t == SQLITE_FLOAT then
@@ -164,10 +170,10 @@ local function read(what, limit, sql, ...)
   for i = 1, n do
     bind_read(stmt, i, (select(i, ...)), what)
   end
-  local rows, ncols = {}, C.sqlite3_column_count(stmt)
+  local rows, names = {}, columns[sql]
   local rc = C.sqlite3_step(stmt)
   while rc == SQLITE_ROW do
-    rows[#rows + 1] = row_of(stmt, ncols)
+    rows[#rows + 1] = row_of(stmt, names)
     if #rows == limit then
       rc = SQLITE_DONE
       break
