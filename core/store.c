@@ -21,6 +21,7 @@
 #define WRITER_CACHE 32      /* prepared statements the writer keeps */
 #define BUSY_TIMEOUT_MS 5000 /* how long a writer waits for another worker's commit */
 #define READ_BUSY_TIMEOUT_MS 100
+#define JOBS_AHEAD 64 /* jobs (with their buffers) made at open: that many writes in flight cost no allocation */
 
 enum job_state { JOB_BUILDING, JOB_QUEUED, JOB_DONE };
 
@@ -506,6 +507,13 @@ tr_store_t *tr_store_open(const char *data_dir, struct ev_loop *loop, tr_waits_t
     st->waits = waits;
     st->stats = stats;
     tr_pool_init(&st->job_pool, sizeof(tr_store_job_t));
+    tr_store_job_t *ahead[JOBS_AHEAD];
+    for (int i = 0; i < JOBS_AHEAD; i++) {
+        ahead[i] = tr_store_job_new(st, NULL);
+        tr_buf_reserve(&st->bufs, &ahead[i]->stmts, 1);
+    }
+    for (int i = 0; i < JOBS_AHEAD; i++)
+        tr_pool_put(&st->job_pool, ahead[i]);
     /* The connections open on first use, and again after a failure: a store that cannot be opened
      * now (a full disk, a missing mount) serves again by itself once it can. */
     pthread_mutex_init(&st->lock, NULL);
