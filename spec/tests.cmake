@@ -8,6 +8,10 @@ set(TRIAGE_SPEC_ENV
 
 include(${CMAKE_SOURCE_DIR}/spec/c/tests.cmake OPTIONAL)
 
+# The fault-injection shim (LD_PRELOAD; fsync and write failures on the database files), its own
+# tests fault_shim and fault_shim_sqlite, and TRIAGE_FAULT_LIB in TRIAGE_SPEC_ENV for the specs.
+include(${CMAKE_SOURCE_DIR}/spec/fault/fault.cmake)
+
 # The C modules of core/ depend on each other one way only; and the check does catch a circle.
 add_test(NAME layers COMMAND ${CMAKE_SOURCE_DIR}/spec/layers/check-layers ${CMAKE_SOURCE_DIR}/core)
 add_test(NAME layers_catches_a_cycle

@@ -209,7 +209,9 @@ end
 --   ready_timeout (default 10), port/admin_port (default: free ports),
 --   cwd (working directory of the server, default this process's),
 --   bin (the binary to run, default M.bin),
---   data (the store's directory, default a new one in the server's temporary directory).
+--   data (the store's directory, default a new one in the server's temporary directory),
+--   env (environment variables for the server: name = value to set, name = false to remove;
+--        default: this process's environment as it is).
 function M.start(opts)
   opts = opts or {}
   local bin = opts.bin or M.bin
@@ -236,6 +238,7 @@ function M.start(opts)
     "--data", opts.data or (dir .. "/data"),
   }
   self.data = opts.data or (dir .. "/data")
+  self.own_data = opts.data == nil -- made for this server: removed with its logs
   if opts.access_log then
     self.access_log_path = dir .. "/access.log"
     argv[#argv + 1] = "--access-log"
@@ -243,7 +246,7 @@ function M.start(opts)
   end
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
   self.argv = argv
-  self.pid = sys.spawn(argv, self.output_path, opts.cwd)
+  self.pid = sys.spawn(argv, self.output_path, opts.cwd, opts.env)
   self.started_at = sys.now()
   running[self] = true
   if opts.wait ~= false then self:wait_ready(opts.ready_timeout or 10) end
@@ -292,6 +295,7 @@ function Server:stop(opts)
     os.remove(self.error_log_path)
     os.remove(self.output_path)
     if self.access_log_path then os.remove(self.access_log_path) end
+    if self.own_data then os.execute(("rm -rf %q"):format(self.data)) end
     sys.C.rmdir(self.dir)
   end
   return e, leftovers

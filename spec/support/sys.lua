@@ -40,6 +40,8 @@ local decls = {
   "int clock_gettime(int clk, struct triage_spec_timespec *ts);",
   "int rmdir(const char *path);",
   "int chdir(const char *path);",
+  "int execve(const char *path, char *const argv[], char *const envp[]);",
+  "extern char **environ;",
 }
 for _, d in ipairs(decls) do pcall(ffi.cdef, d) end
 
@@ -235,10 +237,41 @@ function M.become_subreaper()
   end
 end
 
+-- This process's environment with `env`'s entries set (a string or number) or removed (false), as
+-- a NULL-terminated char *[]; the strings are kept alive in `keep`.
+function M.environment(env, keep)
+  local list = {}
+  local ep = C.environ
+  local i = 0
+  while ep ~= nil and ep[i] ~= nil do
+    local s = ffi.string(ep[i])
+    local name = s:match("^([^=]*)=") or s
+    if env[name] == nil then list[#list + 1] = s end
+    i = i + 1
+  end
+  local names = {}
+  for name, v in pairs(env) do
+    if v then names[#names + 1] = name end
+  end
+  table.sort(names)
+  for _, name in ipairs(names) do list[#list + 1] = name .. "=" .. tostring(env[name]) end
+  local envp = ffi.new("char *[?]", #list + 1)
+  for j, s in ipairs(list) do
+    local b = ffi.new("char[?]", #s + 1, s)
+    keep[#keep + 1] = b
+    envp[j - 1] = b
+  end
+  envp[#list] = nil
+  keep[#keep + 1] = envp
+  return envp
+end
+
 -- fork + execv argv[1] with stdout/stderr to `output` (a file path).
 -- The child gets SIGKILL if this process dies, default signal dispositions,
 -- an empty signal mask, and no inherited descriptors beyond 0-2.
-function M.spawn(argv, output, cwd)
+-- env (optional): variables to set (name = value) or remove (name = false) in the child; without it
+-- the child inherits this process's environment unchanged.
+function M.spawn(argv, output, cwd, env)
   local n = #argv
   local cargv = ffi.new("char *[?]", n + 1)
   local keep = {}
@@ -260,6 +293,7 @@ function M.spawn(argv, output, cwd)
   local maxfd = math.min(tonumber(r.cur), 65536)
   local emptyset = ffi.new("uint8_t[128]")
   local sigs = { M.SIGHUP, M.SIGINT, M.SIGQUIT, M.SIGPIPE, M.SIGTERM, M.SIGCHLD }
+  local envp = env and M.environment(env, keep) or nil
 
   local pid = C.fork()
   if pid == 0 then
@@ -273,7 +307,11 @@ function M.spawn(argv, output, cwd)
     C.dup2(outfd, 1)
     C.dup2(outfd, 2)
     for fd = 3, maxfd do C.close(fd) end
-    C.execv(path, cargv)
+    if envp ~= nil then
+      C.execve(path, cargv, envp)
+    else
+      C.execv(path, cargv)
+    end
     C._exit(127)
   end
   C.close(outfd)
