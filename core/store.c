@@ -549,6 +549,19 @@ void tr_store_close(tr_store_t *st)
     }
     writer_close(st);
     sqlite3_close_v2(st->reader); /* closes once Lua's prepared statements are finalized */
+    /* Pooled jobs keep their statement buffers: give those back before the pools go. */
+    tr_store_job_t *free_jobs = NULL;
+    while (st->job_pool.nfree > 0) {
+        tr_store_job_t *j = tr_pool_get(&st->job_pool);
+        tr_buf_release(&st->bufs, &j->stmts);
+        j->next = free_jobs;
+        free_jobs = j;
+    }
+    while (free_jobs != NULL) {
+        tr_store_job_t *next = free_jobs->next;
+        tr_pool_put(&st->job_pool, free_jobs);
+        free_jobs = next;
+    }
     tr_bufpool_destroy(&st->bufs);
     tr_pool_destroy(&st->job_pool);
     pthread_mutex_destroy(&st->lock);
