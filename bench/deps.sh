@@ -7,6 +7,9 @@ PKGS=(
   golang-go
   golang-github-gin-gonic-gin-dev
   golang-github-valyala-fasthttp-dev
+  golang-github-lib-pq-dev
+  postgresql
+  sqlite3
   python3
   python3-flask
   gunicorn
@@ -38,8 +41,9 @@ SUDO=
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-# nginx is installed only as a binary for the harness: keep the distribution's
-# service from being started (policy-rc.d) so nothing listens on port 80.
+# nginx and PostgreSQL are installed only as binaries for the harness (bench/run
+# starts its own throwaway PostgreSQL server): keep the distribution's services
+# from being started (policy-rc.d), so nothing listens on port 80 or 5432.
 policy=/usr/sbin/policy-rc.d
 made_policy=0
 if [ ! -e "$policy" ]; then

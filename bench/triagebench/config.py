@@ -12,8 +12,10 @@ HOST = "127.0.0.1"
 TOKEN = "demo-token"
 CPUS = os.cpu_count() or 1
 
+BENCH_APP = os.path.join(BENCH, "app")   # triage's in-memory ePRO intake, for the in-memory figure
+
 BUSY_CORES = 0.3   # other load above this during a run is reported
-ALL_PEERS = ["triage", "gin", "fasthttp", "flask", "nginx", "ceiling"]
+ALL_PEERS = ["triage", "gin", "fasthttp", "flask", "nginx", "ceiling", "ginpg"]
 LABELS = {
     "triage": "triage",
     "gin": "Gin",
@@ -21,7 +23,14 @@ LABELS = {
     "flask": "Flask (gunicorn)",
     "nginx": "nginx + Lua",
     "ceiling": "ceiling (epoll)",
+    "ginpg": "Gin + PostgreSQL",
+    # not a --peers name: run with triage, on bench/app, for the durable workloads' in-memory figure
+    "triage_mem": "triage in-memory (bench/app)",
 }
+# the peers that run only the durable workloads (their own routes, the burst); the others run only the
+# in-memory ones
+DURABLE_ONLY = ("ginpg", "triage_mem")
+DURABLE_PEERS = ("triage", "triage_mem", "ginpg")
 
 # key, title, method/script, path, connections (full, smoke), who runs it
 WORKLOADS = [
@@ -39,7 +48,41 @@ WORKLOADS = [
          title="GET /api/v1/secure/protocols/NCT04356798 (3 middleware layers), 100 connections",
          script="secure", path="/api/v1/secure/protocols/" + KNOWN_ID, conns=100, smoke_conns=8,
          only=("triage",)),
+    # every request's body and Idempotency-Key unique (patientId and submissionId from the wrk
+    # thread and a counter): triage on the sample app (its durable route), triage on bench/app (in
+    # memory) and Gin + PostgreSQL
+    dict(key="epro100", short="ePRO unique 100",
+         title="POST /api/epro/submit, every submission unique (durable), 100 connections",
+         script="epro_unique", path="/api/epro/submit", conns=100, smoke_conns=8,
+         only=DURABLE_PEERS, durable=True),
+    dict(key="epro5000", short="ePRO unique 5000",
+         title="POST /api/epro/submit, every submission unique (durable), 5,000 connections",
+         script="epro_unique", path="/api/epro/submit", conns=5000, smoke_conns=64,
+         only=DURABLE_PEERS, durable=True),
 ]
+DURABLE_LABELS = {
+    "triage": "triage, durable (sample app, SQLite)",
+    "triage_mem": "triage, in memory (bench/app)",
+    "ginpg": "Gin + PostgreSQL",
+}
+
+# The 8:00 burst: phones each opening a new connection for one POST; bench/burst.c
+BURST = dict(key="burst", phones=20000, smoke_phones=500, concurrency=1000, smoke_concurrency=100,
+             timeout=30, path="/api/epro/submit", peers=("triage", "ginpg"))
+
+# what --workloads selects from: the workloads' keys, the burst and the malloc count
+ALL_WORKLOADS = [w["key"] for w in WORKLOADS] + ["burst", "malloc"]
+WORKLOAD_GROUPS = {
+    "durable": ["epro100", "epro5000", "burst"],
+    "classic": [w["key"] for w in WORKLOADS if not w.get("durable")] + ["malloc"],
+}
+
+
+def runs_on(wl, peer):
+    """Whether a peer runs a workload."""
+    if "only" in wl:
+        return peer in wl["only"]
+    return peer not in DURABLE_ONLY and peer not in wl.get("skip", ())
 
 
 def log(msg):

@@ -1,7 +1,9 @@
 """A one-request HTTP client, and the checks every peer's answers must pass before any load."""
 import http.client
 import json
+import re
 import time
+import uuid
 
 from .config import FIXTURE, HOST, KNOWN_ID, TOKEN
 
@@ -62,9 +64,11 @@ def check_peer(peer):
                body=json.dumps({"patientId": "P-0001", "reportData": {"q1": 3}}))
         return results
 
-    expect("GET known id", "GET", "/api/v1/protocols/" + KNOWN_ID, 200, want=known)
-    expect("GET unknown id", "GET", "/api/v1/protocols/NCT00000000", 404,
-           want={"error": "protocol not found", "id": "NCT00000000"})
+    epro_only = peer.name == "triage_mem"     # bench/app serves nothing else
+    if not epro_only:
+        expect("GET known id", "GET", "/api/v1/protocols/" + KNOWN_ID, 200, want=known)
+        expect("GET unknown id", "GET", "/api/v1/protocols/NCT00000000", 404,
+               want={"error": "protocol not found", "id": "NCT00000000"})
     expect("POST ePRO valid", "POST", "/api/epro/submit", 200,
            body=json.dumps({"patientId": "P-0001", "reportData": {"q1": 3, "fatigue": "mild"}}),
            want={"success": True, "message": "report accepted"})
@@ -86,6 +90,10 @@ def check_peer(peer):
            want={"success": False},
            pred=lambda o, _: None if str(o.get("error", "")).startswith("invalid JSON")
            else "error=%r, want 'invalid JSON: ...'" % o.get("error"))
+    if peer.durable:
+        durable_checks(port, results)
+    if epro_only:
+        return results
     expect("POST tag valid", "POST", "/api/v1/tags/add", 200,
            body=json.dumps({"patientId": "P-0001", "tagName": "high-risk"}), want={"success": True})
     expect("POST tag invalid", "POST", "/api/v1/tags/add", 400,
@@ -102,3 +110,43 @@ def check_peer(peer):
         except OSError as e:
             results.append(("GET secure without token", False, str(e)))
     return results
+
+
+RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+
+def durable_checks(port, results):
+    """A durable peer's receipts and idempotency: a receipt {id, receivedAt (RFC 3339, UTC)} with every
+    2xx; a retry with the same Idempotency-Key gets the same receipt; the same key with another body is
+    422."""
+    key = "check-" + uuid.uuid4().hex
+    body = json.dumps({"patientId": "P-check", "reportData": {"q1": 2}})
+    hdr = {"Idempotency-Key": key}
+
+    def post(b):
+        st, _, data = http_request(port, "POST", "/api/epro/submit", b, hdr)
+        try:
+            return st, json.loads(data)
+        except ValueError:
+            return st, None
+
+    try:
+        st1, first = post(body)
+        st2, again = post(body)
+        st3, other = post(json.dumps({"patientId": "P-check", "reportData": {"q1": 3}}))
+    except OSError as e:
+        results.append(("POST ePRO receipt and retry", False, "no answer: %s" % e))
+        return
+    receipt = first.get("receipt") if isinstance(first, dict) else None
+    problems = []
+    if st1 != 200:
+        problems.append("status %s, want 200" % st1)
+    elif not (isinstance(receipt, dict) and isinstance(receipt.get("id"), str) and receipt["id"]
+              and RFC3339_UTC.match(str(receipt.get("receivedAt")))):
+        problems.append("receipt=%r, want {id, receivedAt: RFC 3339 UTC}" % (receipt,))
+    results.append(("POST ePRO receipt", not problems, "; ".join(problems) or "ok"))
+    again_receipt = again.get("receipt") if isinstance(again, dict) else None
+    ok = st2 == 200 and again_receipt == receipt
+    results.append(("POST ePRO retry: same receipt", ok,
+                    "ok" if ok else "status %s, receipt %r, want 200 and %r" % (st2, again_receipt, receipt)))
+    results.append(("POST ePRO key reused: 422", st3 == 422, "ok" if st3 == 422 else "status %s, want 422" % st3))

@@ -1,14 +1,19 @@
 """The servers compared: how each is built, started, stopped and described."""
+import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 from . import processes
-from .config import BUILD, CPUS, FIXTURE, HOST, KNOWN_ID, LABELS, PEERS_DIR, ROOT
+from .config import BENCH_APP, BUILD, CPUS, FIXTURE, HOST, KNOWN_ID, LABELS, PEERS_DIR, ROOT
 from .correctness import http_request
+from .postgres import Postgres
+from .sampling import tree
 from .toolchain import build_c, build_go, dpkg_version, go_version, sh
 
 
@@ -66,6 +71,27 @@ class Peer:
         self.logfile = os.path.join(self.workdir, "server.log")
         self.error = None
 
+    durable = False    # answers POST /api/epro/submit only once the submission is on disk
+
+    def roots(self):
+        """The pids whose process trees are this peer's (CPU time, memory)."""
+        return [self.proc.pid]
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def ready(self):
+        """True once the server answers as it should; raises OSError while it cannot be reached."""
+        st, _, _ = http_request(self.port, "GET", "/api/v1/protocols/" + KNOWN_ID, timeout=2)
+        return st == 200, "status %s" % st
+
+    def store_counters(self):
+        """{"commits", "writes"[, "fsyncs"]} of the peer's durable store, or None when it has none."""
+        return None
+
+    def loaded(self):
+        """Called after load was sent (warm-up, a run): store counters read earlier are stale."""
+
     # -- override
     def build(self):
         pass
@@ -96,10 +122,9 @@ class Peer:
                 raise RuntimeError("%s exited with %s at start:\n%s"
                                    % (self.name, self.proc.returncode, self.log_tail()))
             try:
-                st, _, _ = http_request(self.port, "GET", "/api/v1/protocols/" + KNOWN_ID, timeout=2)
-                if st == 200:
+                ok, last = self.ready()
+                if ok:
                     return
-                last = "status %s" % st
             except OSError as e:
                 last = str(e)
             time.sleep(0.1)
@@ -111,6 +136,10 @@ class Peer:
             if self.proc in processes.started:
                 processes.started.remove(self.proc)
             self.proc = None
+
+    def destroy(self):
+        """Stops the server and whatever was started for it (GinPG: its PostgreSQL)."""
+        self.stop()
 
     def log_tail(self, n=30):
         try:
@@ -125,21 +154,100 @@ class Peer:
 
 class Triage(Peer):
     binary = os.environ.get("TRIAGE_BIN", os.path.join(ROOT, "build", "triage"))
+    app = ROOT
+    _has_store = {}
+
+    def __init__(self, name, workdir):
+        super().__init__(name, workdir)
+        self.data_dir = None
+        self.keep_data = False
 
     def build(self):
         if not os.access(self.binary, os.X_OK):
             raise RuntimeError("%s not found: build triage first (make)" % os.path.relpath(self.binary, ROOT))
 
+    @classmethod
+    def has_store(cls):
+        """Whether this binary has the durable store: it takes --data DIR."""
+        if cls.binary not in cls._has_store:
+            try:
+                r = subprocess.run([cls.binary, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, timeout=20)
+                cls._has_store[cls.binary] = "--data" in r.stdout
+            except (OSError, subprocess.SubprocessError):
+                cls._has_store[cls.binary] = False
+        return cls._has_store[cls.binary]
+
+    @property
+    def durable(self):
+        return self.app == ROOT and self.has_store()
+
+    def db_path(self):
+        return os.path.join(self.data_dir, "triage.db") if self.data_dir else None
+
+    def start(self, extra_env=None, keep_data=False):
+        """keep_data: start again on the last start's --data dir (a restart); otherwise a fresh one."""
+        if not (keep_data and self.data_dir):
+            self.data_dir = tempfile.mkdtemp(prefix="data-", dir=self.workdir)
+        super().start(extra_env)
+
     def command(self, port):
         self.admin_port = free_port()
-        return [self.binary, "--app", ROOT, "--listen", "%s:%d" % (HOST, port),
-                "--admin", "%s:%d" % (HOST, self.admin_port), "--workers", str(CPUS),
-                "--shutdown-timeout", "2"]
+        cmd = [self.binary, "--app", self.app, "--listen", "%s:%d" % (HOST, port),
+               "--admin", "%s:%d" % (HOST, self.admin_port), "--workers", str(CPUS),
+               "--shutdown-timeout", "2"]
+        if self.has_store():
+            cmd += ["--data", self.data_dir]
+        return cmd
+
+    def status(self):
+        st, _, data = http_request(self.admin_port, "GET", "/_triage/status", timeout=5)
+        if st != 200:
+            raise RuntimeError("/_triage/status answered %s" % st)
+        return json.loads(data)
+
+    def store_counters(self):
+        """Summed over the workers: store_commits (one fsync of SQLite's WAL each) and store_writes (the
+        writes they committed). None when /_triage/status has no such keys (a binary without the store)."""
+        try:
+            workers = self.status().get("workers") or []
+        except (OSError, ValueError, RuntimeError):
+            return None
+        if not workers or any("store_commits" not in w or "store_writes" not in w for w in workers):
+            return None
+        commits = sum(int(w["store_commits"]) for w in workers)
+        return {"commits": commits, "fsyncs": commits, "writes": sum(int(w["store_writes"]) for w in workers)}
+
+    def kill_hard(self):
+        """SIGKILL to the whole server at once (master and workers), as a crash would stop it."""
+        if not self.proc:
+            return
+        pids = tree(self.proc.pid)
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.stop()
 
     def version(self):
         rev = sh(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]) or "no commit yet"
         dirty = sh(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"])
         return "git %s%s, %d workers" % (rev, " + working tree" if dirty else "", CPUS)
+
+
+class TriageMem(Triage):
+    """triage on bench/app: the same ePRO validation and answer, kept in memory. The in-memory figure
+    the durable route is measured against, now that the sample app's route is durable."""
+    app = BENCH_APP
+
+    def ready(self):
+        st, _, _ = http_request(self.port, "POST", "/api/epro/submit",
+                                body=json.dumps({"patientId": "P-ready", "reportData": {"q1": 1}}), timeout=2)
+        return st == 200, "status %s" % st
+
+    def version(self):
+        return "the triage binary above, --app bench/app, %d workers" % CPUS
 
 
 class Gin(Peer):
@@ -152,6 +260,79 @@ class Gin(Peer):
     def version(self):
         return "gin %s, %s, GOMAXPROCS=%d" % (dpkg_version("golang-github-gin-gonic-gin-dev"),
                                               go_version(), CPUS)
+
+
+class GinPG(Peer):
+    """Gin inserting every submission into PostgreSQL (bench/peers/ginpg): the server is started by
+    start() and stopped by stop(); its processes count as the peer's."""
+    durable = True
+    # PostgreSQL's backends publish their statistics at most once a second while busy, and the last
+    # second's only after 10 s idle (PGSTAT_IDLE_INTERVAL): a reading after a run waits that long.
+    # bench/run --smoke sets 1.1 s (its PostgreSQL fsync counts are then approximate).
+    settle = 11.0
+
+    def __init__(self, name, workdir):
+        super().__init__(name, workdir)
+        self.pg = None
+        self._settled = None     # the last reading, while no load has run since (no statistics pending)
+
+    def build(self):
+        self.bin = build_go("ginpg")
+        if self.pg is None:
+            self.pg = Postgres()
+            self.pg.init()
+            self.pg.start()
+            self.pg.create_db()
+
+    def command(self, port):
+        return [self.bin, "-listen", "%s:%d" % (HOST, port), "-protocols", FIXTURE, "-dsn", self.pg.dsn(),
+                "-pool", "100"]
+
+    def roots(self):
+        return [self.proc.pid] + ([self.pg.proc.pid] if self.pg and self.pg.proc else [])
+
+    def alive(self):
+        return super().alive() and self.pg is not None and self.pg.alive()
+
+    def log_tail(self, n=30):
+        out = super().log_tail(n)
+        if self.pg:
+            out += "--- postgres.log\n" + self.pg.log_tail(n)
+        return out
+
+    def loaded(self):
+        self._settled = None
+
+    def store_counters(self):
+        if self._settled is None:
+            time.sleep(self.settle)
+        try:
+            self._settled = self.pg.counters()
+        except (RuntimeError, OSError, subprocess.SubprocessError, ValueError, IndexError):
+            self._settled = None
+        return self._settled
+
+    def truncate(self):
+        quiet = self._settled is not None
+        self.pg.psql("TRUNCATE epro_submissions")
+        if quiet:
+            time.sleep(0.3)      # psql's backend publishes its statistics as it exits
+
+    def count_rows(self):
+        """(rows, distinct idempotency keys) in the submissions table."""
+        rows = self.pg.psql("SELECT count(*), count(DISTINCT idempotency_key) FROM epro_submissions")
+        return int(rows[0][0]), int(rows[0][1])
+
+    def destroy(self):
+        self.stop()
+        if self.pg:
+            self.pg.destroy()
+            self.pg = None
+
+    def version(self):
+        return "gin %s, lib/pq %s, %s (%s), pool of 100 connections (database/sql), %s, GOMAXPROCS=%d" % (
+            dpkg_version("golang-github-gin-gonic-gin-dev"), dpkg_version("golang-github-lib-pq-dev"),
+            self.pg.version(), self.pg.settings(), go_version(), CPUS)
 
 
 class FastHTTP(Peer):
@@ -251,4 +432,4 @@ class Ceiling(Peer):
 
 
 PEER_CLASSES = {"triage": Triage, "gin": Gin, "fasthttp": FastHTTP, "flask": Flask,
-                "nginx": Nginx, "ceiling": Ceiling}
+                "nginx": Nginx, "ceiling": Ceiling, "ginpg": GinPG, "triage_mem": TriageMem}

@@ -10,6 +10,8 @@ from .sampling import read_stat, start_time, tree
 
 started = []           # Popen objects of every server started
 clients = []           # wrk processes running
+stoppers = []          # callables that stop what is not a plain server (the throwaway PostgreSQL) and
+                       # remove its files; called after every server is stopped
 _cleanup_lock = threading.Lock()
 
 
@@ -72,6 +74,12 @@ def cleanup(*_):
             try:
                 kill_tree(p, grace=3)
             except Exception as e:  # keep going: every server must go
+                log("cleanup: %s" % e)
+        while stoppers:
+            f = stoppers.pop()
+            try:
+                f()
+            except Exception as e:
                 log("cleanup: %s" % e)
 
 

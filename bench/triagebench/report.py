@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 
-from .config import BUSY_CORES, CPUS, KNOWN_ID, LABELS, ROOT, WORKLOADS, log
+from .config import BURST, BUSY_CORES, CPUS, DURABLE_LABELS, KNOWN_ID, LABELS, ROOT, WORKLOADS, log
 from .toolchain import sh
 
 README_BEGIN = "<!-- bench:begin -->"
@@ -38,37 +38,46 @@ def ratio(a, b):
     return a / b
 
 
+def fmt_mb(v):
+    return fmt_num(v / 1048576.0 if v is not None else None, 1)
+
+
 def table(wl, results, peers):
     rows = [r for r in peers if (r, wl["key"]) in results]
     if not rows:
         return ""
+    durable = wl.get("durable")
+    labels = dict(LABELS, **DURABLE_LABELS) if durable else LABELS
+    # memory: the peak RSS sum; for the durable workloads the PSS at the end of the run (PostgreSQL's
+    # backends share their buffers: an RSS sum would count them once per backend)
+    memkey = "pss" if durable else "mem"
     t = results.get(("triage", wl["key"]))
     out = ["### %s" % wl["title"], ""]
     head = ["peer", "req/s", "p50 ms", "p99 ms", "non-2xx", "socket errors", "CPU µs/req",
-            "peak RSS MB"]
+            "PSS MB" if durable else "peak RSS MB"]
     if t and len(rows) > 1:
-        head += ["triage req/s ×", "triage CPU/req ×", "triage p99 ×", "triage RSS ×"]
+        head += ["triage req/s ×", "triage CPU/req ×", "triage p99 ×", "triage %s ×" % ("PSS" if durable else "RSS")]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
     for name in rows:
         r = results[(name, wl["key"])]
         if "error" in r:
-            out.append("| %s | failed: %s |" % (LABELS[name], r["error"].splitlines()[0][:120])
+            out.append("| %s | failed: %s |" % (labels[name], r["error"].splitlines()[0][:120])
                        + " |" * (len(head) - 2))
             continue
         e = r["errs"]
         sock = "%d" % r["sock_err"]
         if r["sock_err"]:
             sock += " (c %d, r %d, w %d, t %d)" % (e["connect"], e["read"], e["write"], e["timeout"])
-        cells = [LABELS[name], fmt_num(r["rps"]), fmt_num(r["p50_ms"], 2), fmt_num(r["p99_ms"], 2),
+        cells = [labels[name], fmt_num(r["rps"]), fmt_num(r["p50_ms"], 2), fmt_num(r["p99_ms"], 2),
                  fmt_num(r["non2xx"]), sock, fmt_num(r["cpu_us"], 1),
-                 fmt_num(r["mem"] / 1048576.0 if r["mem"] is not None else None, 1)]
+                 fmt_mb(r.get(memkey))]
         if t and len(rows) > 1:
             if name == "triage" or "error" in t:
                 cells += [""] * 4
             else:
                 cells += [fmt_ratio(t["rps"], r["rps"]), fmt_ratio(t["cpu_us"], r["cpu_us"]),
-                          fmt_ratio(t["p99_ms"], r["p99_ms"]), fmt_ratio(t["mem"], r["mem"])]
+                          fmt_ratio(t["p99_ms"], r["p99_ms"]), fmt_ratio(t.get(memkey), r.get(memkey))]
         out.append("| " + " | ".join(cells) + " |")
     busy = ["%s %.2f" % (LABELS[n], results[(n, wl["key"])]["other_cores"]) for n in rows
             if results[(n, wl["key"])].get("other_cores") is not None
@@ -77,13 +86,105 @@ def table(wl, results, peers):
         out.append("")
         out.append("Other processes used CPU during these runs (cores, beyond the server and wrk): %s. "
                    "Their figures are disturbed." % ", ".join(busy))
+    if durable:
+        rss = ["%s %s MB" % (labels[n], fmt_mb(results[(n, wl["key"])].get("mem"))) for n in rows
+               if "error" not in results[(n, wl["key"])]]
+        out.append("")
+        out.append("Every request a new submission (its own patientId and Idempotency-Key). triage ×: "
+                   "the durable route's figure divided by that row's; against the in-memory row it is the "
+                   "cost of durability. Gin + PostgreSQL's CPU and memory include every PostgreSQL process. "
+                   "PSS: the proportional set size of the process trees at the end of the run (a page shared "
+                   "by n processes counts 1/n in each), since an RSS sum counts PostgreSQL's shared buffers "
+                   "once per backend; the peak RSS sums were %s." % "; ".join(rss))
     out.append("")
     return "\n".join(out)
 
 
-def targets(results, malloc):
+def group_commit_table(run):
+    """fsyncs per second and submissions per fsync in the durable runs and the burst."""
+    rows = []
+    for wl in [w for w in WORKLOADS if w.get("durable")] + [dict(key="burst", short="burst")]:
+        for peer in ("triage", "ginpg"):
+            r = run.burst.get(peer) if wl["key"] == "burst" else run.results.get((peer, wl["key"]))
+            if not r or "error" in r:
+                continue
+            st = r.get("store")
+            label = DURABLE_LABELS[peer]
+            if not st:
+                rows.append("| %s | %s | n/a | n/a | n/a | n/a | n/a |" % (wl["short"], label))
+                continue
+            rows.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                wl["short"], label, fmt_num(st["acknowledged"]), fmt_num(st.get("writes")),
+                fmt_num(st.get("fsyncs")), fmt_num(st.get("fsyncs_per_s")), fmt_num(st.get("writes_per_fsync"), 1)))
+    if not rows:
+        return ""
+    out = ["### Group commit: fsyncs during the durable runs", "",
+           "| run | peer | acknowledged | rows written | fsyncs | fsyncs/s | submissions per fsync |",
+           "|---|---|---:|---:|---:|---:|---:|"] + rows
+    out += ["", "triage: the workers' `store_commits` (one commit, one fsync of SQLite's WAL) and `store_writes` "
+            "from `/_triage/status`, before and after the run. Gin + PostgreSQL: `pg_stat_wal.wal_sync` "
+            "(fsyncs of the WAL, by backends and the WAL writer) and the table's row count, before and after, "
+            "each read once the server has been idle for 11 s (an idle backend publishes its last second of "
+            "statistics only after 10 s). n/a: the binary reports no store counters.%s"
+            % (" Smoke run: PostgreSQL's counts were read after 1.1 s, so part of them was not published "
+               "yet: approximate." if run.smoke else ""), ""]
+    return "\n".join(out)
+
+
+def burst_table(run):
+    rows = []
+    for peer in ("triage", "ginpg"):
+        r = run.burst.get(peer)
+        if not r:
+            continue
+        label = DURABLE_LABELS[peer]
+        if "phones" not in r:
+            rows.append("| %s | failed: %s |" % (label, r.get("error", "")[:120]) + " |" * 8)
+            continue
+        errs = r["errors_total"]
+        detail = ", ".join("%s %d" % (k, v) for k, v in r["errors"].items() if v)
+        if r.get("errno"):
+            detail += " (%s)" % ", ".join("%s %d" % kv for kv in r["errno"].items())
+        stored = r.get("stored")
+        if "error" in r:
+            kept = "failed: %s" % r["error"][:100]
+        elif stored is None:
+            kept = "n/a (no store)"
+        else:
+            kept = "%s rows, %s keys: %s" % (fmt_num(stored[0]), fmt_num(stored[1]),
+                                             "exactly once" if r.get("exactly_once") else "**not** exactly once")
+        rows.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            label, fmt_num(r["phones"]), fmt_num(r["acknowledged"]),
+            "%.2f" % r["all_acknowledged_s"] if r.get("all_acknowledged_s") is not None
+            else "not all (%.2f s)" % r["elapsed_s"],
+            fmt_num(r["p50_ms"], 1), fmt_num(r["p99_ms"], 1),
+            "%d%s" % (errs, " (%s)" % detail if detail else ""), fmt_num(r.get("cpu_us"), 1),
+            fmt_mb(r.get("pss")), kept))
+    if not rows:
+        return ""
+    phones, conc = (BURST["smoke_phones"], BURST["smoke_concurrency"]) if run.smoke else \
+        (BURST["phones"], BURST["concurrency"])
+    out = ["### The 8:00 burst: %s phones, one new connection and one POST /api/epro/submit each, %s in flight"
+           % (fmt_num(phones), fmt_num(conc)), "",
+           "| peer | phones | acknowledged (2xx) | all acknowledged after s | p50 ms | p99 ms | errors | "
+           "CPU µs/submission | PSS MB | stored after a restart |",
+           "|---|---:|---:|---:|---:|---:|---|---:|---:|---|"] + rows
+    out += ["", "bench/burst.c opens the connections as fast as it can, at most %s at once, each sending one "
+            "unique submission (its own patientId and Idempotency-Key) with `Connection: close`; no phone "
+            "retries. Latency: from connect() to the response's last byte. PSS: the process trees' "
+            "proportional set size at the end of the burst (as in the durable tables). Then the server is "
+            "stopped hard "
+            "(triage: SIGKILL to every process; PostgreSQL: immediate shutdown, no checkpoint, its WAL "
+            "replayed at the next start) and started again on the same data, and the rows are counted "
+            "(sqlite3; psql). triage ran on a fresh --data dir; Gin + PostgreSQL's table was emptied "
+            "first." % fmt_num(conc), ""]
+    return "\n".join(out)
+
+
+def targets(results, malloc, burst=None, store=True):
     """[(description, state, detail)] with state held/missed/not measured."""
     out = []
+    burst = burst or {}
 
     def get(peer, key, field):
         r = results.get((peer, key))
@@ -125,6 +226,33 @@ def targets(results, malloc):
               ratio(get("triage", key, "mem"), get("gin", key, "mem")), 0.2, "<=")
     sr = get("triage", "sleep1000", "rps")
     check("sleep 1000: triage req/s ≥ 95% of the ideal 20,000", ratio(sr, 20000.0), 0.95, ">=")
+    durable = [
+        ("ePRO unique 100: durable triage req/s ≥ 0.8× triage in-memory's",
+         ratio(get("triage", "epro100", "rps"), get("triage_mem", "epro100", "rps")), 0.8, ">="),
+        ("ePRO unique 5000: durable triage req/s ≥ 0.8× triage in-memory's",
+         ratio(get("triage", "epro5000", "rps"), get("triage_mem", "epro5000", "rps")), 0.8, ">="),
+        ("ePRO unique 100: durable triage req/s ≥ 5× Gin + PostgreSQL's",
+         ratio(get("triage", "epro100", "rps"), get("ginpg", "epro100", "rps")), 5.0, ">="),
+        ("ePRO unique 100: durable triage CPU/request ≤ 0.2× Gin + PostgreSQL's",
+         ratio(get("triage", "epro100", "cpu_us"), get("ginpg", "epro100", "cpu_us")), 0.2, "<="),
+    ]
+    for desc, value, limit, op in durable:
+        if not store:
+            out.append((desc, "not measured", "this triage binary has no durable store"))
+        else:
+            check(desc, value, limit, op)
+    desc = "burst: triage acknowledges every phone, each stored exactly once after a restart"
+    b = burst.get("triage")
+    if not store:
+        out.append((desc, "not measured", "this triage binary has no durable store"))
+    elif not b or "error" in b or b.get("stored") is None:
+        out.append((desc, "not measured", (b or {}).get("error", "")))
+    else:
+        out.append((desc, "held" if b["exactly_once"] else "missed",
+                    "%d of %d acknowledged%s; after a restart %d rows, %d distinct keys"
+                    % (b["acknowledged"], b["phones"],
+                       " in %.2f s" % b["all_acknowledged_s"] if b.get("all_acknowledged_s") is not None else "",
+                       b["stored"][0], b["stored"][1])))
     if malloc is None or "error" in malloc:
         out.append(("GET: zero malloc calls per request in triage's process tree", "not measured",
                     (malloc or {}).get("error", "")))
@@ -140,7 +268,15 @@ def targets(results, malloc):
 def run_targets(run):
     """The targets a run is checked against: none for a smoke run or one without triage."""
     # a smoke run's 1 s figures say nothing about speed: no targets then
-    return targets(run.results, run.malloc) if "triage" in run.peers and not run.smoke else []
+    if "triage" not in run.peers or run.smoke:
+        return []
+    tg = targets(run.results, run.malloc, run.burst, run.store is not False)
+    # only the targets of the workloads this run was asked for (--workloads)
+    return [t for t in tg if TARGET_WORKLOAD.get(t[0].split(":")[0], "") in run.workloads]
+
+
+# a target's description starts with its workload's short name
+TARGET_WORKLOAD = dict([(w["short"], w["key"]) for w in WORKLOADS] + [("burst", "burst"), ("GET", "malloc")])
 
 
 def machine_info():
@@ -180,8 +316,16 @@ def machine_info():
         ("kernel", platform.release()),
         ("system", debian),
         ("net.core.somaxconn", sysctl("net.core.somaxconn")),
+        ("temp dir (the databases)", "%s: %s" % (tempfile.gettempdir(), filesystem(tempfile.gettempdir()))),
         ("open files limit", str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])),
     ]
+
+
+def filesystem(path):
+    """"ext4 on /dev/vda": where the durable peers' fsyncs go (a tmpfs would make them free)."""
+    out = sh(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", path])
+    parts = out.split()
+    return "%s on %s" % (parts[0], parts[1]) if len(parts) == 2 else (out or "?")
 
 
 def markdown(run, tg, date):
@@ -205,7 +349,7 @@ def markdown(run, tg, date):
     lines.append("")
     lines.append("## Versions")
     lines.append("")
-    for p in run.peers + ["wrk"]:
+    for p in run.rows() + ["wrk"]:
         if p in versions:
             lines.append("- %s: %s" % (LABELS.get(p, p), versions[p]))
     lines.append("")
@@ -217,7 +361,15 @@ def markdown(run, tg, date):
                  "(req/s: above 1 is better for triage; CPU, p99 and RSS: below 1 is better).")
     lines.append("")
     for wl in WORKLOADS:
-        t = table(wl, run.results, run.peers)
+        t = table(wl, run.results, run.rows())
+        if t and wl["script"] == "post" and run.store and ("triage", wl["key"]) in run.results:
+            t += ("\ntriage's row is the sample app's POST /api/epro/submit, now durable: every request is a "
+                  "new submission committed to SQLite before its 200 (these bodies carry no idempotency key). "
+                  "The other peers keep the report in memory. triage's in-memory figure is in the durable "
+                  "tables below.\n")
+        if t:
+            lines.append(t)
+    for t in (group_commit_table(run), burst_table(run)):
         if t:
             lines.append(t)
     malloc = run.malloc
@@ -255,6 +407,13 @@ def markdown(run, tg, date):
                      "worker, no keep-alive, so the sleep route and thousands of connections overwhelm it; "
                      "that is the expected result, not a harness fault.")
         lines.append("")
+    if "ginpg" in run.peers:
+        lines.append("Gin + PostgreSQL (bench/peers/ginpg) runs only the durable workloads: each submission is "
+                     "one INSERT through database/sql and lib/pq (a prepared statement, a pool of 100 "
+                     "connections) into a throwaway PostgreSQL server on a unix socket, synchronous_commit=on, "
+                     "so its 200 comes once the commit's WAL is on disk; PostgreSQL's own group commit "
+                     "lets one WAL flush cover the commits waiting for it.")
+        lines.append("")
     if "ceiling" in run.peers:
         lines.append("The ceiling parses nothing and answers every request with the same fixed 200 response "
                      "(the JSON of one protocol); it is not run on the sleep route.")
@@ -265,6 +424,9 @@ def markdown(run, tg, date):
 def gnuplot_png(path, results, peers, workloads):
     if not shutil.which("gnuplot"):
         return "gnuplot not found"
+    peers = [p for p in peers if any((p, w["key"]) in results for w in workloads)]
+    if not peers:
+        return "nothing to chart"
     d = tempfile.mkdtemp(prefix="bench-plot-")
     try:
         wls = [w for w in workloads if any((p, w["key"]) in results for p in peers)]
@@ -316,7 +478,7 @@ def write(report, out, run, readme):
     A chart that could not be drawn is one of the run's failures."""
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     png = os.path.splitext(out)[0] + ".png"
-    err = gnuplot_png(png, run.results, run.peers, WORKLOADS)
+    err = gnuplot_png(png, run.results, run.rows(), WORKLOADS)
     if err:
         log("chart: " + err)
         run.failures.append("chart: " + err)

@@ -40,18 +40,41 @@ def all_pids():
 
 
 def tree(root):
-    """The pids of root and all its descendants."""
+    """The pids of root and all its descendants; root may be a list of roots (a server and the
+    database server it uses: both trees are the peer's)."""
+    roots = list(root) if isinstance(root, (list, tuple)) else [root]
     children = {}
     for pid in all_pids():
         st = read_stat(pid)
         if st:
             children.setdefault(st[0], []).append(pid)
-    out, todo = [], [root]
+    out, todo, seen = [], roots, set()
     while todo:
         p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
         out.append(p)
         todo.extend(children.get(p, ()))
     return out
+
+
+def tree_pss(pids):
+    """Proportional set size (bytes) summed over pids: pages shared by several processes (PostgreSQL's
+    shared buffers, a forking server's copy-on-write pages) are divided among them, so unlike the RSS
+    sum they count once. None when /proc/<pid>/smaps_rollup cannot be read."""
+    total, seen = 0, 0
+    for p in pids:
+        try:
+            with open("/proc/%d/smaps_rollup" % p) as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        seen += 1
+                        break
+        except (OSError, ValueError, IndexError):
+            pass
+    return total if seen else None
 
 
 def tree_usage(pids):
@@ -69,6 +92,7 @@ class Sampler(threading.Thread):
     """Samples the summed RSS of a process tree every `interval` seconds."""
 
     def __init__(self, root, interval=0.1):
+        # root: a pid or a list of pids (see tree)
         super().__init__(daemon=True)
         self.root, self.interval = root, interval
         self.peak = 0

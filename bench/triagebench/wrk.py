@@ -3,6 +3,7 @@ import json
 import os
 import re
 import subprocess
+import time
 
 from . import processes
 from .config import HOST, TOKEN
@@ -38,9 +39,47 @@ end
 '''
 
 
+# Every request unique: wrk's setup() numbers the threads; each thread counts its requests, and the
+# run id (wrk's first script argument, new for every wrk run) keeps runs against the same server apart.
+# patientId "P-<thread>-<n>", submissionId and Idempotency-Key "<run>-<thread>-<n>".
+EPRO_UNIQUE_LUA = r'''
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+local run = "run"
+local n = 0
+local headers = {["Content-Type"] = "application/json"}
+function init(args)
+  run = args[1] or run
+end
+function request()
+  n = n + 1
+  local key = string.format("%s-%d-%d", run, tid, n)
+  headers["Idempotency-Key"] = key
+  local body = string.format(
+    '{"patientId":"P-%d-%d","submissionId":"%s","capturedAt":"2026-11-27T08:%02d:%02d.000Z",' ..
+    '"reportData":{"q1":%d,"q2":"mild","fatigue":%d,"sleepHours":%d.5}}',
+    tid, n, key, n % 60, (n * 7) % 60, n % 5, n % 10, 4 + n % 5)
+  return wrk.format("POST", "/api/epro/submit", headers, body)
+end
+'''
+
+_run_ids = [0]
+_RUN_PREFIX = "%x" % (int(time.time() * 1000) % 0xffffffff)
+
+
+def next_run_id(tag="w"):
+    """An id no other load run of this harness run (nor of an earlier one) uses: keys stay unique."""
+    _run_ids[0] += 1
+    return "%s%s-%d" % (tag, _RUN_PREFIX, _run_ids[0])
+
+
 def write_scripts(workdir):
     paths = {}
-    for name, body in (("get", DONE_LUA), ("secure", DONE_LUA), ("post", POST_LUA + DONE_LUA)):
+    for name, body in (("get", DONE_LUA), ("secure", DONE_LUA), ("post", POST_LUA + DONE_LUA),
+                       ("epro_unique", EPRO_UNIQUE_LUA + DONE_LUA)):
         p = os.path.join(workdir, "wrk-%s.lua" % name)
         with open(p, "w") as f:
             f.write(body)
@@ -54,6 +93,8 @@ def run_wrk(port, wl, conns, duration, scripts, timeout_s):
     if wl["script"] == "secure":
         cmd += ["-H", "Authorization: Bearer " + TOKEN]
     cmd.append("http://%s:%d%s" % (HOST, port, wl["path"]))
+    if wl["script"] == "epro_unique":
+        cmd += ["--", next_run_id()]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          stdin=subprocess.DEVNULL)
     processes.clients.append(p)
