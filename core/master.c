@@ -213,6 +213,12 @@ int tr_master_run(const tr_config_t *cfg)
         return 1;
     }
     memset(m.shared, 0, sizeof(*m.shared));
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&m.shared->store_lock.mutex, &attr);
+    pthread_mutexattr_destroy(&attr);
     m.shared->generation = 1;
     m.shared->generation_loaded_at = m.started_at;
     /* Not the default loop: it would claim SIGCHLD. */

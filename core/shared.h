@@ -6,6 +6,7 @@
 #ifndef TR_SHARED_H
 #define TR_SHARED_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #define TR_MAX_WORKERS 256
@@ -28,6 +29,19 @@ typedef struct tr_stats_s {
     char last_error[TR_ERROR_MAX];        /* this worker's last reload error, "" if none */
 } tr_stats_t;
 
+/*
+ * The store's write lock, shared by the workers' writer threads: one group commit at a time. SQLite
+ * has a write lock of its own, but a writer that finds it taken can only poll for it (sleeps of 1 to
+ * 100 ms), and under load the worker that just committed takes it again first: the others starve.
+ * This mutex wakes a waiter as soon as it is released, and its holder hands it over to a waiter
+ * before taking it again (see store.c). Robust: a worker that dies holding it does not block the rest.
+ */
+typedef struct tr_store_lock_s {
+    pthread_mutex_t mutex;     /* process-shared, robust */
+    volatile uint32_t waiting; /* writer threads waiting for it */
+    volatile uint32_t turns;   /* times it was taken */
+} tr_store_lock_t;
+
 typedef struct tr_shared_s {
     char code_root[512];          /* snapshots of each generation's code: code_root/<generation> */
     volatile uint64_t generation; /* the generation the master has published */
@@ -35,6 +49,7 @@ typedef struct tr_shared_s {
     char last_reload_error[TR_ERROR_MAX]; /* the last failed preflight, "" once a reload succeeds */
     volatile double last_reload_at;
     volatile uint64_t reloads, reload_failures;
+    tr_store_lock_t store_lock;
     tr_stats_t workers[TR_MAX_WORKERS];
 } tr_shared_t;
 

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,7 @@ struct tr_store_s {
     struct ev_loop *loop; /* NULL: synchronous */
     tr_waits_t *waits;
     tr_stats_t *stats;
+    tr_store_lock_t *write_lock; /* the workers' (shared.h); NULL: the only writer */
     tr_pool_t job_pool;
     tr_bufpool_t bufs;
     sqlite3 *reader; /* loop thread */
@@ -390,6 +392,36 @@ static void fail_batch(tr_store_job_t *batch, const char *why)
             fail_job(j, TR_STORE_UNAVAILABLE, why);
 }
 
+/* Take the workers' write lock (no lock: a single writer). A holder that died left it to us. */
+static void lock_take(tr_store_lock_t *l)
+{
+    if (l == NULL)
+        return;
+    __atomic_add_fetch(&l->waiting, 1, __ATOMIC_SEQ_CST);
+    int rc = pthread_mutex_lock(&l->mutex);
+    __atomic_sub_fetch(&l->waiting, 1, __ATOMIC_SEQ_CST);
+    if (rc == EOWNERDEAD) {
+        /* SQLite rolled back its transaction (its file locks went with the process). */
+        pthread_mutex_consistent(&l->mutex);
+        tr_log_error("store: a worker died while committing; its uncommitted writes were never acknowledged");
+    }
+    __atomic_add_fetch(&l->turns, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Release it; when another writer waits, let it take the lock before this one can again (a mutex is
+ * not fair: the releasing thread, already running, would win the next round every time). */
+static void lock_give(tr_store_lock_t *l)
+{
+    if (l == NULL)
+        return;
+    uint32_t turn = __atomic_load_n(&l->turns, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&l->mutex);
+    for (int i = 0; i < 1000 && __atomic_load_n(&l->waiting, __ATOMIC_SEQ_CST) > 0 &&
+                    __atomic_load_n(&l->turns, __ATOMIC_SEQ_CST) == turn;
+         i++)
+        sched_yield(); /* bounded: a waiter that cannot run soon does not stall this writer for long */
+}
+
 /*
  * One group commit: every job of the batch in a savepoint of its own inside one transaction, then
  * one COMMIT. A job refused by a constraint or a wrong statement is rolled back alone; a storage
@@ -410,6 +442,7 @@ static void run_batch(tr_store_t *st, tr_store_job_t *batch)
         }
     }
     sqlite3 *db = st->writer;
+    lock_take(st->write_lock);
     int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     int committed_jobs = 0;
     for (tr_store_job_t *j = batch; j != NULL && rc == SQLITE_OK; j = j->next) {
@@ -432,10 +465,18 @@ static void run_batch(tr_store_t *st, tr_store_job_t *batch)
         rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         snprintf(why, sizeof(why), "storage unavailable: %s", sqlite3_errmsg(db));
-        tr_log_error("store: commit of %d writes failed: %s", committed_jobs, sqlite3_errmsg(db));
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL); /* (a failed COMMIT may have rolled back already) */
+    }
+    lock_give(st->write_lock);
+    if (rc != SQLITE_OK) {
+        tr_log_error("store: commit of %d writes failed: %s", committed_jobs, why);
         fail_batch(batch, why);
-        writer_close(st);
+        /* Keep the connection. Closing it could let SQLite checkpoint and reset the WAL index, and the
+         * recovery that follows would find the frames this failed commit wrote (complete, checksums
+         * valid) and count them as committed: a submission answered 503 would appear stored. Kept,
+         * the next commit writes over them. Reopen only a connection stuck in its transaction. */
+        if (!sqlite3_get_autocommit(db))
+            writer_close(st);
         return;
     }
     if (st->stats != NULL) {
@@ -497,8 +538,8 @@ static void on_done(struct ev_loop *loop, ev_async *a, int revents)
 
 /* ---- the store ---- */
 
-tr_store_t *tr_store_open(const char *data_dir, struct ev_loop *loop, tr_waits_t *waits, tr_stats_t *stats, char *err,
-                          size_t err_size)
+tr_store_t *tr_store_open(const char *data_dir, struct ev_loop *loop, tr_waits_t *waits, tr_stats_t *stats,
+                          tr_store_lock_t *lock, char *err, size_t err_size)
 {
     tr_store_t *st = tr_mem_alloc(sizeof(*st));
     memset(st, 0, sizeof(*st));
@@ -506,6 +547,7 @@ tr_store_t *tr_store_open(const char *data_dir, struct ev_loop *loop, tr_waits_t
     st->loop = loop;
     st->waits = waits;
     st->stats = stats;
+    st->write_lock = lock;
     tr_pool_init(&st->job_pool, sizeof(tr_store_job_t));
     tr_store_job_t *ahead[JOBS_AHEAD];
     for (int i = 0; i < JOBS_AHEAD; i++) {

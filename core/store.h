@@ -45,11 +45,12 @@ int tr_store_migrate(const char *data_dir, const char *app_dir, char *err, size_
 /*
  * The store of a worker on data_dir/triage.db (migrated already); starts its writer thread. Its
  * connections open on first use and reopen after a failure. loop and waits NULL: no thread, jobs run
- * at once (in-process tests). stats may be NULL. Returns NULL with a message in err only if the
+ * at once (in-process tests). stats may be NULL. lock: the workers' shared write lock (shared.h), NULL
+ * with a single writer. Returns NULL with a message in err only if the
  * thread cannot start.
  */
-tr_store_t *tr_store_open(const char *data_dir, struct ev_loop *loop, tr_waits_t *waits, tr_stats_t *stats, char *err,
-                          size_t err_size);
+tr_store_t *tr_store_open(const char *data_dir, struct ev_loop *loop, tr_waits_t *waits, tr_stats_t *stats,
+                          tr_store_lock_t *lock, char *err, size_t err_size);
 
 /* Stop the writer once it has committed what is queued, and close the connections. */
 void tr_store_close(tr_store_t *st);

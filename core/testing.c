@@ -189,7 +189,7 @@ TR_FFI_EXPORT int tr_ffi_test_store_open(const char *data_dir, const char *app_d
     setup();
     if (tr_store_migrate(data_dir, app_dir, err, err_size) < 0)
         return -1;
-    tr_store_t *st = tr_store_open(data_dir, NULL, NULL, NULL, err, err_size);
+    tr_store_t *st = tr_store_open(data_dir, NULL, NULL, NULL, NULL, err, err_size);
     if (st == NULL)
         return -1;
     tr_store_close(tr_ffi_env.store); /* the store of an earlier app in this process */

@@ -220,7 +220,8 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *
     tr_ffi_env.waits = &w->waits;
     tr_ffi_env.loop = w->loop;
     tr_ffi_env.slot = slot;
-    tr_ffi_env.store = tr_store_open(cfg->data_dir, w->loop, &w->waits, w->stats, err, sizeof(err));
+    tr_ffi_env.store =
+        tr_store_open(cfg->data_dir, w->loop, &w->waits, w->stats, &shared->store_lock, err, sizeof(err));
     if (tr_ffi_env.store == NULL) {
         tr_log_error("worker %d: %s", slot, err);
         return 1;

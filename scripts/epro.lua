@@ -28,13 +28,19 @@ local BY_RECEIPT = "SELECT patient_id FROM epro_submissions WHERE receipt_id = ?
 -- (the sequence is carried over) and restarts (the clock has moved on).
 local seq = triage.carry("epro-receipt-sequence", function(previous) return previous or { n = 0 } end)
 
+local date_second, date_text = -1, nil -- os.date once a second: it is not compiled (JIT)
+
 local function new_receipt()
   local now = triage.now()
   seq.n = seq.n + 1
   local ms = math.floor(now * 1000)
+  local second = math.floor(now)
+  if second ~= date_second then
+    date_second, date_text = second, os.date("!%Y-%m-%dT%H:%M:%S", second)
+  end
   return {
     id = ("%x-%x-%x"):format(ms, math.max(triage.worker(), 0), seq.n),
-    receivedAt = os.date("!%Y-%m-%dT%H:%M:%S", math.floor(now)) .. (".%03dZ"):format(ms % 1000),
+    receivedAt = date_text .. (".%03dZ"):format(ms % 1000),
   }
 end
 
@@ -94,11 +100,6 @@ function M.submit(ctx)
   local key = header_key or body.submissionId
   local fingerprint = db.sha256(ctx:body())
 
-  if key then
-    local prior, err = db:first(BY_KEY, body.patientId, key)
-    if err then return unavailable(ctx, err) end
-    if prior then return replay(ctx, prior, fingerprint) end
-  end
   if body.corrects then
     local original, err = db:first(BY_RECEIPT, body.corrects)
     if err then return unavailable(ctx, err) end
@@ -113,8 +114,9 @@ function M.submit(ctx)
     receipt.receivedAt, cjson.encode(body.reportData), body.corrects)
   if not ok then
     if kind == "constraint" and key then
-      -- The same key was committed meanwhile (a retry racing its original, on any worker): answer
-      -- as that one.
+      -- The key is stored already (a retry, or a duplicate committed just before it on any worker;
+      -- the unique key refused it, so nothing was stored): answer as the stored one. Looking the key
+      -- up only then keeps a read off the path of every new submission.
       local prior, read_err = db:first(BY_KEY, body.patientId, key)
       if prior then return replay(ctx, prior, fingerprint) end
       err = read_err or err
