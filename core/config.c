@@ -33,6 +33,11 @@ static void usage(FILE *out)
             "  --max-header BYTES        largest header section; default 8k\n"
             "  --max-uri BYTES           longest request target; default 4k\n"
             "  --keepalive-timeout SEC   idle keep-alive connections close after this; default 60\n"
+            "  --header-timeout SEC      the whole request head must arrive within this (408); default 20\n"
+            "  --body-timeout SEC        longest pause while a request body arrives (408); default 20\n"
+            "  --body-deadline SEC       the whole body must arrive within this (408); default 120\n"
+            "  --write-timeout SEC       a client that takes no response bytes this long is closed; default 30\n"
+            "  --max-connections N       open connections per worker (idle ones make room; else 503); default 4096\n"
             "  --shutdown-timeout SEC    how long in-flight requests may finish on SIGTERM; default 10\n"
             "  --access-log FILE         buffered access log ('-' = stdout); default off\n"
             "  --error-log FILE          error log; default stderr\n"
@@ -165,6 +170,11 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
     cfg->max_uri = 4 << 10;
     cfg->keepalive_timeout = 60;
     cfg->shutdown_timeout = 10;
+    cfg->header_timeout = 20;
+    cfg->body_timeout = 20;
+    cfg->body_deadline = 120;
+    cfg->write_timeout = 30;
+    cfg->max_connections = 4096;
     cfg->watch = 1;
     const char *data = "data";
     const char *lua_dir = getenv("TRIAGE_LUA_DIR") && *getenv("TRIAGE_LUA_DIR") ? getenv("TRIAGE_LUA_DIR") : NULL;
@@ -180,6 +190,11 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         O_MAX_URI,
         O_KEEPALIVE,
         O_SHUTDOWN,
+        O_HEADER_TIMEOUT,
+        O_BODY_TIMEOUT,
+        O_BODY_DEADLINE,
+        O_WRITE_TIMEOUT,
+        O_MAX_CONNECTIONS,
         O_ACCESS_LOG,
         O_ERROR_LOG,
         O_RELOAD_CHECK,
@@ -199,6 +214,11 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         {"max-uri", required_argument, NULL, O_MAX_URI},
         {"keepalive-timeout", required_argument, NULL, O_KEEPALIVE},
         {"shutdown-timeout", required_argument, NULL, O_SHUTDOWN},
+        {"header-timeout", required_argument, NULL, O_HEADER_TIMEOUT},
+        {"body-timeout", required_argument, NULL, O_BODY_TIMEOUT},
+        {"body-deadline", required_argument, NULL, O_BODY_DEADLINE},
+        {"write-timeout", required_argument, NULL, O_WRITE_TIMEOUT},
+        {"max-connections", required_argument, NULL, O_MAX_CONNECTIONS},
         {"access-log", required_argument, NULL, O_ACCESS_LOG},
         {"error-log", required_argument, NULL, O_ERROR_LOG},
         {"reload-check", required_argument, NULL, O_RELOAD_CHECK},
@@ -224,6 +244,30 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
             if (tr_config_parse_addr(optarg, cfg->admin_host, sizeof(cfg->admin_host), &cfg->admin_port) != 0)
                 bad = "--admin wants HOST:PORT";
             break;
+        case O_HEADER_TIMEOUT:
+            if (parse_seconds(optarg, &cfg->header_timeout) != 0)
+                bad = "--header-timeout wants seconds";
+            break;
+        case O_BODY_TIMEOUT:
+            if (parse_seconds(optarg, &cfg->body_timeout) != 0)
+                bad = "--body-timeout wants seconds";
+            break;
+        case O_BODY_DEADLINE:
+            if (parse_seconds(optarg, &cfg->body_deadline) != 0)
+                bad = "--body-deadline wants seconds";
+            break;
+        case O_WRITE_TIMEOUT:
+            if (parse_seconds(optarg, &cfg->write_timeout) != 0)
+                bad = "--write-timeout wants seconds";
+            break;
+        case O_MAX_CONNECTIONS: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end != '\0' || v < 1 || v > 1000000)
+                bad = "--max-connections wants a number from 1 to 1000000";
+            cfg->max_connections = (int)v;
+            break;
+        }
         case O_WORKERS: {
             char *end;
             long v = strtol(optarg, &end, 10);

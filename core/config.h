@@ -20,6 +20,11 @@ typedef struct tr_config_s {
     size_t max_uri;
     double keepalive_timeout;
     double shutdown_timeout;
+    double header_timeout;    /* for the whole request head, from its first byte */
+    double body_timeout;      /* between two reads of a request body */
+    double body_deadline;     /* for the whole body, from the end of the head */
+    double write_timeout;     /* without progress writing a response (a client that does not read) */
+    int max_connections;      /* per worker */
     const char *access_log;   /* NULL: off */
     const char *error_log;    /* NULL: standard error */
     const char *reload_check; /* command run against a new tree before it goes live; NULL: none */

@@ -118,6 +118,7 @@ static void flush(tr_conn_t *c)
         ssize_t n = write(c->fd, h->wbuf.data + h->written, h->wbuf.len - h->written);
         if (n > 0) {
             h->written += (size_t)n;
+            c->write_waiting_since = 0; /* progress */
         } else if (n < 0 && errno == EINTR) {
             continue;
         } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -127,7 +128,10 @@ static void flush(tr_conn_t *c)
             return;
         }
     }
+    if (h->written < h->wbuf.len && c->write_waiting_since == 0)
+        c->write_waiting_since = ev_now(c->srv->loop);
     if (h->written == h->wbuf.len) {
+        c->write_waiting_since = 0;
         tr_buf_release(&c->srv->bufs, &h->wbuf);
         h->written = 0;
         if (h->closing && !c->lingering && !tr_http_running(h)) {
@@ -210,6 +214,7 @@ static void access_log(tr_conn_t *c, tr_req_t *r)
  * it was closed meanwhile and is now freed. */
 static int end_request(tr_conn_t *c, tr_req_t *r)
 {
+    c->had_request = 1;
     if (tr_access_log_enabled() && r->state == TR_REQ_FINISHED && !c->closed)
         access_log(c, r);
     c->http.req = NULL;
@@ -251,8 +256,47 @@ void tr_conn_request_done(tr_req_t *r)
         conn_process(c);
 }
 
+/* An idle keep-alive connection: between requests, nothing to write, nothing half-read. */
+static int idle_keepalive(const tr_conn_t *c)
+{
+    const tr_http_conn_t *h = &c->http;
+    return !h->in_message && !tr_http_running(h) && h->written == h->wbuf.len && !c->lingering && !h->closing;
+}
+
+unsigned tr_conn_shed_idle(tr_conn_server_t *srv, unsigned n)
+{
+    unsigned shed = 0;
+    for (tr_conn_link_t *l = srv->conns.next, *next; l != &srv->conns && shed < n; l = next) {
+        next = l->next;
+        tr_conn_t *c = conn_of_link(l);
+        if (c->had_request && idle_keepalive(c)) {
+            tr_conn_close(c);
+            shed++;
+        }
+    }
+    if (srv->stats != NULL)
+        srv->stats->connections_shed += shed;
+    return shed;
+}
+
+void tr_conn_refuse(tr_conn_server_t *srv, int fd)
+{
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nServer: triage\r\n"
+                               "Content-Type: application/json\r\nContent-Length: 31\r\n"
+                               "Retry-After: 1\r\nConnection: close\r\n\r\n"
+                               "{\"error\":\"service unavailable\"}";
+    (void)!send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    close(fd);
+    if (srv->stats != NULL)
+        srv->stats->connections_refused++;
+}
+
 void tr_conn_accept(tr_conn_server_t *srv, int fd, const struct sockaddr *addr)
 {
+    if (srv->nconns >= srv->limits.max_connections && tr_conn_shed_idle(srv, 1) == 0) {
+        tr_conn_refuse(srv, fd);
+        return;
+    }
     tr_conn_t *c = tr_pool_get(&srv->conn_pool);
     memset(c, 0, sizeof(*c));
     tr_http_conn_init(&c->http, &srv->env);
@@ -262,7 +306,7 @@ void tr_conn_accept(tr_conn_server_t *srv, int fd, const struct sockaddr *addr)
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
     c->rio.data = c;
     c->wio.data = c;
-    c->last_active = ev_now(srv->loop);
+    c->last_active = c->accepted_at = ev_now(srv->loop);
     list_append(srv, c);
     set_count(srv, srv->nconns + 1);
     if (tr_access_log_enabled() && addr != NULL) {
@@ -274,10 +318,28 @@ void tr_conn_accept(tr_conn_server_t *srv, int fd, const struct sockaddr *addr)
     ev_io_start(srv->loop, &c->rio);
 }
 
-/* Close connections idle past the keep-alive timeout (or, with all_idle, every idle keep-alive
- * connection), and lingering closes that took too long. */
+/* A deadline passed: 408 where a response can still be sent (then the lingering close), else close. */
+static void expire(tr_conn_t *c, int answer)
+{
+    tr_conn_server_t *srv = c->srv;
+    if (srv->stats != NULL)
+        srv->stats->timeouts++;
+    if (!answer) {
+        tr_conn_close(c);
+        return;
+    }
+    tr_http_error(&c->http, 408, 0);
+    flush(c);
+}
+
+/*
+ * Enforce the deadlines (tr_conn_limits_t) of every connection; with all_idle, also close every idle
+ * keep-alive connection (the server is stopping). A connection whose request runs in the layer above
+ * is left alone: its time is the handler's.
+ */
 static void sweep(tr_conn_server_t *srv, int all_idle)
 {
+    const tr_conn_limits_t *lim = &srv->limits;
     ev_tstamp now = ev_now(srv->loop);
     for (tr_conn_link_t *l = srv->conns.next, *next; l != &srv->conns; l = next) {
         next = l->next;
@@ -285,9 +347,36 @@ static void sweep(tr_conn_server_t *srv, int all_idle)
         tr_http_conn_t *h = &c->http;
         if (tr_http_running(h))
             continue;
-        ev_tstamp idle = now - c->last_active;
-        int idle_keepalive = !h->in_message && h->written == h->wbuf.len;
-        if ((c->lingering && idle > LINGER_SECONDS) || idle > srv->keepalive_timeout || (all_idle && idle_keepalive))
+        if (h->written < h->wbuf.len) { /* a client that does not take its response */
+            if (c->write_waiting_since > 0 && now - c->write_waiting_since > lim->write_timeout)
+                expire(c, 0);
+            continue;
+        }
+        if (c->lingering) {
+            if (now - c->last_active > LINGER_SECONDS)
+                tr_conn_close(c);
+            continue;
+        }
+        if (h->closing)
+            continue;
+        if (h->in_message && h->req != NULL) {
+            const tr_req_t *r = h->req;
+            /* Every byte moves last_active, so the head has a deadline of its own: a client sending a
+             * header line every few seconds must not hold the connection forever. */
+            if ((!r->headers_done && now - r->started > lim->header_timeout) ||
+                (r->headers_done &&
+                 (now - c->last_active > lim->body_timeout || now - r->started > lim->body_deadline)))
+                expire(c, 1);
+            continue;
+        }
+        if (!c->had_request) { /* a new connection that has not sent a request yet */
+            if (all_idle)
+                tr_conn_close(c);
+            else if (now - c->accepted_at > lim->header_timeout)
+                expire(c, 0);
+            continue;
+        }
+        if (all_idle || now - c->last_active > lim->keepalive_timeout)
             tr_conn_close(c);
     }
 }
@@ -307,13 +396,13 @@ void tr_conn_drain(tr_conn_server_t *srv)
 }
 
 void tr_conn_server_init(tr_conn_server_t *srv, struct ev_loop *loop, const tr_http_limits_t *limits,
-                         double keepalive_timeout, const tr_conn_callbacks_t *cb, void *cb_data)
+                         const tr_conn_limits_t *conn_limits, const tr_conn_callbacks_t *cb, void *cb_data)
 {
     memset(srv, 0, sizeof(*srv));
     srv->loop = loop;
     srv->cb = *cb;
     srv->cb_data = cb_data;
-    srv->keepalive_timeout = keepalive_timeout;
+    srv->limits = *conn_limits;
     srv->conns.next = srv->conns.prev = &srv->conns;
     tr_pool_init(&srv->conn_pool, sizeof(tr_conn_t));
     tr_pool_init(&srv->req_pool, sizeof(tr_req_t));

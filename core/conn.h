@@ -34,10 +34,13 @@ struct tr_conn_s {
     tr_conn_server_t *srv;
     int fd;
     ev_io rio, wio;
-    unsigned lingering : 1; /* response sent, draining the client's input before close */
-    unsigned closed : 1;    /* socket closed; the context waits for its running request */
+    unsigned lingering : 1;   /* response sent, draining the client's input before close */
+    unsigned closed : 1;      /* socket closed; the context waits for its running request */
+    unsigned had_request : 1; /* a request has ended on it: it is a keep-alive connection now */
     ev_tstamp last_active;
-    tr_conn_link_t link; /* in the server's list, least recently active first */
+    ev_tstamp accepted_at;
+    ev_tstamp write_waiting_since; /* output pending without progress since; 0: none pending */
+    tr_conn_link_t link;           /* in the server's list, least recently active first */
     char peer[48];
 };
 
@@ -53,6 +56,17 @@ typedef struct tr_conn_callbacks_s {
     void (*on_drained)(tr_conn_server_t *srv);
 } tr_conn_callbacks_t;
 
+/* Deadlines (seconds) and the connection cap of a worker's connections. On a deadline the
+ * connection gets 408 if a response can still be sent, then closes. */
+typedef struct tr_conn_limits_s {
+    double keepalive_timeout; /* idle between requests */
+    double header_timeout;    /* a request head (or a new connection's first request) from its start */
+    double body_timeout;      /* a pause while a body arrives */
+    double body_deadline;     /* a whole request, head and body, from its first byte */
+    double write_timeout;     /* output pending without progress */
+    unsigned max_connections; /* open at once; past it an idle one makes room, or the new one gets 503 */
+} tr_conn_limits_t;
+
 /*
  * The connections of one worker, with the pools and the HTTP environment they share. Lives as long
  * as the worker.
@@ -65,7 +79,7 @@ struct tr_conn_server_s {
     tr_pool_t conn_pool; /* of tr_conn_t */
     tr_pool_t req_pool;  /* of tr_req_t */
     tr_bufpool_t bufs;
-    double keepalive_timeout;
+    tr_conn_limits_t limits;
     tr_stats_t *stats;    /* where the connection count is published; may be NULL */
     tr_conn_link_t conns; /* list head: every open connection */
     unsigned nconns;      /* draining: env.draining */
@@ -73,10 +87,19 @@ struct tr_conn_server_s {
 
 /* Set up srv (loop may be NULL until tr_conn_server_start). */
 void tr_conn_server_init(tr_conn_server_t *srv, struct ev_loop *loop, const tr_http_limits_t *limits,
-                         double keepalive_timeout, const tr_conn_callbacks_t *cb, void *cb_data);
+                         const tr_conn_limits_t *conn_limits, const tr_conn_callbacks_t *cb, void *cb_data);
 
-/* Take a connection from the pool for an accepted, non-blocking socket and start reading. */
+/* Take a connection from the pool for an accepted, non-blocking socket and start reading. At the
+ * connection cap the least recently active idle keep-alive connection is closed to make room; with
+ * none, the new socket gets a 503 and is closed at once (counted in stats). */
 void tr_conn_accept(tr_conn_server_t *srv, int fd, const struct sockaddr *addr);
+
+/* Answer an accepted socket there is no room for with a 503 (without reading it) and close it. */
+void tr_conn_refuse(tr_conn_server_t *srv, int fd);
+
+/* Close up to n idle keep-alive connections, least recently active first (the worker is out of
+ * descriptors). Returns how many were closed. */
+unsigned tr_conn_shed_idle(tr_conn_server_t *srv, unsigned n);
 
 /* Close a connection now (or as soon as its running request ends). */
 void tr_conn_close(tr_conn_t *c);
@@ -85,8 +108,8 @@ void tr_conn_close(tr_conn_t *c);
  * failed): put it back in its pool and carry on with its connection. */
 void tr_conn_request_done(tr_req_t *r);
 
-/* Once a second: refresh the Date line, close connections idle past the keep-alive timeout and
- * lingering closes that took too long. */
+/* Once a second: refresh the Date line and enforce the deadlines of tr_conn_limits_t (and close
+ * lingering closes that took too long). */
 void tr_conn_tick(tr_conn_server_t *srv, time_t now);
 
 /* Stop keeping connections alive: idle ones close now, busy ones after their response; on_drained

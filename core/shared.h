@@ -16,6 +16,9 @@ typedef struct tr_stats_s {
     volatile int32_t pid;
     volatile uint64_t requests;
     volatile uint64_t connections;
+    volatile uint64_t connections_refused; /* at the cap, with no idle connection to close: 503 */
+    volatile uint64_t connections_shed;    /* idle keep-alive connections closed to make room */
+    volatile uint64_t timeouts;            /* connections closed on a deadline (408 where possible) */
     volatile uint64_t core_allocations;
     volatile uint64_t lua_memory;
     volatile uint64_t pool_conn_total, pool_conn_free;

@@ -52,13 +52,16 @@ void tr_status_json(tr_bufpool_t *bp, tr_buf_t *out, const tr_shared_t *shared, 
     for (int i = 0; i < nworkers; i++) {
         const tr_stats_t *s = &shared->workers[i];
         appendf(bp, out,
-                "%s{\"slot\":%d,\"pid\":%d,\"requests\":%llu,\"connections\":%llu,"
+                "%s{\"slot\":%d,\"pid\":%d,\"requests\":%llu,\"connections\":%llu,\"connections_refused\":%llu,"
+                "\"connections_shed\":%llu,\"timeouts\":%llu,"
                 "\"pools\":{\"connections\":{\"total\":%llu,\"free\":%llu},\"requests\":{\"total\":%llu,\"free\":%llu},"
                 "\"buffers\":{\"total\":%llu,\"free\":%llu}},",
                 i ? "," : "", i, (int)s->pid, (unsigned long long)s->requests, (unsigned long long)s->connections,
-                (unsigned long long)s->pool_conn_total, (unsigned long long)s->pool_conn_free,
-                (unsigned long long)s->pool_req_total, (unsigned long long)s->pool_req_free,
-                (unsigned long long)s->pool_buf_total, (unsigned long long)s->pool_buf_free);
+                (unsigned long long)s->connections_refused, (unsigned long long)s->connections_shed,
+                (unsigned long long)s->timeouts, (unsigned long long)s->pool_conn_total,
+                (unsigned long long)s->pool_conn_free, (unsigned long long)s->pool_req_total,
+                (unsigned long long)s->pool_req_free, (unsigned long long)s->pool_buf_total,
+                (unsigned long long)s->pool_buf_free);
         appendf(bp, out,
                 "\"core_allocations\":%llu,\"lua_memory\":%llu,\"generation\":%llu,\"generation_loaded_at\":%.3f,"
                 "\"old_generations\":%llu,\"store_commits\":%llu,\"store_writes\":%llu,\"last_error\":",

@@ -52,7 +52,13 @@ static void setup(void)
     t.loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     tr_http_limits_t limits = {.max_uri = 4 << 10, .max_header = 8 << 10, .max_body = 1 << 20};
     tr_conn_callbacks_t cb = {.on_request = on_request};
-    tr_conn_server_init(&t.srv, t.loop, &limits, 60.0, &cb, NULL);
+    tr_conn_limits_t conn_limits = {.keepalive_timeout = 60,
+                                    .header_timeout = 60,
+                                    .body_timeout = 60,
+                                    .body_deadline = 60,
+                                    .write_timeout = 60,
+                                    .max_connections = 16};
+    tr_conn_server_init(&t.srv, t.loop, &limits, &conn_limits, &cb, NULL);
     tr_http_set_id_prefix(&t.srv.env, time(NULL), 0);
     tr_ffi_env.loop = t.loop;
     tr_ffi_env.waits = NULL; /* triage.sleep blocks in specs (triage.testing) */

@@ -4,6 +4,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -28,6 +29,7 @@ typedef struct tr_worker_s {
     const tr_config_t *cfg;
     int slot;
     int listen_fd;
+    int reserve_fd; /* kept open to be closed when out of descriptors: room to accept and refuse */
     ev_io accept_io;
     ev_timer accept_retry; /* accept paused after EMFILE/ENFILE */
     ev_timer tick;         /* once a second: Date, idle sweep, log flush, stats */
@@ -69,6 +71,21 @@ static void on_drained(tr_conn_server_t *srv)
     ev_break(srv->loop, EVBREAK_ALL);
 }
 
+/* Out of descriptors with nothing idle to close: let go of the reserve descriptor, accept one waiting
+ * client, answer it 503 and close it, then take the reserve back. A client at the limit is refused at
+ * once instead of waiting in the accept queue. Returns 1 if a client was refused. */
+static int refuse_one(tr_worker_t *w)
+{
+    if (w->reserve_fd < 0)
+        return 0;
+    close(w->reserve_fd);
+    int fd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0)
+        tr_conn_refuse(&w->conns, fd);
+    w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return fd >= 0;
+}
+
 static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
 {
     tr_worker_t *w = io->data;
@@ -81,8 +98,15 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* Out of descriptors: pause accepting instead of spinning on a ready socket. */
-                tr_log_error("accept: %s; pausing accept for 100 ms", strerror(errno));
+                /* Out of descriptors: idle keep-alive connections make room for new clients; with
+                 * none to close, pause accepting instead of spinning on a ready socket. */
+                int saved = errno;
+                if (tr_conn_shed_idle(&w->conns, 16) > 0)
+                    continue;
+                if (refuse_one(w))
+                    continue; /* more may be waiting: each gets its 503 */
+                if (!ev_is_active(&w->accept_retry))
+                    tr_log_error("accept: %s; pausing accept for 100 ms", strerror(saved));
                 ev_io_stop(loop, &w->accept_io);
                 ev_timer_set(&w->accept_retry, 0.1, 0.);
                 ev_timer_start(loop, &w->accept_retry);
@@ -194,6 +218,7 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *
     w->shared = shared;
     w->stats = &shared->workers[slot];
     w->listen_fd = listen_fd;
+    w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     tr_mem_counter = (uint64_t *)&w->stats->core_allocations;
     *tr_mem_counter = 0;
 
@@ -211,7 +236,13 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *
     }
     tr_http_limits_t limits = {.max_uri = cfg->max_uri, .max_header = cfg->max_header, .max_body = cfg->max_body};
     tr_conn_callbacks_t cb = {.on_request = tr_vm_on_request, .on_drained = on_drained};
-    tr_conn_server_init(&w->conns, w->loop, &limits, cfg->keepalive_timeout, &cb, &w->vm);
+    tr_conn_limits_t conn_limits = {.keepalive_timeout = cfg->keepalive_timeout,
+                                    .header_timeout = cfg->header_timeout,
+                                    .body_timeout = cfg->body_timeout,
+                                    .body_deadline = cfg->body_deadline,
+                                    .write_timeout = cfg->write_timeout,
+                                    .max_connections = (unsigned)cfg->max_connections};
+    tr_conn_server_init(&w->conns, w->loop, &limits, &conn_limits, &cb, &w->vm);
     w->conns.stats = w->stats;
     tr_http_set_id_prefix(&w->conns.env, time(NULL), slot);
     w->vm.stats = w->stats;

@@ -78,7 +78,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     tr_http_limits_t limits = {.max_uri = 512, .max_header = 2048, .max_body = 8192};
     tr_conn_callbacks_t cb = {.on_request = on_request};
-    tr_conn_server_init(&srv, loop, &limits, 60.0, &cb, NULL);
+    tr_conn_limits_t conn_limits = {.keepalive_timeout = 60,
+                                    .header_timeout = 60,
+                                    .body_timeout = 60,
+                                    .body_deadline = 60,
+                                    .write_timeout = 60,
+                                    .max_connections = 4};
+    tr_conn_server_init(&srv, loop, &limits, &conn_limits, &cb, NULL);
     tr_http_set_id_prefix(&srv.env, 1700000000, 1);
     router = fuzz_sample_router();
     return 0;

@@ -245,6 +245,12 @@ function M.start(opts)
     argv[#argv + 1] = self.access_log_path
   end
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
+  if opts.wrap then -- a command that runs the server (e.g. prlimit ... --): the same pid, exec'd
+    local wrapped = {}
+    for _, a in ipairs(opts.wrap) do wrapped[#wrapped + 1] = a end
+    for _, a in ipairs(argv) do wrapped[#wrapped + 1] = a end
+    argv = wrapped
+  end
   self.argv = argv
   self.pid = sys.spawn(argv, self.output_path, opts.cwd, opts.env)
   self.started_at = sys.now()
