@@ -213,6 +213,17 @@ TR_FFI_EXPORT int tr_ffi_resp_finish(tr_req_pub_t *pub, uint32_t serial, const c
     tr_req_t *r = tr_req_check(pub, serial);
     if (r == NULL)
         return TR_FFI_STALE;
+    /* Only a final status ends a request: a 1xx (there are no upgrades) would make the client take
+     * the next response on the connection for this one's. ctx:status refuses them; this is the
+     * backstop for whatever set the status past it. */
+    if (pub->status < 200 || pub->status > 599) {
+        char id[TR_REQUEST_ID_MAX];
+        size_t id_len = tr_http_request_id(r, id);
+        tr_log_error("request %.*s: %s %.*s: status %d is not a final status, answered 500", (int)id_len, id,
+                     http_method_str((enum http_method)r->pub.method), (int)r->path_len, tr_req_str(r, r->url),
+                     (int)pub->status);
+        pub->status = 500;
+    }
     tr_http_respond(r, body, len);
     r->state = TR_REQ_FINISHED;
     return TR_FFI_OK;

@@ -144,27 +144,182 @@ static int valid_request_id(const char *s, size_t len)
     return 1;
 }
 
+/* RFC 3986 reg-name characters: unreserved, sub-delims and the '%' of pct-encoded. */
+static int reg_name_char(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch != '\0' && strchr("-._~!$&'()*+,;=", ch) != NULL);
+}
+
+static int hex_digit(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+/*
+ * A Host field value or the authority of an absolute-form target (RFC 9110 7.2, 4.2.3): uri-host
+ * [":" port], where uri-host is "[" hex digits, ':' and '.' "]" (an IPv6 literal) or a non-empty
+ * reg-name (which covers IPv4), and port 1 to 5 digits. An empty value (RFC 9110 7.2 lets a client
+ * send one when the target has no authority) is valid too.
+ */
+static int valid_host(const char *s, size_t len)
+{
+    size_t i = 0;
+    if (len == 0)
+        return 1;
+    if (s[0] == '[') {
+        for (i = 1; i < len && s[i] != ']'; i++)
+            if (!hex_digit((unsigned char)s[i]) && s[i] != ':' && s[i] != '.')
+                return 0;
+        if (i == len || i == 1)
+            return 0;
+        i++;
+    } else {
+        for (; i < len && s[i] != ':'; i++) {
+            if (s[i] == '%') {
+                if (len - i < 3 || !hex_digit((unsigned char)s[i + 1]) || !hex_digit((unsigned char)s[i + 2]))
+                    return 0;
+                i += 2;
+            } else if (!reg_name_char((unsigned char)s[i])) {
+                return 0;
+            }
+        }
+        if (i == 0)
+            return 0;
+    }
+    if (i == len)
+        return 1;
+    if (s[i] != ':' || len - i - 1 == 0 || len - i - 1 > 5)
+        return 0;
+    for (i++; i < len; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    return 1;
+}
+
+/* A field value without the trailing whitespace http-parser leaves on it. */
+static size_t trimmed_len(const char *s, size_t len)
+{
+    while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+        len--;
+    return len;
+}
+
+/*
+ * The Transfer-Encoding field lines of r, read as one list (RFC 9112 6.1, 6.3): 0 for "chunked" alone;
+ * 400 when the list is empty or malformed, when chunked is not the final coding (the body's length
+ * cannot be known) or is applied twice; 501 for a list that ends in chunked but holds a coding
+ * triage does not implement ("gzip, chunked").
+ */
+static int transfer_coding_status(const tr_req_t *r)
+{
+    int codings = 0, chunked = 0, last_chunked = 0, other = 0;
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        if (!header_is(r, i, "transfer-encoding", 17))
+            continue;
+        const char *s = tr_req_str(r, r->headers[i][1]);
+        size_t n = r->headers[i][1].len;
+        for (size_t k = 0; k <= n;) {
+            size_t e = k;
+            while (e < n && s[e] != ',')
+                e++;
+            size_t a = k, b = e;
+            while (a < b && (s[a] == ' ' || s[a] == '\t'))
+                a++;
+            while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\t'))
+                b--;
+            if (a < b) {
+                size_t t = a;
+                while (t < b && tr_http_token_chars[(unsigned char)s[t]])
+                    t++;
+                if (t == a)
+                    return 400;
+                codings++;
+                last_chunked = t == b && b - a == 7 && strncasecmp(s + a, "chunked", 7) == 0;
+                if (last_chunked)
+                    chunked++;
+                else
+                    other = 1;
+            }
+            k = e + 1;
+        }
+    }
+    if (codings == 0 || !last_chunked || chunked > 1)
+        return 400;
+    return other ? 501 : 0;
+}
+
+/*
+ * An absolute-form target ("http://host:port/path?query", RFC 9112 3.2.2): check it and make r->url
+ * its path and query, so that it routes as the origin-form would; *authority gets its host[:port].
+ * An empty path is "/": the authority moves one byte left over the second '/' of "://" to make room.
+ * Returns 0 or 400.
+ */
+static int absolute_form(tr_http_conn_t *c, tr_req_t *r, tr_slice_t *authority)
+{
+    char *url = c->rbuf.data + r->url.off;
+    size_t len = r->url.len, i;
+    if (len >= 7 && strncasecmp(url, "http://", 7) == 0)
+        i = 7;
+    else if (len >= 8 && strncasecmp(url, "https://", 8) == 0)
+        i = 8;
+    else
+        return 400;
+    size_t a = i;
+    while (i < len && url[i] != '/' && url[i] != '?')
+        i++;
+    size_t alen = i - a;
+    /* No userinfo (RFC 9110 4.2.4) and no empty host (4.2.1). */
+    if (alen == 0 || memchr(url + a, '@', alen) != NULL || !valid_host(url + a, alen))
+        return 400;
+    if (i < len && url[i] == '/') {
+        authority->off = r->url.off + (uint32_t)a;
+    } else {
+        memmove(url + a - 1, url + a, alen);
+        url[--i] = '/';
+        authority->off = r->url.off + (uint32_t)(a - 1);
+    }
+    authority->len = (uint32_t)alen;
+    r->url.off += (uint32_t)i;
+    r->url.len -= (uint32_t)i;
+    return 0;
+}
+
+/* A header line of the head from `from` on starts with SP or HTAB: an obs-fold (RFC 9112 5.2). */
+static int has_obs_fold(const char *from, const char *end)
+{
+    for (const char *s = from; (s = memchr(s, '\n', (size_t)(end - s))) != NULL && ++s < end;) {
+        if (*s == ' ' || *s == '\t')
+            return 1;
+        if (*s == '\r' || *s == '\n') /* the blank line that ends the head */
+            return 0;
+    }
+    return 0;
+}
+
 static int on_headers_complete(http_parser *p)
 {
     tr_http_conn_t *c = conn_of(p);
     tr_req_t *r = c->req;
     tr_http_env_t *env = c->env;
     const char *url = tr_req_str(r, r->url);
-    const char *q = memchr(url, '?', r->url.len);
-    r->path_len = q ? (uint32_t)(q - url) : r->url.len;
+    const char *end = c->rbuf.data + c->rbuf.len;
     r->pub.method = (int32_t)p->method;
     r->head = p->method == HTTP_HEAD;
     r->keep_alive = http_should_keep_alive(p) != 0;
     r->headers_done = 1;
-    if (r->url.len == 0 || url[0] != '/')
+    if (r->url.len == 0)
         return reject(c, 400);
-    /* Debian's http-parser is built lenient: insist on exactly "<target> HTTP/1.x" and on header
-     * names made of token characters, so "HTTX/1.1" or "Content-Length : 5" (a smuggling vector)
-     * get 400 instead of a guess. */
-    const char *after_url = url + r->url.len;
-    if (c->rbuf.data + c->rbuf.len - after_url < 8 || memcmp(after_url, " HTTP/1.", 8) != 0 || p->http_major != 1 ||
-        p->http_minor > 1)
+    /* Debian's http-parser is built lenient: insist on exactly "<target> HTTP/<digit>.<digit>" and on
+     * header names made of token characters, so "HTTX/1.1" or "Content-Length : 5" (a smuggling
+     * vector) get 400 instead of a guess. HTTP/1.x with x > 1 is served as 1.1 (RFC 9110 2.5: the
+     * parser's own keep-alive rule already does); a major version other than 1 gets 505. */
+    const char *v = url + r->url.len;
+    if (end - v < 10 || memcmp(v, " HTTP/", 6) != 0 || v[6] < '0' || v[6] > '9' || v[7] != '.' || v[8] < '0' ||
+        v[8] > '9' || (v[9] != '\r' && v[9] != '\n'))
         return reject(c, 400);
+    if (p->http_major != 1)
+        return reject(c, 505);
     for (unsigned i = 0; i < r->nheaders; i++) {
         const unsigned char *name = (const unsigned char *)tr_req_str(r, r->headers[i][0]);
         if (r->headers[i][0].len == 0)
@@ -172,6 +327,41 @@ static int on_headers_complete(http_parser *p)
         for (uint32_t k = 0; k < r->headers[i][0].len; k++)
             if (!tr_http_token_chars[name[k]])
                 return reject(c, 400);
+    }
+    if (has_obs_fold(v, end))
+        return reject(c, 400);
+    /* Host (RFC 9112 3.2): exactly one on HTTP/1.1, at most one on 1.0, and a valid value. */
+    int host = -1, te = 0;
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        if (header_is(r, i, "host", 4)) {
+            if (host >= 0)
+                return reject(c, 400);
+            host = (int)i;
+            tr_slice_t *hv = &r->headers[i][1];
+            hv->len = (uint32_t)trimmed_len(tr_req_str(r, *hv), hv->len);
+            if (!valid_host(tr_req_str(r, *hv), hv->len))
+                return reject(c, 400);
+        } else if (header_is(r, i, "transfer-encoding", 17)) {
+            te = 1;
+        }
+    }
+    if (host < 0 && p->http_minor >= 1)
+        return reject(c, 400);
+    if (url[0] != '/') {
+        tr_slice_t authority;
+        if (absolute_form(c, r, &authority) != 0)
+            return reject(c, 400);
+        if (host >= 0) /* the target's authority wins over the Host field (RFC 9112 3.2.2) */
+            r->headers[host][1] = authority;
+        url = tr_req_str(r, r->url);
+    }
+    const char *q = memchr(url, '?', r->url.len);
+    r->path_len = q ? (uint32_t)(q - url) : r->url.len;
+    /* Transfer-Encoding: faulty framing on HTTP/1.0 (RFC 9112 6.1), else "chunked" alone. */
+    if (te) {
+        int status = p->http_minor == 0 ? 400 : transfer_coding_status(r);
+        if (status != 0)
+            return reject(c, status);
     }
     if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX && p->content_length > env->limits.max_body)
         return reject(c, 413);
@@ -311,28 +501,89 @@ void tr_http_trim(tr_http_conn_t *c)
     }
 }
 
+/*
+ * http-parser has refused the method of the request that starts at c->req_start. A well-formed
+ * request line, "token SP target SP HTTP/<digit>.<digit>", names a method triage does not know: 501
+ * (505 for a version other than 1.x). Anything else is 400. Returns 0 while the line is still
+ * arriving, so that a request sent one byte at a time gets the same answer.
+ */
+static int bad_method_status(const tr_http_conn_t *c)
+{
+    const char *start = c->rbuf.data + c->req_start, *end = c->rbuf.data + c->rbuf.len, *s = start;
+    size_t too_long = c->env->limits.max_uri + 64;
+    while (s < end && (*s == '\r' || *s == '\n')) /* empty lines before a request are ignored */
+        s++;
+    const char *m = s;
+    while (s < end && tr_http_token_chars[(unsigned char)*s])
+        s++;
+    if (s == end)
+        return (size_t)(end - start) > too_long ? 400 : 0;
+    if (s == m || *s++ != ' ')
+        return 400;
+    const char *t = s;
+    while (s < end && (unsigned char)*s > ' ' && *s != 0x7f)
+        s++;
+    if (s == end)
+        return (size_t)(end - start) > too_long ? 414 : 0;
+    if (s == t || *s++ != ' ')
+        return 400;
+    static const char version[] = "HTTP/#.#";
+    for (size_t k = 0; k < 8; k++, s++) {
+        if (s == end)
+            return 0;
+        if (version[k] == '#' ? (*s < '0' || *s > '9') : *s != version[k])
+            return 400;
+    }
+    if (s == end)
+        return 0;
+    if (*s != '\r' && *s != '\n')
+        return 400;
+    return s[-3] == '1' ? 501 : 505;
+}
+
+static enum tr_http_parse_result refuse(tr_http_conn_t *c, int status)
+{
+    if (c->req != NULL) {
+        tr_http_release(c, c->req);
+        c->req = NULL;
+    }
+    c->in_message = 0;
+    c->bad_method = 0;
+    tr_http_error(c, status, 0);
+    return TR_HTTP_REJECTED;
+}
+
 enum tr_http_parse_result tr_http_parse(tr_http_conn_t *c)
 {
+    if (c->bad_method) {
+        int status = bad_method_status(c);
+        if (status != 0)
+            return refuse(c, status);
+        c->parsed = c->rbuf.len;
+        return TR_HTTP_NEED_MORE;
+    }
     while (c->parsed < c->rbuf.len) {
         size_t n =
             http_parser_execute(&c->parser, &tr_http_settings, c->rbuf.data + c->parsed, c->rbuf.len - c->parsed);
-        c->parsed += n;
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (e == HPE_INVALID_METHOD && c->error_status == 0) {
+            /* Keep the request line (a request context holds its place, as for any request being
+             * parsed) until it can be told apart from garbage. */
+            if (c->req == NULL) {
+                on_message_begin(&c->parser);
+                c->req_start = c->parsed + n;
+            }
+            c->bad_method = 1;
+            return tr_http_parse(c);
+        }
+        c->parsed += n;
         if (e == HPE_PAUSED) {
             http_parser_pause(&c->parser, 0);
             c->req->state = TR_REQ_RUNNING;
             return TR_HTTP_REQUEST;
         }
-        if (e != HPE_OK) {
-            int status = c->error_status ? c->error_status : 400;
-            if (c->req != NULL) {
-                tr_http_release(c, c->req);
-                c->req = NULL;
-            }
-            c->in_message = 0;
-            tr_http_error(c, status, 0);
-            return TR_HTTP_REJECTED;
-        }
+        if (e != HPE_OK)
+            return refuse(c, c->error_status ? c->error_status : 400);
         if (n == 0)
             break;
     }
@@ -381,6 +632,7 @@ const char *tr_http_reason(int status)
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
 }
@@ -494,7 +746,7 @@ void tr_http_respond(tr_req_t *r, const char *body, size_t len)
     tr_http_conn_t *c = r->conn;
     int keep_alive = r->keep_alive && !c->closing && !c->env->draining && !c->parser.upgrade;
     int status = r->pub.status;
-    if (status < 100 || status > 999)
+    if (status < 200 || status > 599) /* only a final status ends a request (no 1xx: see ffi_api.c) */
         status = 500;
     char extra[TR_REQUEST_ID_MAX + 64];
     size_t n = 0;

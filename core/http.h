@@ -118,7 +118,8 @@ struct tr_http_conn_s {
     tr_req_t *req;    /* being parsed or running */
     int error_status; /* set by a parser callback that rejected the request (413, 414, 431, ...) */
     unsigned in_message : 1;
-    unsigned closing : 1; /* close once wbuf is sent */
+    unsigned closing : 1;    /* close once wbuf is sent */
+    unsigned bad_method : 1; /* http-parser refused the method: waiting for the end of the request line */
 };
 
 /* Results of tr_http_parse. */

@@ -224,14 +224,14 @@ TEST_IMPL(http_get)
     ASSERT_INT_EQ(tr_ffi_req_id(pub, s, id, 2), -1); /* does not fit */
 
     /* No query string at all, or an empty one. */
-    REQUEST_OK(pub, r, "GET /users/7/posts HTTP/1.1\r\n\r\n");
+    REQUEST_OK(pub, r, "GET /users/7/posts HTTP/1.0\r\n\r\n"); /* 1.0: no Host needed */
     s = pub->serial;
     ASSERT_REQ_STR(path_of(pub, s, &len_), "/users/7/posts");
     ASSERT_REQ_STR(tr_ffi_req_query_string(pub, s, &len_), "");
     ASSERT_NULL(QUERY(pub, s, "sort"));
     ASSERT_INT_EQ(tr_ffi_req_header_count(pub, s), 0);
     ASSERT_REQ_STR(PARAM(pub, s, "id"), "7");
-    REQUEST_OK(pub, r, "GET /users/8/posts? HTTP/1.1\r\n\r\n");
+    REQUEST_OK(pub, r, "GET /users/8/posts? HTTP/1.1\r\nHost: t\r\n\r\n");
     s = pub->serial;
     ASSERT_INT_EQ(pub->handler, 5);
     ASSERT_REQ_STR(path_of(pub, s, &len_), "/users/8/posts");
@@ -276,7 +276,7 @@ TEST_IMPL(http_not_found)
     tr_router_t *r = new_router();
     add(r, "GET", "/a/:id", 1);
     tr_req_pub_t *pub;
-    REQUEST_OK(pub, r, "GET /b/1 HTTP/1.1\r\n\r\n");
+    REQUEST_OK(pub, r, "GET /b/1 HTTP/1.1\r\nHost: t\r\n\r\n");
     uint32_t s = pub->serial;
     size_t len_;
     ASSERT_INT_EQ(pub->handler, -1);
@@ -294,17 +294,17 @@ TEST_IMPL(http_method_not_allowed)
     add(r, "PUT", "/form", 3);
     tr_req_pub_t *pub;
     size_t len_;
-    REQUEST_OK(pub, r, "POST /only-get/9 HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    REQUEST_OK(pub, r, "POST /only-get/9 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
     ASSERT_INT_EQ(pub->handler, -2);
     ASSERT_REQ_STR(tr_ffi_req_allow(pub, pub->serial, &len_), "GET, HEAD");
     ASSERT_NULL(PARAM(pub, pub->serial, "id")); /* no route: no parameters */
 
-    REQUEST_OK(pub, r, "DELETE /form HTTP/1.1\r\n\r\n");
+    REQUEST_OK(pub, r, "DELETE /form HTTP/1.1\r\nHost: t\r\n\r\n");
     ASSERT_INT_EQ(pub->handler, -2);
     ASSERT_REQ_STR(tr_ffi_req_allow(pub, pub->serial, &len_), "POST, PUT");
 
     /* HEAD is answered by the GET route. */
-    REQUEST_OK(pub, r, "HEAD /only-get/9 HTTP/1.1\r\n\r\n");
+    REQUEST_OK(pub, r, "HEAD /only-get/9 HTTP/1.1\r\nHost: t\r\n\r\n");
     ASSERT_INT_EQ(pub->handler, 1);
     ASSERT_STR_EQ(tr_ffi_method_name(pub->method), "HEAD");
     ASSERT_REQ_STR(PARAM(pub, pub->serial, "id"), "9");
@@ -342,7 +342,7 @@ TEST_IMPL(http_chunked_body)
     unsigned char *want = malloc(total);
     char *raw = malloc(total + NCHUNKS * 32 + 256);
     ASSERT(want != NULL && raw != NULL);
-    size_t n = (size_t)sprintf(raw, "POST /upload HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    size_t n = (size_t)sprintf(raw, "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
     size_t off = 0;
     for (size_t c = 1; c <= NCHUNKS; c++) {
         if (c % 3)
@@ -401,16 +401,17 @@ TEST_IMPL(http_content_length_body)
     add(r, "POST", "/x", 1);
     tr_req_pub_t *pub;
     size_t len_;
-    REQUEST_OK(pub, r, "POST /x HTTP/1.1\r\nContent-Length: 11\r\nContent-Type: text/plain\r\n\r\nhello world");
+    REQUEST_OK(pub, r,
+               "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\nContent-Type: text/plain\r\n\r\nhello world");
     ASSERT_REQ_STR(tr_ffi_req_body(pub, pub->serial, &len_), "hello world");
     ASSERT_REQ_STR(HEADER(pub, pub->serial, "content-length"), "11");
 
-    REQUEST_OK(pub, r, "POST /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    REQUEST_OK(pub, r, "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
     ASSERT_REQ_STR(tr_ffi_req_body(pub, pub->serial, &len_), "");
 
     /* Every byte value. */
     char raw[512];
-    int n = snprintf(raw, sizeof(raw), "POST /x HTTP/1.1\r\nContent-Length: 256\r\n\r\n");
+    int n = snprintf(raw, sizeof(raw), "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 256\r\n\r\n");
     for (int i = 0; i < 256; i++)
         raw[n + i] = (char)i;
     pub = request_n(r, raw, (size_t)n + 256);
@@ -428,15 +429,15 @@ TEST_IMPL(http_incomplete)
     const char *partial[] = {
         "GET / HTTP/1.1\r\nHost: x\r\n",
         "GET /x HTT",
-        "POST /x HTTP/1.1\r\nContent-Length: 20\r\n\r\nonly ten b",
-        "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\nonly ten b",
+        "POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
     };
     for (size_t i = 0; i < sizeof(partial) / sizeof(partial[0]); i++)
         REJECTED(r, partial[i], strlen(partial[i]), "incomplete request");
     /* The next request is not disturbed by the abandoned one. */
     tr_req_pub_t *pub;
     size_t len_;
-    REQUEST_OK(pub, r, "POST /x HTTP/1.1\r\nContent-Length: 2\r\n\r\nok");
+    REQUEST_OK(pub, r, "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok");
     ASSERT_INT_EQ(pub->handler, 1);
     ASSERT_REQ_STR(tr_ffi_req_body(pub, pub->serial, &len_), "ok");
     tr_ffi_test_router_free(r);
@@ -510,7 +511,7 @@ TEST_IMPL(http_limit_header)
 
     /* A long name counts as much as a long value. */
     raw = malloc(MAX_HEADER + 64);
-    int n = sprintf(raw, "GET / HTTP/1.1\r\n");
+    int n = sprintf(raw, "GET / HTTP/1.1\r\nHost: t\r\n");
     memset(raw + n, 'N', MAX_HEADER);
     strcpy(raw + n + MAX_HEADER, ": v\r\n\r\n");
     REJECTED(r, raw, strlen(raw), "431 Request Header Fields Too Large");
@@ -518,12 +519,12 @@ TEST_IMPL(http_limit_header)
 
     /* Too many headers, each small. */
     char many[4096];
-    for (int count = 64; count <= 65; count++) {
-        n = sprintf(many, "GET / HTTP/1.1\r\n");
+    for (int count = 63; count <= 64; count++) { /* and Host */
+        n = sprintf(many, "GET / HTTP/1.1\r\nHost: t\r\n");
         for (int i = 0; i < count; i++)
             n += sprintf(many + n, "X-H%d: %d\r\n", i, i);
         strcpy(many + n, "\r\n");
-        if (count == 64) {
+        if (count == 63) {
             REQUEST_OK(pub, r, many);
             ASSERT_INT_EQ(tr_ffi_req_header_count(pub, pub->serial), 64);
         } else {
@@ -541,7 +542,7 @@ TEST_IMPL(http_limit_body)
     size_t len_;
     char *raw = malloc(MAX_BODY + 128);
     ASSERT_NOT_NULL(raw);
-    int n = sprintf(raw, "POST /up HTTP/1.1\r\nContent-Length: %d\r\n\r\n", MAX_BODY);
+    int n = sprintf(raw, "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n", MAX_BODY);
     memset(raw + n, 'b', MAX_BODY);
     pub = request_n(r, raw, (size_t)n + MAX_BODY);
     ASSERT_NOT_NULL(pub);
@@ -549,10 +550,10 @@ TEST_IMPL(http_limit_body)
     ASSERT_UINT_EQ(len_, MAX_BODY);
 
     /* Refused on the announced length, before any body byte. */
-    n = sprintf(raw, "POST /up HTTP/1.1\r\nContent-Length: %d\r\n\r\n", MAX_BODY + 1);
+    n = sprintf(raw, "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n", MAX_BODY + 1);
     REJECTED(r, raw, (size_t)n, "413 Content Too Large");
-    REJECTED(r, "POST /up HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n",
-             strlen("POST /up HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n"), "413 Content Too Large");
+    REJECTED(r, "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999\r\n\r\n",
+             strlen("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999\r\n\r\n"), "413 Content Too Large");
     free(raw);
     tr_ffi_test_router_free(r);
 }
@@ -562,7 +563,7 @@ static char *chunked_request(size_t total, size_t *len)
 {
     char *raw = malloc(total + total / 1024 + 256);
     ASSERT_NOT_NULL(raw);
-    size_t n = (size_t)sprintf(raw, "POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    size_t n = (size_t)sprintf(raw, "POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
     for (size_t left = total; left > 0;) {
         size_t c = left > 65536 ? 65536 : left;
         n += (size_t)sprintf(raw + n, "%zx\r\n", c);
@@ -603,23 +604,22 @@ TEST_IMPL(http_bad_request)
     static const char *const bad[] = {
         "\x01\x02 garbage\r\n\r\n",
         "HELLO\r\n\r\n",
-        "GET /x HTTP/1.1\r\nNo colon here\r\n\r\n",
-        "GET /x HTTP/1.1\r\nBad Name: v\r\n\r\n",
-        "POST /x HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
-        "POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        "GET /x HTTP/1.1\r\nHost: t\r\nNo colon here\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: t\r\nBad Name: v\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
         /* Both framings: a request-smuggling attempt. */
-        "POST /x HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
         "GET /x\r\n\r\n",
-        /* Only "<origin-form target> HTTP/1.0|1.1", and token header names. */
-        "GET /x HTTX/1.1\r\n\r\n",
-        "GET /x HTTP/2.0\r\n\r\n",
-        "GET /x HTTP/1.2\r\n\r\n",
-        "GET /x  HTTP/1.1\r\n\r\n",
-        "POST /x HTTP/1.1\r\nContent-Length : 5\r\n\r\nhello",
-        "GET /x HTTP/1.1\r\nX(A): v\r\n\r\n",
-        "OPTIONS * HTTP/1.1\r\n\r\n",
-        "CONNECT example.org:443 HTTP/1.1\r\n\r\n",
+        /* Only "<target> HTTP/<digit>.<digit>", and token header names. */
+        "GET /x HTTX/1.1\r\nHost: t\r\n\r\n",
+        "GET /x HTTP/1.1 \r\nHost: t\r\n\r\n",
+        "GET /x  HTTP/1.1\r\nHost: t\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length : 5\r\n\r\nhello",
+        "GET /x HTTP/1.1\r\nHost: t\r\nX(A): v\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n",
+        "CONNECT example.org:443 HTTP/1.1\r\nHost: t\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         if (request(r, bad[i]) != NULL)
@@ -642,7 +642,7 @@ TEST_IMPL(http_expect)
     add(r, "POST", "/x", 1);
     tr_req_pub_t *pub;
     size_t len_;
-    REQUEST_OK(pub, r, "POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok");
+    REQUEST_OK(pub, r, "POST /x HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok");
     ASSERT_REQ_STR(tr_ffi_req_body(pub, pub->serial, &len_), "ok");
     finish(pub, "done", 4);
     size_t len;
@@ -655,7 +655,7 @@ TEST_IMPL(http_expect)
     raw = tr_ffi_test_response(&len);
     ASSERT(strncmp(raw, "HTTP/1.1 200 OK\r\n", 17) == 0); /* HTTP/1.0 clients get no 100 */
 
-    const char *bad = "POST /x HTTP/1.1\r\nExpect: something-else\r\nContent-Length: 2\r\n\r\nok";
+    const char *bad = "POST /x HTTP/1.1\r\nHost: t\r\nExpect: something-else\r\nContent-Length: 2\r\n\r\nok";
     REJECTED(r, bad, strlen(bad), "417 Expectation Failed");
     tr_ffi_test_router_free(r);
 }
@@ -702,7 +702,7 @@ TEST_IMPL(http_response)
     ASSERT_MEM_EQ(res.body, res.body_len, "hi there");
 
     /* A Content-Type of the handler's replaces the default. */
-    REQUEST_OK(pub, r, "GET /hello HTTP/1.1\r\n\r\n");
+    REQUEST_OK(pub, r, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
     ASSERT_INT_EQ(set_header(pub, "content-type", "application/json"), 0);
     finish(pub, "{}", 2);
     res = response();
@@ -710,7 +710,7 @@ TEST_IMPL(http_response)
     ASSERT_MEM_EQ(res.body, res.body_len, "{}");
 
     /* An empty body: Content-Length 0 and no Content-Type. */
-    REQUEST_OK(pub, r, "GET /hello HTTP/1.1\r\n\r\n");
+    REQUEST_OK(pub, r, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
     finish(pub, "", 0);
     res = response();
     ASSERT_RESP_HEADER(res, "Content-Length", "0");
@@ -718,7 +718,7 @@ TEST_IMPL(http_response)
     ASSERT_UINT_EQ(res.body_len, 0);
 
     /* A body with NUL bytes and a larger one (several buffer classes). */
-    REQUEST_OK(pub, r, "GET /hello HTTP/1.1\r\n\r\n");
+    REQUEST_OK(pub, r, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
     enum { BIG = 100000 };
     char *big = malloc(BIG);
     for (int i = 0; i < BIG; i++)
@@ -735,7 +735,7 @@ TEST_IMPL(http_response)
 static resp_t respond_with_status(tr_router_t *r, int status, const char *body)
 {
     tr_req_pub_t *pub;
-    REQUEST_OK(pub, r, "GET /s HTTP/1.1\r\n\r\n");
+    REQUEST_OK(pub, r, "GET /s HTTP/1.1\r\nHost: t\r\n\r\n");
     pub->status = status;
     finish(pub, body, strlen(body));
     return response();
@@ -774,7 +774,7 @@ TEST_IMPL(http_response_head)
     tr_router_t *r = new_router();
     add(r, "GET", "/doc", 1);
     tr_req_pub_t *pub;
-    REQUEST_OK(pub, r, "HEAD /doc HTTP/1.1\r\n\r\n");
+    REQUEST_OK(pub, r, "HEAD /doc HTTP/1.1\r\nHost: t\r\n\r\n");
     ASSERT_INT_EQ(pub->handler, 1);
     ASSERT_INT_EQ(set_header(pub, "X-Custom", "h"), 0);
     finish(pub, "hello", 5);
@@ -792,7 +792,7 @@ TEST_IMPL(http_response_204)
     tr_router_t *r = new_router();
     add(r, "DELETE", "/item", 1);
     tr_req_pub_t *pub;
-    REQUEST_OK(pub, r, "DELETE /item HTTP/1.1\r\n\r\n");
+    REQUEST_OK(pub, r, "DELETE /item HTTP/1.1\r\nHost: t\r\n\r\n");
     pub->status = 204;
     ASSERT_INT_EQ(set_header(pub, "X-Deleted", "1"), 0);
     finish(pub, "", 0);
@@ -804,7 +804,7 @@ TEST_IMPL(http_response_204)
     ASSERT_UINT_EQ(res.body_len, 0);
 
     /* A body given with a 204 is not sent. */
-    REQUEST_OK(pub, r, "DELETE /item HTTP/1.1\r\n\r\n");
+    REQUEST_OK(pub, r, "DELETE /item HTTP/1.1\r\nHost: t\r\n\r\n");
     pub->status = 204;
     finish(pub, "ignored", 7);
     res = response();
@@ -825,9 +825,9 @@ TEST_IMPL(http_connection)
 {
     tr_router_t *r = new_router();
     add(r, "GET", "/", 1);
-    resp_t res = respond_to(r, "GET / HTTP/1.1\r\n\r\n");
+    resp_t res = respond_to(r, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     ASSERT_NO_RESP_HEADER(res, "Connection");
-    res = respond_to(r, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+    res = respond_to(r, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     ASSERT_RESP_HEADER(res, "Connection", "close");
     res = respond_to(r, "GET / HTTP/1.0\r\n\r\n");
     ASSERT_STATUS_LINE(res, "HTTP/1.1 200 OK");
@@ -843,7 +843,7 @@ TEST_IMPL(http_resp_header_rejects)
     tr_router_t *r = new_router();
     add(r, "GET", "/", 1);
     tr_req_pub_t *pub;
-    REQUEST_OK(pub, r, "GET / HTTP/1.1\r\n\r\n");
+    REQUEST_OK(pub, r, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     uint32_t s = pub->serial;
     const char *e = NULL;
     /* Response splitting. */
@@ -893,7 +893,7 @@ TEST_IMPL(http_resp_header_too_large)
     tr_router_t *r = new_router();
     add(r, "GET", "/", 1);
     tr_req_pub_t *pub;
-    REQUEST_OK(pub, r, "GET / HTTP/1.1\r\n\r\n");
+    REQUEST_OK(pub, r, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     char *big = malloc(TR_RESP_HEADERS_MAX);
     ASSERT_NOT_NULL(big);
     memset(big, 'v', TR_RESP_HEADERS_MAX - 1);
@@ -916,7 +916,7 @@ TEST_IMPL(http_resp_reset)
     tr_router_t *r = new_router();
     add(r, "GET", "/", 1);
     tr_req_pub_t *pub;
-    REQUEST_OK(pub, r, "GET / HTTP/1.1\r\n\r\n");
+    REQUEST_OK(pub, r, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     ASSERT_INT_EQ(set_header(pub, "X-Before", "1"), 0);
     ASSERT_INT_EQ(set_header(pub, "Content-Type", "application/json"), 0);
     ASSERT_INT_EQ(tr_ffi_resp_reset(pub, pub->serial), 0);
@@ -988,7 +988,7 @@ TEST_IMPL(http_stale_serial_reuse)
     add(r, "GET", "/a/:id", 1);
     tr_req_pub_t *pub;
     size_t len_;
-    REQUEST_OK(pub, r, "GET /a/first HTTP/1.1\r\nX-Who: first\r\n\r\n");
+    REQUEST_OK(pub, r, "GET /a/first HTTP/1.1\r\nHost: t\r\nX-Who: first\r\n\r\n");
     uint32_t s1 = pub->serial;
     tr_req_pub_t *first = pub;
     finish(pub, "1", 1);
@@ -998,7 +998,7 @@ TEST_IMPL(http_stale_serial_reuse)
     uint32_t seen[20];
     seen[0] = s1;
     for (int i = 1; i < 20; i++) {
-        REQUEST_OK(pub, r, "GET /a/next HTTP/1.1\r\nX-Who: next\r\n\r\n");
+        REQUEST_OK(pub, r, "GET /a/next HTTP/1.1\r\nHost: t\r\nX-Who: next\r\n\r\n");
         ASSERT_PTR_EQ(pub, first); /* the pooled object again */
         uint32_t s = pub->serial;
         for (int j = 0; j < i; j++) {
@@ -1047,19 +1047,19 @@ static void round_of_requests(tr_router_t *r, int check)
     finish(pub, "ok", 2);
     tr_ffi_test_response(&len_);
 
-    REQUEST_OK(pub, r, "POST /submit HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+    REQUEST_OK(pub, r, "POST /submit HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
     ASSERT_INT_EQ(set_header(pub, "X-A", "1"), 0);
     ASSERT_INT_EQ(tr_ffi_resp_reset(pub, pub->serial), 0);
     finish(pub, "ok", 2);
     tr_ffi_test_response(&len_);
 
-    REQUEST_OK(pub, r, "GET /nowhere HTTP/1.1\r\n\r\n");
+    REQUEST_OK(pub, r, "GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n");
     ASSERT_INT_EQ(pub->handler, -1);
     pub->status = 404;
     finish(pub, "{\"error\":\"not found\"}", 21);
     tr_ffi_test_response(&len_);
 
-    REQUEST_OK(pub, r, "DELETE /users/1 HTTP/1.1\r\n\r\n");
+    REQUEST_OK(pub, r, "DELETE /users/1 HTTP/1.1\r\nHost: t\r\n\r\n");
     ASSERT_INT_EQ(pub->handler, -2);
     ASSERT_NOT_NULL(tr_ffi_req_allow(pub, pub->serial, &len_));
     pub->status = 405;
@@ -1095,5 +1095,254 @@ TEST_IMPL(http_no_alloc_after_warmup)
     ASSERT_UINT_EQ(*tr_mem_counter, count);
     ASSERT_UINT_EQ(srv->req_pool.total, reqs);
     ASSERT_UINT_EQ(srv->bufs.total, bufs);
+    tr_ffi_test_router_free(r);
+}
+
+/* Requests RFC 9112 / RFC 9110 say to refuse, and the status each gets (the connection closes). */
+TEST_IMPL(http_strict_refusals)
+{
+    tr_router_t *r = new_router();
+    add(r, "GET", "/x", 1);
+    add(r, "POST", "/x", 2);
+    static const struct {
+        const char *raw;
+        const char *status;
+    } cases[] = {
+        /* Host (RFC 9112 3.2): missing on 1.1, twice, or not uri-host[:port]. */
+        {"GET /x HTTP/1.1\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.1\r\nHost: a b\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.1\r\nHost: a/b\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.1\r\nHost: user@a\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.1\r\nHost: a:\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.1\r\nHost: a:123456\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.1\r\nHost: a:8o\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.1\r\nHost: :80\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.1\r\nHost: [::1\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.1\r\nHost: [zz]\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.1\r\nHost: []\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.1\r\nHost: a%zz\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.1\r\nHost: a\"b\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.1\r\nHost: a\xc3\xa9\r\n\r\n", "400 Bad Request"},
+        /* obs-fold (RFC 9112 5.2), with SP or HTAB, on any header. */
+        {"GET /x HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.1\r\nHost: a\r\nX-A: b\r\n\tc\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.1\r\nHost: a\r\n b\r\n\r\n", "400 Bad Request"},
+        {"GET /x HTTP/1.1\r\nX-A:\r\n c\r\nHost: a\r\n\r\n", "400 Bad Request"},
+        {"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n 5\r\n\r\nhello", "400 Bad Request"},
+        /* Transfer-Encoding on HTTP/1.0: faulty framing (RFC 9112 6.1). */
+        {"POST /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400 Bad Request"},
+        {"POST /x HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "400 Bad Request"},
+        /* Transfer codings (RFC 9112 6.1, 6.3): chunked must be the final one, once; others: 501. */
+        {"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "501 Not Implemented"},
+        {"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+         "501 Not Implemented"},
+        {"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", "400 Bad Request"},
+        {"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", "400 Bad Request"},
+        {"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", "400 Bad Request"},
+        {"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", "400 Bad Request"},
+        {"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+         "400 Bad Request"},
+        {"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;q=1\r\n\r\n0\r\n\r\n", "400 Bad Request"},
+        {"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ,\r\n\r\n", "400 Bad Request"},
+        /* Versions (RFC 9110 2.5, 15.6.6): 1.x only; another major is 505. */
+        {"GET /x HTTP/2.0\r\nHost: a\r\n\r\n", "505 HTTP Version Not Supported"},
+        {"GET /x HTTP/3.0\r\nHost: a\r\n\r\n", "505 HTTP Version Not Supported"},
+        {"GET /x HTTP/0.9\r\nHost: a\r\n\r\n", "505 HTTP Version Not Supported"},
+        {"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "505 HTTP Version Not Supported"},
+        /* Unknown methods (RFC 9110 9.1): 501; methods are case-sensitive. */
+        {"FOO /x HTTP/1.1\r\nHost: a\r\n\r\n", "501 Not Implemented"},
+        {"get /x HTTP/1.1\r\nHost: a\r\n\r\n", "501 Not Implemented"},
+        {"GETX /x HTTP/1.1\r\nHost: a\r\n\r\n", "501 Not Implemented"},
+        {"\r\nBREW /pot HTTP/1.1\r\nHost: a\r\n\r\n", "501 Not Implemented"},
+        {"FOO /x HTTP/1.0\n\n", "501 Not Implemented"},
+        /* ... but a malformed request line stays a 400. */
+        {"FOO\r\n\r\n", "400 Bad Request"},
+        {"FOO /x\r\n\r\n", "400 Bad Request"},
+        {"FOO /x HTTX/1.1\r\n\r\n", "400 Bad Request"},
+        {"FOO  /x HTTP/1.1\r\n\r\n", "400 Bad Request"},
+        {"FOO /x HTTP/1.1 \r\n\r\n", "400 Bad Request"},
+        {"FO(O /x HTTP/1.1\r\n\r\n", "400 Bad Request"},
+        /* Absolute-form targets: http(s) only, a host, no userinfo. */
+        {"GET ftp://a/x HTTP/1.1\r\nHost: a\r\n\r\n", "400 Bad Request"},
+        {"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", "400 Bad Request"},
+        {"GET http://user@a/x HTTP/1.1\r\nHost: a\r\n\r\n", "400 Bad Request"},
+        {"GET http://a:99999999/x HTTP/1.1\r\nHost: a\r\n\r\n", "400 Bad Request"},
+        {"GET http://a/x HTTP/1.1\r\n\r\n", "400 Bad Request"}, /* Host is still required on 1.1 */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (request(r, cases[i].raw) != NULL)
+            tr_test_fail(__FILE__, __LINE__, "request refused", "cases[%zu] accepted: %s", i, cases[i].raw);
+        if (strcmp(err, cases[i].status) != 0)
+            tr_test_fail(__FILE__, __LINE__, "refused with the RFC's status", "cases[%zu] %s: \"%s\", want \"%s\"", i,
+                         cases[i].raw, err, cases[i].status);
+        /* The core's answer closes the connection. */
+        resp_t res = response();
+        ASSERT_RESP_HEADER(res, "Connection", "close");
+    }
+    tr_ffi_test_router_free(r);
+}
+
+/* Requests RFC 9112 / RFC 9110 say to accept. */
+TEST_IMPL(http_strict_accepts)
+{
+    tr_router_t *r = new_router();
+    add(r, "GET", "/", 1);
+    add(r, "GET", "/users/:id/posts", 2);
+    add(r, "POST", "/x", 3);
+    tr_req_pub_t *pub;
+    size_t len_;
+    /* Absolute-form (RFC 9112 3.2.2): routed on its path; its authority wins over Host. */
+    REQUEST_OK(pub, r, "GET http://example.org:8080/users/42/posts?sort=asc HTTP/1.1\r\nHost: other\r\n\r\n");
+    ASSERT_INT_EQ(pub->handler, 2);
+    ASSERT_REQ_STR(path_of(pub, pub->serial, &len_), "/users/42/posts");
+    ASSERT_REQ_STR(tr_ffi_req_query_string(pub, pub->serial, &len_), "sort=asc");
+    ASSERT_REQ_STR(PARAM(pub, pub->serial, "id"), "42");
+    ASSERT_REQ_STR(HEADER(pub, pub->serial, "host"), "example.org:8080");
+    finish(pub, "ok", 2);
+    resp_t res = response();
+    ASSERT_STATUS_LINE(res, "HTTP/1.1 200 OK");
+    /* An empty path is "/", with or without a query. */
+    REQUEST_OK(pub, r, "GET HTTP://Example.org HTTP/1.1\r\nHost: example.org\r\n\r\n");
+    ASSERT_INT_EQ(pub->handler, 1);
+    ASSERT_REQ_STR(path_of(pub, pub->serial, &len_), "/");
+    ASSERT_REQ_STR(HEADER(pub, pub->serial, "host"), "Example.org");
+    REQUEST_OK(pub, r, "GET https://[::1]:8443?a=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    ASSERT_INT_EQ(pub->handler, 1);
+    ASSERT_REQ_STR(path_of(pub, pub->serial, &len_), "/");
+    ASSERT_REQ_STR(tr_ffi_req_query_string(pub, pub->serial, &len_), "a=1");
+    ASSERT_REQ_STR(QUERY(pub, pub->serial, "a"), "1");
+    ASSERT_REQ_STR(HEADER(pub, pub->serial, "host"), "[::1]:8443");
+    /* HTTP/1.0 needs no Host, in either form. */
+    REQUEST_OK(pub, r, "GET http://10.0.0.1/users/7/posts HTTP/1.0\r\n\r\n");
+    ASSERT_INT_EQ(pub->handler, 2);
+    ASSERT_INT_EQ(tr_ffi_req_header_count(pub, pub->serial), 0);
+
+    /* HTTP/1.x with x > 1 is HTTP/1.1 (RFC 9110 2.5): answered as 1.1, kept alive. */
+    static const char *const minors[] = {"GET / HTTP/1.2\r\nHost: a\r\n\r\n", "GET / HTTP/1.9\r\nHost: a\r\n\r\n"};
+    for (size_t i = 0; i < 2; i++) {
+        REQUEST_OK(pub, r, minors[i]);
+        ASSERT_INT_EQ(pub->handler, 1);
+        finish(pub, "ok", 2);
+        res = response();
+        ASSERT_STATUS_LINE(res, "HTTP/1.1 200 OK");
+        ASSERT_INT_EQ(resp_header(&res, "Connection", NULL, 0), 0);
+    }
+
+    /* Valid Host values: reg-name, IPv4, IPv6 literal, port, pct-encoded, empty (RFC 9110 7.2). */
+    static const char *const hosts[] = {
+        "Host: example.org\r\n",
+        "Host: 127.0.0.1:8080\r\n",
+        "Host: [::1]\r\n",
+        "Host: [2001:db8::1]:443\r\n",
+        "Host: a-b_c~d.e\r\n",
+        "Host: a%20b\r\n",
+        "Host:\r\n",
+        "Host: h  \r\n",
+        "HOST: h\r\n",
+        "Host: xn--bcher-kva.ch\r\n",
+    };
+    for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+        char raw[256];
+        snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\n%s\r\n", hosts[i]);
+        pub = request(r, raw);
+        if (pub == NULL)
+            tr_test_fail(__FILE__, __LINE__, "valid Host accepted", "hosts[%zu] %s: %s", i, hosts[i], err);
+    }
+    REQUEST_OK(pub, r, "GET / HTTP/1.1\r\nHost: h  \r\n\r\n");
+    ASSERT_REQ_STR(HEADER(pub, pub->serial, "host"), "h"); /* without the trailing whitespace */
+
+    /* "chunked" alone, in any case, with OWS. */
+    REQUEST_OK(pub, r, "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked \r\n\r\n2\r\nok\r\n0\r\n\r\n");
+    ASSERT_REQ_STR(tr_ffi_req_body(pub, pub->serial, &len_), "ok");
+    /* Methods http-parser knows are routed (404/405), not 501: the router can serve any of them. */
+    REQUEST_OK(pub, r, "PROPFIND /x HTTP/1.1\r\nHost: a\r\n\r\n");
+    ASSERT_INT_EQ(pub->handler, TR_ROUTE_METHOD_NOT_ALLOWED);
+    tr_ffi_test_router_free(r);
+}
+
+/*
+ * Parse raw one byte at a time on a bare HTTP connection, as a slow client sends it: 0 when it is a
+ * complete request, the status of the refusal, or -1 when it is incomplete.
+ */
+static int parse_bytewise(const char *raw)
+{
+    tr_conn_server_t *srv = tr_testing_server();
+    tr_http_conn_t h;
+    tr_http_conn_init(&h, &srv->env);
+    int status = -1;
+    for (size_t i = 0; raw[i] != '\0' && status < 0; i++) {
+        ASSERT_INT_EQ(tr_http_read_space(&h), 0);
+        h.rbuf.data[h.rbuf.len++] = raw[i];
+        enum tr_http_parse_result res = tr_http_parse(&h);
+        if (res == TR_HTTP_REQUEST) {
+            status = 0;
+            h.req->state = TR_REQ_FINISHED;
+            tr_http_release(&h, h.req);
+            h.req = NULL;
+        } else if (res == TR_HTTP_REJECTED) {
+            ASSERT(h.closing);
+            ASSERT(h.wbuf.len > 12);
+            status = atoi(h.wbuf.data + 9);
+        }
+    }
+    if (h.req != NULL)
+        tr_http_release(&h, h.req);
+    tr_buf_release(&srv->bufs, &h.rbuf);
+    tr_buf_release(&srv->bufs, &h.wbuf);
+    return status;
+}
+
+/* Each rule holds when the request arrives one byte at a time. */
+TEST_IMPL(http_strict_bytewise)
+{
+    ASSERT_INT_EQ(parse_bytewise("GET /x HTTP/1.1\r\nHost: a\r\n\r\n"), 0);
+    ASSERT_INT_EQ(parse_bytewise("GET http://a/x HTTP/1.1\r\nHost: b\r\n\r\n"), 0);
+    ASSERT_INT_EQ(parse_bytewise("GET http://a HTTP/1.1\r\nHost: b\r\n\r\n"), 0);
+    ASSERT_INT_EQ(parse_bytewise("GET /x HTTP/1.2\r\nHost: a\r\n\r\n"), 0);
+    ASSERT_INT_EQ(
+        parse_bytewise("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"), 0);
+    ASSERT_INT_EQ(parse_bytewise("GET /x HTTP/1.1\r\n\r\n"), 400);
+    ASSERT_INT_EQ(parse_bytewise("GET /x HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"), 400);
+    ASSERT_INT_EQ(parse_bytewise("GET /x HTTP/1.1\r\nHost: a b\r\n\r\n"), 400);
+    ASSERT_INT_EQ(parse_bytewise("GET /x HTTP/1.1\r\nHost: a\r\nX: b\r\n c\r\n\r\n"), 400);
+    ASSERT_INT_EQ(parse_bytewise("POST /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 400);
+    ASSERT_INT_EQ(parse_bytewise("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 501);
+    ASSERT_INT_EQ(parse_bytewise("GET /x HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
+    /* An unknown method is told from garbage only once its request line is complete. */
+    ASSERT_INT_EQ(parse_bytewise("FOO /x HTTP/1.1\r\nHost: a\r\n\r\n"), 501);
+    ASSERT_INT_EQ(parse_bytewise("GETX /x HTTP/1.1\r\nHost: a\r\n\r\n"), 501);
+    ASSERT_INT_EQ(parse_bytewise("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 505);
+    ASSERT_INT_EQ(parse_bytewise("FOO /x HTTP/1."), -1);
+    ASSERT_INT_EQ(parse_bytewise("FOO /x HTTX"), 400);
+    ASSERT_INT_EQ(parse_bytewise("FOO(/x HTTP/1.1\r\n"), 400);
+    ASSERT_INT_EQ(parse_bytewise("\x16\x03\x01\x00"), 400);
+    /* A request line with an unknown method that never ends is cut off (the target is too long). */
+    char *raw = malloc(MAX_URI + 256);
+    ASSERT_NOT_NULL(raw);
+    strcpy(raw, "FOO /");
+    memset(raw + 5, 'a', MAX_URI + 128);
+    raw[5 + MAX_URI + 128] = '\0';
+    ASSERT_INT_EQ(parse_bytewise(raw), 414);
+    memset(raw, 'F', MAX_URI + 128);
+    ASSERT_INT_EQ(parse_bytewise(raw), 400);
+    free(raw);
+}
+
+/* A handler's status must be final (RFC 9110 15: 1xx are interim): anything else is answered 500. */
+TEST_IMPL(http_final_status)
+{
+    tr_router_t *r = new_router();
+    add(r, "GET", "/s", 1);
+    static const int interim[] = {100, 101, 102, 103, 199, 600};
+    for (size_t i = 0; i < sizeof(interim) / sizeof(interim[0]); i++) {
+        resp_t res = respond_with_status(r, interim[i], "x");
+        ASSERT_STATUS_LINE(res, "HTTP/1.1 500 Internal Server Error");
+        ASSERT_RESP_HEADER(res, "Content-Length", "1");
+    }
+    resp_t res = respond_with_status(r, 200, "x");
+    ASSERT_STATUS_LINE(res, "HTTP/1.1 200 OK");
     tr_ffi_test_router_free(r);
 }

@@ -75,7 +75,18 @@
     TEST_ENTRY(http_resp_reset)                                                                                        \
     TEST_ENTRY(http_stale_serial)                                                                                      \
     TEST_ENTRY(http_stale_serial_reuse)                                                                                \
-    TEST_ENTRY(http_no_alloc_after_warmup)
+    TEST_ENTRY(http_no_alloc_after_warmup)                                                                             \
+    TEST_ENTRY(http_strict_refusals)                                                                                   \
+    TEST_ENTRY(http_strict_accepts)                                                                                    \
+    TEST_ENTRY(http_strict_bytewise)                                                                                   \
+    TEST_ENTRY(http_final_status)                                                                                      \
+    TEST_ENTRY(json_valid)                                                                                             \
+    TEST_ENTRY(json_utf8)                                                                                              \
+    TEST_ENTRY(json_nan_infinity)                                                                                      \
+    TEST_ENTRY(json_numbers)                                                                                           \
+    TEST_ENTRY(json_range)                                                                                             \
+    TEST_ENTRY(json_strings)                                                                                           \
+    TEST_ENTRY(json_ffi_check)
 
 #define TEST_DECLARE_(name) TEST_IMPL(name);
 TEST_LIST(TEST_DECLARE_)

@@ -101,6 +101,12 @@ void tr_ffi_store_release(tr_store_job_t *job);
 /* SHA-256 of data as 64 lower-case hex digits and a NUL, written at out (65 bytes). */
 void tr_ffi_sha256_hex(const char *data, size_t len, char *out);
 
+/* Strict JSON (RFC 8259) for request bodies, the part lua-cjson does not check (core/json_check.h):
+ * invalid UTF-8, unpaired \u surrogates, control characters in strings, NaN and Infinity, hex
+ * numbers, a leading '+' or zeros, numbers outside the grammar or overflowing a double. TR_FFI_OK,
+ * or TR_FFI_ERROR with *errmsg naming the problem and *at the byte where it starts (from 1). */
+int tr_ffi_json_check(const char *s, size_t len, size_t *at, const char **errmsg);
+
 int tr_ffi_router_add(tr_router_t *router, const char *method, const char *pattern, size_t pattern_len, int handler, char *err, size_t err_size);
 
 tr_req_pub_t *tr_ffi_test_request(const char *raw, size_t len, tr_router_t *router, char *err, size_t err_size);

@@ -24,6 +24,16 @@ local ptr_out = ffi.new("const char *[1]")
 local id_buf = ffi.new("char[128]")
 local errmsg = ffi.new("const char *[1]")
 
+-- Request bodies are decoded strictly (RFC 8259): by a cjson instance of their own, so that the
+-- setting below (per instance) changes nothing for other users of cjson, after one pass of the
+-- core's check (tr_ffi_json_check) for what lua-cjson lets through: invalid UTF-8, numbers that
+-- overflow a double, control characters in strings, numbers outside the grammar, unpaired \u
+-- surrogates. decode_invalid_numbers(false) refuses NaN, Infinity, hex, leading zeros and '+'
+-- (the check finds those first, to name them).
+local cjson_strict = cjson_safe.new()
+cjson_strict.decode_invalid_numbers(false)
+local json_at = ffi.new("size_t[1]")
+
 -- tr_req_pub_t.flags: response headers the core writes itself, so that no FFI call is needed
 local FLAG_REQUEST_ID = 1 -- X-Request-Id
 local FLAG_JSON = 2       -- Content-Type: application/json (unless the handler set a Content-Type)
@@ -146,9 +156,14 @@ function Ctx:json_body()
   if b == "" then
     err = "invalid JSON: empty body"
   else
-    v, err = cjson_safe.decode(b)
-    if v == nil then
-      err = "invalid JSON: " .. tostring(err)
+    local e = C.tr_ffi_json_check(b, #b, json_at, errmsg)
+    if e ~= FFI_OK then
+      err = "invalid JSON: " .. ffi_string(errmsg[0]) .. " at byte " .. tonumber(json_at[0])
+    else
+      v, err = cjson_strict.decode(b)
+      if v == nil then
+        err = "invalid JSON: " .. tostring(err)
+      end
     end
   end
   self._json, self._json_err = v, err
@@ -193,6 +208,10 @@ function Ctx:status(code)
   end
   if type(code) ~= "number" or code < 100 or code > 599 or code % 1 ~= 0 then
     error("ctx:status: expected an HTTP status from 100 to 599, got " .. tostring(code), 2)
+  end
+  if code < 200 then
+    -- A 1xx is interim: sent as the answer, the client would take the next response for this one's.
+    error(("ctx:status: 1xx is not a final status (got %d)"):format(code), 2)
   end
   r.status = code
   return self
