@@ -32,6 +32,7 @@ static void usage(FILE *out)
             "  --max-body BYTES          largest request body (k, m suffixes); default 1m\n"
             "  --max-header BYTES        largest header section; default 8k\n"
             "  --max-uri BYTES           longest request target; default 4k\n"
+            "  --max-response BYTES      largest response body a handler may send (else 500); default 64m\n"
             "  --keepalive-timeout SEC   idle keep-alive connections close after this; default 60\n"
             "  --header-timeout SEC      the whole request head must arrive within this (408); default 20\n"
             "  --body-timeout SEC        longest pause while a request body arrives (408); default 20\n"
@@ -168,6 +169,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
     cfg->max_body = 1 << 20;
     cfg->max_header = 8 << 10;
     cfg->max_uri = 4 << 10;
+    cfg->max_response = 64 << 20;
     cfg->keepalive_timeout = 60;
     cfg->shutdown_timeout = 10;
     cfg->header_timeout = 20;
@@ -188,6 +190,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         O_MAX_BODY,
         O_MAX_HEADER,
         O_MAX_URI,
+        O_MAX_RESPONSE,
         O_KEEPALIVE,
         O_SHUTDOWN,
         O_HEADER_TIMEOUT,
@@ -212,6 +215,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         {"max-body", required_argument, NULL, O_MAX_BODY},
         {"max-header", required_argument, NULL, O_MAX_HEADER},
         {"max-uri", required_argument, NULL, O_MAX_URI},
+        {"max-response", required_argument, NULL, O_MAX_RESPONSE},
         {"keepalive-timeout", required_argument, NULL, O_KEEPALIVE},
         {"shutdown-timeout", required_argument, NULL, O_SHUTDOWN},
         {"header-timeout", required_argument, NULL, O_HEADER_TIMEOUT},
@@ -283,6 +287,10 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         case O_MAX_HEADER:
             if (parse_size(optarg, &cfg->max_header) != 0)
                 bad = "--max-header wants a size like 8k";
+            break;
+        case O_MAX_RESPONSE:
+            if (parse_size(optarg, &cfg->max_response) != 0)
+                bad = "--max-response wants a size like 64m";
             break;
         case O_MAX_URI:
             if (parse_size(optarg, &cfg->max_uri) != 0)

@@ -18,6 +18,7 @@ typedef struct tr_config_s {
     size_t max_body;
     size_t max_header;
     size_t max_uri;
+    size_t max_response;
     double keepalive_timeout;
     double shutdown_timeout;
     double header_timeout;    /* for the whole request head, from its first byte */

@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -381,10 +382,37 @@ static void sweep(tr_conn_server_t *srv, int all_idle)
     }
 }
 
+/*
+ * Pools shrink back after a burst: once the free objects have outnumbered what the open connections
+ * could use (twice their number plus a reserve) for SHRINK_TICKS ticks in a row, the surplus goes back
+ * to the system. The delay and the reserve keep a steady load from trimming and regrowing (which would
+ * allocate on the request path).
+ */
+#define SHRINK_TICKS 5
+#define POOL_RESERVE 64
+
+static void shrink_pools(tr_conn_server_t *srv)
+{
+    uint64_t keep = 2 * (uint64_t)srv->nconns + POOL_RESERVE;
+    int surplus = srv->conn_pool.nfree > keep || srv->req_pool.nfree > keep || srv->bufs.nfree > 2 * keep;
+    if (!surplus) {
+        srv->surplus_ticks = 0;
+        return;
+    }
+    if (++srv->surplus_ticks < SHRINK_TICKS)
+        return;
+    srv->surplus_ticks = 0;
+    uint64_t freed = tr_pool_trim(&srv->conn_pool, keep) + tr_pool_trim(&srv->req_pool, keep) +
+                     tr_bufpool_trim(&srv->bufs, 2 * keep);
+    if (freed > 0)
+        malloc_trim(0); /* and the heap's free top with them */
+}
+
 void tr_conn_tick(tr_conn_server_t *srv, time_t now)
 {
     tr_http_update_date(&srv->env, now);
     sweep(srv, srv->env.draining);
+    shrink_pools(srv);
 }
 
 void tr_conn_drain(tr_conn_server_t *srv)

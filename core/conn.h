@@ -80,9 +80,10 @@ struct tr_conn_server_s {
     tr_pool_t req_pool;  /* of tr_req_t */
     tr_bufpool_t bufs;
     tr_conn_limits_t limits;
-    tr_stats_t *stats;    /* where the connection count is published; may be NULL */
-    tr_conn_link_t conns; /* list head: every open connection */
-    unsigned nconns;      /* draining: env.draining */
+    tr_stats_t *stats;      /* where the connection count is published; may be NULL */
+    tr_conn_link_t conns;   /* list head: every open connection */
+    unsigned nconns;        /* draining: env.draining */
+    unsigned surplus_ticks; /* ticks in a row with more free pooled objects than the pools should keep */
 };
 
 /* Set up srv (loop may be NULL until tr_conn_server_start). */

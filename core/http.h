@@ -44,6 +44,7 @@ typedef struct tr_http_limits_s {
     size_t max_uri;
     size_t max_header;
     size_t max_body;
+    size_t max_response; /* largest response body a handler may send; 0: no limit */
 } tr_http_limits_t;
 
 /*

@@ -270,6 +270,14 @@ void tr_vm_swap(tr_vm_t *vm, tr_gen_t *gen)
     }
 }
 
+void tr_vm_collect(tr_vm_t *vm)
+{
+    if (vm->current != NULL)
+        lua_gc(vm->current->L, LUA_GCCOLLECT, 0);
+    for (tr_gen_t *g = vm->old; g != NULL; g = g->next_old)
+        lua_gc(g->L, LUA_GCCOLLECT, 0);
+}
+
 size_t tr_vm_lua_memory(tr_vm_t *vm)
 {
     size_t n = vm->current ? tr_gen_lua_memory(vm->current) : 0;

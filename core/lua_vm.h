@@ -79,4 +79,9 @@ void tr_vm_swap(tr_vm_t *vm, tr_gen_t *gen);
 /* Lua memory in use by all of vm's generations, in bytes. */
 size_t tr_vm_lua_memory(tr_vm_t *vm);
 
+/* A full garbage collection of every generation: large strings a burst left behind (request bodies,
+ * responses) go back to the system now rather than at the next collection, which an idle worker would
+ * not reach. */
+void tr_vm_collect(tr_vm_t *vm);
+
 #endif

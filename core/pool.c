@@ -142,7 +142,10 @@ void tr_buf_append(tr_bufpool_t *bp, tr_buf_t *buf, const void *data, size_t len
 
 void tr_buf_release(tr_bufpool_t *bp, tr_buf_t *buf)
 {
-    if (buf->data != NULL) {
+    if (buf->data != NULL && buf->cap > TR_BUF_KEEP_MAX) {
+        tr_mem_free(buf->data);
+        bp->total--;
+    } else if (buf->data != NULL) {
         int cls = size_class(buf->cap);
         *(void **)buf->data = bp->free_list[cls];
         bp->free_list[cls] = buf->data;
@@ -166,4 +169,34 @@ void tr_bufpool_destroy(tr_bufpool_t *bp)
         }
         bp->free_list[cls] = NULL;
     }
+}
+
+uint64_t tr_bufpool_trim(tr_bufpool_t *bp, uint64_t keep)
+{
+    uint64_t freed = 0;
+    for (int cls = TR_BUF_CLASSES - 1; cls >= 0 && bp->nfree > keep; cls--) {
+        while (bp->free_list[cls] != NULL && bp->nfree > keep) {
+            void *data = bp->free_list[cls];
+            bp->free_list[cls] = *(void **)data;
+            tr_mem_free(data);
+            bp->total--;
+            bp->nfree--;
+            freed++;
+        }
+    }
+    return freed;
+}
+
+uint64_t tr_pool_trim(tr_pool_t *pool, uint64_t keep)
+{
+    uint64_t freed = 0;
+    while (pool->nfree > keep) {
+        void *obj = pool->free_list;
+        pool->free_list = *link_of(pool, obj);
+        tr_mem_free(obj);
+        pool->total--;
+        pool->nfree--;
+        freed++;
+    }
+    return freed;
 }

@@ -45,12 +45,16 @@ void tr_pool_put(tr_pool_t *pool, void *obj);
  */
 void tr_pool_destroy(tr_pool_t *pool);
 
+/* Free free objects until at most keep are left. Returns how many were freed. */
+uint64_t tr_pool_trim(tr_pool_t *pool, uint64_t keep);
+
 /*
  * Buffers in power-of-two size classes from TR_BUF_MIN up. A tr_buf_t with data == NULL holds nothing;
  * tr_buf_reserve takes or grows its storage (copying the live bytes), tr_buf_release gives it back.
  */
-#define TR_BUF_MIN_SHIFT 12 /* 4 KiB */
-#define TR_BUF_CLASSES 20   /* up to 2 GiB */
+#define TR_BUF_MIN_SHIFT 12        /* 4 KiB */
+#define TR_BUF_CLASSES 20          /* up to 2 GiB */
+#define TR_BUF_KEEP_MAX (64 << 10) /* larger buffers go back to the system when released, not to a pool */
 
 typedef struct tr_buf_s {
     char *data;
@@ -68,6 +72,8 @@ typedef struct tr_bufpool_s {
 int tr_buf_reserve(tr_bufpool_t *bp, tr_buf_t *buf, size_t extra);
 /* Append bytes, growing as needed (aborts only on OOM). */
 void tr_buf_append(tr_bufpool_t *bp, tr_buf_t *buf, const void *data, size_t len);
+/* Give buf's storage back: to its pool, or to the system if it is larger than TR_BUF_KEEP_MAX (a
+ * burst of large bodies or responses does not stay resident). */
 void tr_buf_release(tr_bufpool_t *bp, tr_buf_t *buf);
 /*
  * Free every buffer on the free lists, as tr_pool_destroy does for objects (tr_mem_counter does not
@@ -75,5 +81,9 @@ void tr_buf_release(tr_bufpool_t *bp, tr_buf_t *buf);
  * tr_buf_t are the caller's to tr_buf_release first. The pool stays usable.
  */
 void tr_bufpool_destroy(tr_bufpool_t *bp);
+
+/* Free free buffers until at most keep are left (pools shrink back after a burst). Returns how many
+ * were freed. */
+uint64_t tr_bufpool_trim(tr_bufpool_t *bp, uint64_t keep);
 
 #endif

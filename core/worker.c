@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -41,7 +42,11 @@ typedef struct tr_worker_s {
     tr_stats_t *stats;
     tr_shared_t *shared;
     int shutting_down;
+    size_t lua_settled; /* Lua memory after the last full collection */
 } tr_worker_t;
+
+/* Lua memory grown this far above its last settled figure is collected at the next tick. */
+#define LUA_COLLECT_GROWTH (8 << 20)
 
 static void publish_stats(tr_worker_t *w)
 {
@@ -176,6 +181,10 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     tr_conn_tick(&w->conns, (time_t)ev_now(loop));
     tr_access_log_flush();
+    if (tr_vm_lua_memory(&w->vm) > w->lua_settled + LUA_COLLECT_GROWTH) {
+        tr_vm_collect(&w->vm);
+        w->lua_settled = tr_vm_lua_memory(&w->vm);
+    }
     publish_stats(w);
     if (getppid() == 1) /* the master is gone: nobody will replace or stop us */
         kill(getpid(), SIGTERM);
@@ -234,7 +243,13 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *
         tr_log_error("worker %d: cannot create the wait timer: %s", slot, strerror(-rc));
         return 1;
     }
-    tr_http_limits_t limits = {.max_uri = cfg->max_uri, .max_header = cfg->max_header, .max_body = cfg->max_body};
+    tr_http_limits_t limits = {.max_uri = cfg->max_uri,
+                               .max_header = cfg->max_header,
+                               .max_body = cfg->max_body,
+                               .max_response = cfg->max_response};
+    /* A fixed threshold: glibc would otherwise raise it after the first large free, and large blocks
+     * (bodies, responses, Lua strings) would then stay in the heap instead of going back to the system. */
+    mallopt(M_MMAP_THRESHOLD, 128 << 10);
     tr_conn_callbacks_t cb = {.on_request = tr_vm_on_request, .on_drained = on_drained};
     tr_conn_limits_t conn_limits = {.keepalive_timeout = cfg->keepalive_timeout,
                                     .header_timeout = cfg->header_timeout,

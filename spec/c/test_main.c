@@ -40,6 +40,7 @@
     TEST_ENTRY(pool_reuse)                                                                                             \
     TEST_ENTRY(pool_keeps_contents)                                                                                    \
     TEST_ENTRY(pool_destroy)                                                                                           \
+    TEST_ENTRY(pool_trim)                                                                                              \
     TEST_ENTRY(buf_size_classes)                                                                                       \
     TEST_ENTRY(buf_grow_preserves_data)                                                                                \
     TEST_ENTRY(buf_too_big)                                                                                            \

@@ -184,6 +184,16 @@ TEST_IMPL(buf_size_classes)
         ASSERT_NULL(b.data);
         ASSERT_UINT_EQ(b.len, 0);
         ASSERT_UINT_EQ(b.cap, 0);
+        if (cases[i].cap > TR_BUF_KEEP_MAX) {
+            /* Too large to keep: back to the system, and the next one is a new allocation. */
+            ASSERT_UINT_EQ(bp.nfree, 0);
+            ASSERT_UINT_EQ(bp.total, 0);
+            ASSERT_INT_EQ(tr_buf_reserve(&bp, &b, cases[i].extra), 0);
+            ASSERT_UINT_EQ(b.cap, cases[i].cap);
+            ASSERT_UINT_EQ(*tr_mem_counter - count, 2);
+            tr_buf_release(&bp, &b);
+            continue;
+        }
         ASSERT_UINT_EQ(bp.nfree, 1);
         /* Back from the pool, same class, same storage, no allocation. */
         ASSERT_INT_EQ(tr_buf_reserve(&bp, &b, cases[i].extra), 0);
@@ -261,8 +271,8 @@ TEST_IMPL(buf_grow_preserves_data)
     }
     ASSERT_UINT_EQ(b.cap, (size_t)1 << 20);
     ASSERT_UINT_EQ(caps_seen, 9); /* 4 KiB .. 1 MiB */
-    ASSERT_UINT_EQ(bp.total, 9);
-    ASSERT_UINT_EQ(bp.nfree, 8); /* every outgrown buffer went back to the pool */
+    ASSERT_UINT_EQ(bp.total, 6);  /* the 1 MiB one, and the five outgrown ones up to TR_BUF_KEEP_MAX */
+    ASSERT_UINT_EQ(bp.nfree, 5);  /* (the outgrown 128 to 512 KiB ones went back to the system) */
 
     /* A second buffer grows through the pooled storage and both keep their bytes. */
     uint64_t count = *tr_mem_counter;
@@ -274,7 +284,7 @@ TEST_IMPL(buf_grow_preserves_data)
     ASSERT_UINT_EQ(c.len, sizeof(want2));
     ASSERT(memcmp(c.data, want2, sizeof(want2)) == 0);
     ASSERT(memcmp(b.data, want, TOTAL) == 0);
-    ASSERT_UINT_EQ(*tr_mem_counter, count);
+    ASSERT_UINT_EQ(*tr_mem_counter, count + 3); /* pooled up to 64 KiB; 128, 256 and 512 KiB anew */
 
     /* reserve() alone grows too, keeping the live bytes. */
     tr_buf_t d = {0};
@@ -286,6 +296,9 @@ TEST_IMPL(buf_grow_preserves_data)
     tr_buf_release(&bp, &c);
     tr_buf_release(&bp, &d);
     ASSERT_UINT_EQ(bp.nfree, bp.total);
+    for (int cls = 0; cls < TR_BUF_CLASSES; cls++) /* nothing over TR_BUF_KEEP_MAX is kept */
+        if (((size_t)1 << (cls + TR_BUF_MIN_SHIFT)) > TR_BUF_KEEP_MAX)
+            ASSERT_NULL(bp.free_list[cls]);
     tr_bufpool_destroy(&bp);
 }
 
@@ -469,7 +482,7 @@ TEST_IMPL(pool_destroy)
     tr_buf_t small = {0}, small2 = {0}, big = {0}, held = {0};
     tr_buf_append(&bp, &small, "a", 1);
     tr_buf_append(&bp, &small2, "b", 1);
-    ASSERT_INT_EQ(tr_buf_reserve(&bp, &big, 100000), 0);
+    ASSERT_INT_EQ(tr_buf_reserve(&bp, &big, 60000), 0);
     tr_buf_append(&bp, &held, "held", 4);
     tr_buf_release(&bp, &small);
     tr_buf_release(&bp, &small2);
@@ -493,4 +506,42 @@ TEST_IMPL(pool_destroy)
     tr_bufpool_destroy(&bp);
     ASSERT_UINT_EQ(bp.total, 0);
     ASSERT_UINT_EQ(bp.nfree, 0);
+}
+
+/* Trimming frees free objects and buffers beyond what is kept (largest buffers first), never taken
+ * ones; the pools stay usable. */
+TEST_IMPL(pool_trim)
+{
+    tr_pool_t pool;
+    tr_pool_init(&pool, 48);
+    void *objs[10];
+    for (int i = 0; i < 10; i++)
+        objs[i] = tr_pool_get(&pool);
+    for (int i = 0; i < 8; i++)
+        tr_pool_put(&pool, objs[i]);
+    ASSERT_UINT_EQ(tr_pool_trim(&pool, 3), 5);
+    ASSERT_UINT_EQ(pool.nfree, 3);
+    ASSERT_UINT_EQ(pool.total, 5); /* 3 free, 2 taken */
+    ASSERT_UINT_EQ(tr_pool_trim(&pool, 3), 0);
+    tr_pool_put(&pool, objs[8]);
+    tr_pool_put(&pool, objs[9]);
+    tr_pool_destroy(&pool);
+    ASSERT_UINT_EQ(pool.total, 0);
+
+    tr_bufpool_t bp;
+    memset(&bp, 0, sizeof(bp));
+    tr_buf_t small[4] = {{0}}, mid = {0};
+    for (int i = 0; i < 4; i++)
+        ASSERT_INT_EQ(tr_buf_reserve(&bp, &small[i], 100), 0);
+    ASSERT_INT_EQ(tr_buf_reserve(&bp, &mid, 40000), 0); /* 64 KiB class: kept when released */
+    for (int i = 0; i < 4; i++)
+        tr_buf_release(&bp, &small[i]);
+    tr_buf_release(&bp, &mid);
+    ASSERT_UINT_EQ(bp.nfree, 5);
+    ASSERT_UINT_EQ(tr_bufpool_trim(&bp, 4), 1);
+    ASSERT_NULL(bp.free_list[4]); /* the largest went first */
+    ASSERT_UINT_EQ(bp.nfree, 4);
+    ASSERT_UINT_EQ(bp.total, 4);
+    tr_bufpool_destroy(&bp);
+    ASSERT_UINT_EQ(bp.total, 0);
 }

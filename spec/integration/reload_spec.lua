@@ -281,17 +281,6 @@ describe("code snapshots", function()
 end)
 
 describe("1,000 reloads in a row", function()
-  local function tree_rss_kb(pid)
-    local total = 0
-    local pids = sys.descendants(pid)
-    pids[#pids + 1] = pid
-    for _, p in ipairs(pids) do
-      local s = sys.read_all("/proc/" .. p .. "/status") or ""
-      total = total + (tonumber(s:match("VmRSS:%s*(%d+)")) or 0)
-    end
-    return total
-  end
-
   it("leaves resident memory flat and every worker on the last generation", function()
     local app = copy_app()
     local srv = server.start { app = app, workers = 2, args = { "--no-watch" } }
@@ -306,7 +295,7 @@ describe("1,000 reloads in a row", function()
     end
     for _ = 1, 50 do reload() end -- warm-up: allocator arenas, pools
     assert.is_truthy(srv:wait_generation(51))
-    local before = tree_rss_kb(srv.pid)
+    local before = srv:tree_rss_kb()
     for _ = 1, 1000 do reload() end
     local st = srv:wait_generation(1051, 10)
     assert.is_truthy(st, srv:logs())
@@ -314,7 +303,7 @@ describe("1,000 reloads in a row", function()
       assert.equals(1051, w.generation)
       assert.equals(0, w.old_generations)
     end
-    local after = tree_rss_kb(srv.pid)
+    local after = srv:tree_rss_kb()
     print(("\n  resident memory of the server tree: %d kB before, %d kB after 1,000 reloads"):format(before, after))
     assert.is_true(after - before < 4096, ("resident memory grew by %d kB"):format(after - before))
     assert.equals("v1", body_of(srv.port, "/version"))

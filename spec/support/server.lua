@@ -140,6 +140,18 @@ function Server:wait_generation(generation, timeout)
   end)
 end
 
+-- Resident memory of the master and its descendants, in kB (VmRSS summed).
+function Server:tree_rss_kb()
+  local total = 0
+  local pids = sys.descendants(self.pid)
+  pids[#pids + 1] = self.pid
+  for _, p in ipairs(pids) do
+    local s = sys.read_all("/proc/" .. p .. "/status") or ""
+    total = total + (tonumber(s:match("VmRSS:%s*(%d+)")) or 0)
+  end
+  return total
+end
+
 -- GET /_triage/status on the admin listener, decoded.
 function Server:status(timeout)
   local r, err = http.get(self.admin_port, "/_triage/status", { timeout = timeout or 5 })
