@@ -63,6 +63,8 @@ endforeach()
 #   the stack through the __ubsan_handle_* that fired, goes to a file there. That directory is emptied
 #   before the first integration spec (sanitizer_reports_reset), and asan_reports_empty, run after the
 #   last one, prints every report written and fails if there is any.
+#   memory_spec checks that resident memory comes back, so it runs with a 1 MB quarantine and the
+#   allocator returning free pages to the system every 100 ms.
 #   reload_spec asserts that 1,000 reloads grow the server's resident memory by less than 4 MB: with
 #   ASan's default 256 MB quarantine of freed memory per process it grows by ~380 MB, so that spec
 #   runs with a 1 MB quarantine (use-after-free is still caught while the block is quarantined or free).
@@ -97,6 +99,10 @@ if(TRIAGE_SANITIZE)
       set(asan "${TRIAGE_ASAN_OPTIONS}:handle_abort=1:log_path=${TRIAGE_SANITIZER_REPORTS}/asan")
       if(t STREQUAL "lua_integration_reload")
         string(APPEND asan ":quarantine_size_mb=1")
+      elseif(t STREQUAL "lua_integration_memory")
+        # It checks that freed memory leaves the process: ASan keeps freed blocks in quarantine and
+        # its allocator's pages unless told to give them back.
+        string(APPEND asan ":quarantine_size_mb=1:allocator_release_to_os_interval_ms=100")
       endif()
       set_property(TEST ${t} APPEND PROPERTY ENVIRONMENT
         "ASAN_OPTIONS=${asan}"
