@@ -18,6 +18,7 @@ PKGS=(
   lua-resty-core
   lua-cjson
   wrk
+  slowhttptest
   gnuplot-nox
   gcc
 )

@@ -70,11 +70,22 @@ DURABLE_LABELS = {
 BURST = dict(key="burst", phones=20000, smoke_phones=500, concurrency=1000, smoke_concurrency=100,
              timeout=30, path="/api/epro/submit", peers=("triage", "ginpg"))
 
-# what --workloads selects from: the workloads' keys, the burst and the malloc count
-ALL_WORKLOADS = [w["key"] for w in WORKLOADS] + ["burst", "malloc"]
+# Slow clients: slowhttptest's slowloris (-H) and slow-body (-B) attacks, 1,000 connections each, held
+# open against a peer while wrk's 100 normal clients GET a protocol (as in get100); the same wrk run
+# without the attack, just before, is the baseline. bench/triagebench/slow.py
+SLOW = dict(key="slow", short="slow clients", attack_conns=1000, smoke_attack_conns=50,
+            rate=500, smoke_rate=50,          # new attack connections per second, per mode
+            ramp=5, smoke_ramp=2,             # seconds between starting the attack and measuring
+            interval=5,                       # seconds between an attacker's follow-up bytes (-i)
+            header_path="/api/v1/protocols/" + KNOWN_ID,     # slowloris: GET, the head never ends
+            body_path="/api/epro/submit",                     # slow body: POST, Content-Length 4096
+            body_len=4096, peers=("triage", "nginx"))
+
+# what --workloads selects from: the workloads' keys, the burst, the slow clients and the malloc count
+ALL_WORKLOADS = [w["key"] for w in WORKLOADS] + ["burst", "slow", "malloc"]
 WORKLOAD_GROUPS = {
     "durable": ["epro100", "epro5000", "burst"],
-    "classic": [w["key"] for w in WORKLOADS if not w.get("durable")] + ["malloc"],
+    "classic": [w["key"] for w in WORKLOADS if not w.get("durable")] + ["slow", "malloc"],
 }
 
 

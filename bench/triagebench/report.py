@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 
-from .config import BURST, BUSY_CORES, CPUS, DURABLE_LABELS, KNOWN_ID, LABELS, ROOT, WORKLOADS, log
+from .config import BURST, BUSY_CORES, CPUS, DURABLE_LABELS, KNOWN_ID, LABELS, ROOT, SLOW, WORKLOADS, log
 from .toolchain import sh
 
 README_BEGIN = "<!-- bench:begin -->"
@@ -181,10 +181,68 @@ def burst_table(run):
     return "\n".join(out)
 
 
-def targets(results, malloc, burst=None, store=True):
+def slow_table(run):
+    """Normal clients' figures with and without slowhttptest's attack, per peer."""
+    rows = []
+    first = None
+    for peer in SLOW["peers"]:
+        r = run.slow.get(peer)
+        if not r:
+            continue
+        label = LABELS[peer]
+        if "error" in r:
+            rows.append("| %s | failed: %s |" % (label, r["error"][:120]) + " |" * 8)
+            continue
+        first = first or r
+        hdr, body, _ = r["timeouts"]
+        for cond, name in (("baseline", "no attack (baseline)"), ("attack", "under attack")):
+            m = r[cond]
+            e = m["errs"]
+            sock = "%d" % m["sock_err"]
+            if m["sock_err"]:
+                sock += " (c %d, r %d, w %d, t %d)" % (e["connect"], e["read"], e["write"], e["timeout"])
+            held = ""
+            if cond == "attack":
+                held = "%s → %s" % (fmt_num(r.get("open_before")), fmt_num(r.get("open_after")))
+            rows.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                label, name, fmt_num(m["rps"]), fmt_num(m["p50_ms"], 2), fmt_num(m["p99_ms"], 2),
+                fmt_num(m["non2xx"]), sock, held, "%s / %s" % (hdr, body)))
+    if not rows:
+        return ""
+    conns, rate, ramp = (first["attack_conns"], first["rate"], first["ramp"]) if first else ("?", "?", "?")
+    out = ["### Slow clients: %s slowloris + %s slow-body connections (slowhttptest) while 100 normal "
+           "clients GET /api/v1/protocols/%s" % (fmt_num(conns) if first else "?", fmt_num(conns) if first else "?",
+                                                 KNOWN_ID), "",
+           "| peer | normal clients | req/s | p50 ms | p99 ms | non-2xx | socket errors | "
+           "attack connections open (start → end) | header / body timeout |",
+           "|---|---|---:|---:|---:|---:|---|---:|---|"] + rows
+    if first:
+        out += ["", "Per peer: wrk (%d connections, %d s, as in GET 100) alone first (the baseline), then "
+                "two slowhttptest processes started together, `-H` (slowloris: a GET whose head never "
+                "ends, one more header line every %d s, to %s) and `-B` (slow body: a POST to %s with "
+                "`Content-Length: %d`, a few body bytes every %d s), %s connections each, opened at %s "
+                "a second each; after %d s of ramp-up wrk runs again for %d s while both go on, then "
+                "both are stopped. Attack connections open: ESTABLISHED client connections to the "
+                "server's port (`/proc/net/tcp`) beyond those open before the attack, when wrk starts "
+                "and when it ends. Timeouts: %s."
+                % (first["normal_conns"], run.duration, first["interval"], SLOW["header_path"],
+                   SLOW["body_path"], SLOW["body_len"], first["interval"], fmt_num(conns), fmt_num(rate),
+                   ramp, run.duration,
+                   "; ".join("%s: %s" % (LABELS[p], run.slow[p]["timeouts"][2]) for p in SLOW["peers"]
+                             if p in run.slow and "error" not in run.slow[p]))]
+        cmds = next((run.slow[p].get("commands") for p in SLOW["peers"] if run.slow.get(p, {}).get("commands")),
+                    None)
+        if cmds:
+            out += ["", "The attack (PORT: the peer's):", ""] + ["    " + c for c in cmds]
+    out.append("")
+    return "\n".join(out)
+
+
+def targets(results, malloc, burst=None, store=True, slow=None):
     """[(description, state, detail)] with state held/missed/not measured."""
     out = []
     burst = burst or {}
+    slow = slow or {}
 
     def get(peer, key, field):
         r = results.get((peer, key))
@@ -253,6 +311,13 @@ def targets(results, malloc, burst=None, store=True):
                     % (b["acknowledged"], b["phones"],
                        " in %.2f s" % b["all_acknowledged_s"] if b.get("all_acknowledged_s") is not None else "",
                        b["stored"][0], b["stored"][1])))
+    def slow_p99(peer):
+        r = slow.get(peer)
+        if not r or "error" in r:
+            return None
+        return r["attack"].get("p99_ms")
+    check("slow clients: triage's normal-client p99 under attack ≤ nginx + Lua's",
+          ratio(slow_p99("triage"), slow_p99("nginx")), 1.0, "<=")
     if malloc is None or "error" in malloc:
         out.append(("GET: zero malloc calls per request in triage's process tree", "not measured",
                     (malloc or {}).get("error", "")))
@@ -270,13 +335,14 @@ def run_targets(run):
     # a smoke run's 1 s figures say nothing about speed: no targets then
     if "triage" not in run.peers or run.smoke:
         return []
-    tg = targets(run.results, run.malloc, run.burst, run.store is not False)
+    tg = targets(run.results, run.malloc, run.burst, run.store is not False, run.slow)
     # only the targets of the workloads this run was asked for (--workloads)
     return [t for t in tg if TARGET_WORKLOAD.get(t[0].split(":")[0], "") in run.workloads]
 
 
 # a target's description starts with its workload's short name
-TARGET_WORKLOAD = dict([(w["short"], w["key"]) for w in WORKLOADS] + [("burst", "burst"), ("GET", "malloc")])
+TARGET_WORKLOAD = dict([(w["short"], w["key"]) for w in WORKLOADS] + [("burst", "burst"), ("GET", "malloc"),
+                                                                      (SLOW["short"], SLOW["key"])])
 
 
 def machine_info():
@@ -369,7 +435,7 @@ def markdown(run, tg, date):
                   "tables below.\n")
         if t:
             lines.append(t)
-    for t in (group_commit_table(run), burst_table(run)):
+    for t in (group_commit_table(run), burst_table(run), slow_table(run)):
         if t:
             lines.append(t)
     malloc = run.malloc
@@ -478,10 +544,16 @@ def write(report, out, run, readme):
     A chart that could not be drawn is one of the run's failures."""
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     png = os.path.splitext(out)[0] + ".png"
-    err = gnuplot_png(png, run.results, run.rows(), WORKLOADS)
+    if not run.results:
+        # only the burst, the slow clients or the malloc count: none of them is charted
+        err = "nothing to chart"
+        log("chart: none (no workload of this run is charted)")
+    else:
+        err = gnuplot_png(png, run.results, run.rows(), WORKLOADS)
     if err:
-        log("chart: " + err)
-        run.failures.append("chart: " + err)
+        if run.results:
+            log("chart: " + err)
+            run.failures.append("chart: " + err)
     else:
         report = report.replace("## Results\n", "## Results\n\n![requests/s and CPU per request](%s)\n"
                                 % os.path.basename(png), 1)

@@ -5,7 +5,7 @@ import os
 import subprocess
 import time
 
-from .config import ALL_WORKLOADS, BURST, BUSY_CORES, DURABLE_ONLY, LABELS, WORKLOADS, log, runs_on
+from .config import ALL_WORKLOADS, BURST, BUSY_CORES, DURABLE_ONLY, LABELS, SLOW, WORKLOADS, log, runs_on
 from .correctness import check_peer
 from .malloc_count import malloc_test
 from .measure import measure
@@ -30,6 +30,7 @@ class Run:
         self.malloc = None    # malloc_test's figures, or {"error": ...}
         self.burst = {}       # peer: the burst's figures and what was stored after the restart, or {"error"}
         self.store = None     # whether the triage binary has the durable store (--data)
+        self.slow = {}        # peer: the slow-clients figures (baseline and under attack), or {"error"}
 
     def selected(self, key):
         return key in self.workloads
@@ -53,7 +54,7 @@ def run_peer(run, name, workdir, scripts):
         if not run.store:
             run.notes.append("This triage binary has no durable store (it takes no --data): its \"durable\" "
                              "ePRO figures are in memory, and the store's counts and fsyncs are n/a.")
-        if wls or run.selected("malloc"):
+        if wls or run.selected("malloc") or run.selected("slow"):
             serve(run, Triage(name, workdir), wls, scripts)
         mem = [wl for wl in WORKLOADS if run.selected(wl["key"]) and runs_on(wl, "triage_mem")]
         if mem:
@@ -62,7 +63,7 @@ def run_peer(run, name, workdir, scripts):
             burst_triage(run, workdir, scripts)
         return
     burst = name in BURST["peers"] and run.selected("burst")
-    if not wls and not burst:
+    if not wls and not burst and not (run.selected("slow") and name in SLOW["peers"]):
         return
     peer = PEER_CLASSES[name](name, workdir)
     if run.smoke and hasattr(peer, "settle"):
@@ -98,7 +99,8 @@ def serve(run, peer, wls, scripts, keep=False):
         if bad:
             run.failures.append("%s answers wrong: %s" % (name, "; ".join("%s (%s)" % (c[0], c[2]) for c in bad)))
             return False
-        if run.warmup > 0 and wls:
+        slow = run.selected("slow") and name in SLOW["peers"]
+        if run.warmup > 0 and (wls or slow):
             try:
                 warm_up(run, peer, scripts)
             except (RuntimeError, subprocess.SubprocessError) as e:
@@ -108,6 +110,8 @@ def serve(run, peer, wls, scripts, keep=False):
         for wl in wls:
             if not run_workload(run, peer, wl, scripts):
                 break
+        if slow and peer.alive():
+            slow_clients(run, peer, scripts)
         ok = peer.alive()
         return ok
     finally:
@@ -126,6 +130,28 @@ def warm_up(run, peer, scripts):
     if peer.name != "ceiling":
         run_wrk(peer.port, post, conns, max(1, run.warmup // 2), scripts, run.timeout)
     peer.loaded()
+
+
+def slow_clients(run, peer, scripts):
+    """The slow-clients workload on a started peer: wrk alone, then wrk under slowhttptest."""
+    from .slow import run_slow
+    try:
+        r = run_slow(run, peer, scripts)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        r = {"error": str(e).splitlines()[0]}
+    run.slow[peer.name] = r
+    if "error" in r:
+        run.failures.append("%s slow: %s" % (peer.name, r["error"]))
+        log("   slow FAILED: %s" % r["error"])
+        return
+    for cond in ("baseline", "attack"):
+        m = r[cond]
+        log("   slow %-8s %8s req/s  p50 %7s ms  p99 %8s ms  non-2xx %s  sock err %s"
+            % (cond, fmt_num(m["rps"]), fmt_num(m["p50_ms"], 2), fmt_num(m["p99_ms"], 2),
+               m["non2xx"], m["sock_err"]))
+    log("   slow: attack connections open %s at the start of the measurement, %s at its end%s"
+        % (r.get("open_before", "?"), r.get("open_after", "?"),
+           "" if r.get("attack_alive") else " (a slowhttptest had exited)"))
 
 
 def burst_settings(run):
