@@ -149,8 +149,8 @@ describe("the connection cap", function()
 end)
 
 describe("slow clients", function()
-  it("serve normal clients while 200 slowloris connections trickle their heads, and close those", function()
-    local srv = S.start { workers = 2, args = { "--header-timeout", "2" } }
+  it("serve normal clients while 200 slowloris and 100 slow-body connections hold on, and close those", function()
+    local srv = S.start { workers = 2, args = { "--header-timeout", "2", "--body-timeout", "2" } }
     local slow = {}
     finally(function()
       for _, c in ipairs(slow) do c:close() end
@@ -160,17 +160,30 @@ describe("slow clients", function()
       slow[i] = assert(http.connect(srv.port))
       assert(slow[i]:send("GET / HTTP/1.1\r\nHost: t\r\n"))
     end
+    for i = 201, 300 do -- a head, then a body that stops early
+      slow[i] = assert(http.connect(srv.port))
+      assert(slow[i]:send("POST /api/epro/submit HTTP/1.1\r\nHost: t\r\nContent-Length: 4096\r\n\r\n{\"patientId\""))
+    end
     local st = S.loadgen.run { port = srv.port, concurrency = 20, total = 500, keepalive = true, timeout = 10,
                                deadline = 60, request = GET }
     assert.equals(500, st.statuses[200] or 0, S.loadgen.summary(st))
     for _, c in ipairs(slow) do c:send("X-Slow: 1\r\n") end
+    -- Each pass reads what every connection got (a 408, then the close) before deciding.
     assert.is_truthy(S.eventually(15, function()
+      local open = 0
       for _, c in ipairs(slow) do
-        if not c.eof and not c:wait_closed(0.01) then return false end
+        if not c.eof and not c:wait_closed(0.01) then open = open + 1 end
       end
-      return true
-    end), "slowloris connections outlived the head deadline")
-    assert.is_true(status_sum(srv, "timeouts") >= 200)
+      return open == 0
+    end), (function()
+      local open, which = 0, {}
+      for i, c in ipairs(slow) do
+        if not c.eof and not c:wait_closed(0.01) then open = open + 1; which[#which + 1] = i end
+      end
+      return ("%d slow connections outlived their deadlines (first: %s): %s"):format(open, tostring(which[1]),
+        S.json.encode(srv:status().workers))
+    end)())
+    assert.is_true(status_sum(srv, "timeouts") >= 300)
   end)
 end)
 
