@@ -231,15 +231,9 @@ TR_FFI_EXPORT int tr_ffi_resp_finish(tr_req_pub_t *pub, uint32_t serial, const c
         tr_log_error("request %.*s: %s %.*s: a response of %zu bytes is over --max-response (%zu), answered 500",
                      (int)id_len, id, http_method_str((enum http_method)r->pub.method), (int)r->path_len,
                      tr_req_str(r, r->url), len, max);
-        static const char err[] = "{\"error\":\"internal server error\"}";
-        static const char ct[] = "Content-Type: application/json\r\n";
-        tr_buf_release(r->conn->env->bufs, &r->resp_headers);
-        tr_buf_append(r->conn->env->bufs, &r->resp_headers, ct, sizeof(ct) - 1);
-        r->content_type_set = 1;
-        pub->status = 500;
-        pub->flags = 0;
-        body = err;
-        len = sizeof(err) - 1;
+        tr_http_respond_internal_error(r);
+        r->state = TR_REQ_FINISHED;
+        return TR_FFI_OK;
     }
     tr_http_respond(r, body, len);
     r->state = TR_REQ_FINISHED;

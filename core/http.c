@@ -775,6 +775,18 @@ void tr_http_respond(tr_req_t *r, const char *body, size_t len)
     r->resp_body_len = len;
 }
 
+void tr_http_respond_internal_error(tr_req_t *r)
+{
+    static const char body[] = "{\"error\":\"internal server error\"}";
+    static const char ct[] = "Content-Type: application/json\r\n";
+    tr_bufpool_t *bufs = r->conn->env->bufs;
+    tr_buf_release(bufs, &r->resp_headers);
+    tr_buf_append(bufs, &r->resp_headers, ct, sizeof(ct) - 1);
+    r->content_type_set = 1;
+    r->pub.status = 500; /* (the request id still goes out if the handler asked for it) */
+    tr_http_respond(r, body, sizeof(body) - 1);
+}
+
 void tr_http_error(tr_http_conn_t *c, int status, int keep_alive)
 {
     char body[128];

@@ -157,6 +157,9 @@ void tr_http_route(tr_req_t *r, const tr_router_t *router);
 /* Serialize the response of r into its connection's write buffer. */
 void tr_http_respond(tr_req_t *r, const char *body, size_t len);
 
+/* Answer r with the core's own 500 (JSON), dropping whatever the handler had set for its response. */
+void tr_http_respond_internal_error(tr_req_t *r);
+
 /* Queue an error response that the core produces itself (400, 404, 413, ...). */
 void tr_http_error(tr_http_conn_t *h, int status, int keep_alive);
 

@@ -189,14 +189,7 @@ static int run(tr_req_t *r)
         tr_log_error("request %llx: %s", (unsigned long long)r->seq, msg ? msg : "unknown error");
         luaL_unref(gen->L, LUA_REGISTRYINDEX, r->co_ref);
         if (r->state != TR_REQ_FINISHED) {
-            tr_bufpool_t *bufs = r->conn->env->bufs;
-            r->pub.status = 500;
-            tr_buf_release(bufs, &r->resp_headers);
-            static const char body[] = "{\"error\":\"internal server error\"}";
-            static const char ct[] = "Content-Type: application/json\r\n";
-            tr_buf_append(bufs, &r->resp_headers, ct, sizeof(ct) - 1);
-            r->content_type_set = 1;
-            tr_http_respond(r, body, sizeof(body) - 1);
+            tr_http_respond_internal_error(r);
             r->state = TR_REQ_FINISHED;
         }
     }
