@@ -29,6 +29,8 @@ struct node_s {
 struct tr_router_s {
     node_t *roots[TR_ROUTER_METHODS];
     unsigned count;
+    char **labels; /* "METHOD pattern" by handler number (NULL where none) */
+    unsigned nlabels;
 };
 
 static node_t *node_new(const char *segment, size_t len)
@@ -76,12 +78,41 @@ void tr_router_free(tr_router_t *router)
         return;
     for (int i = 0; i < TR_ROUTER_METHODS; i++)
         node_free(router->roots[i]);
+    for (unsigned i = 0; i < router->nlabels; i++)
+        tr_mem_free(router->labels[i]);
+    tr_mem_free(router->labels);
     tr_mem_free(router);
 }
 
 unsigned tr_router_count(const tr_router_t *router)
 {
     return router->count;
+}
+
+const char *tr_router_label(const tr_router_t *router, int handler)
+{
+    if (handler < 0 || (unsigned)handler >= router->nlabels)
+        return NULL;
+    return router->labels[handler];
+}
+
+/* Remember "METHOD pattern" as handler's label. */
+static void set_label(tr_router_t *router, int handler, const char *method, const char *pattern, size_t plen)
+{
+    if ((unsigned)handler >= router->nlabels) {
+        unsigned n = (unsigned)handler + 1;
+        router->labels = tr_mem_realloc(router->labels, sizeof(char *) * n);
+        memset(router->labels + router->nlabels, 0, sizeof(char *) * (n - router->nlabels));
+        router->nlabels = n;
+    }
+    size_t mlen = strlen(method);
+    char *label = tr_mem_alloc(mlen + 1 + plen + 1);
+    memcpy(label, method, mlen);
+    label[mlen] = ' ';
+    memcpy(label + mlen + 1, pattern, plen);
+    label[mlen + 1 + plen] = '\0';
+    tr_mem_free(router->labels[handler]);
+    router->labels[handler] = label;
 }
 
 int tr_router_method_index(const char *name, size_t len)
@@ -221,6 +252,8 @@ int tr_router_add(tr_router_t *router, const char *method, const char *pattern, 
     }
     n->handler = handler;
     n->pattern = dup_n(pattern, plen);
+    if (handler >= 0)
+        set_label(router, handler, method, pattern, plen);
     router->count++;
     return 0;
 }

@@ -63,4 +63,8 @@ size_t tr_router_allow(const tr_router_t *router, const char *path, size_t len, 
 /* Number of routes added. */
 unsigned tr_router_count(const tr_router_t *router);
 
+/* "METHOD pattern" of the route added with this handler number ("GET /api/v1/protocols/:id"), for
+ * logs, status and metrics; NULL for a number no route was added with. Owned by the router. */
+const char *tr_router_label(const tr_router_t *router, int handler);
+
 #endif

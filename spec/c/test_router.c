@@ -64,6 +64,11 @@ TEST_IMPL(router_static)
     ADD(r, "GET", "/about/team/leads", 3);
     ADD(r, "POST", "/users", 4);
     ASSERT_UINT_EQ(tr_router_count(r), 4);
+    ASSERT_STR_EQ(tr_router_label(r, 2), "GET /users/all");
+    ASSERT_STR_EQ(tr_router_label(r, 4), "POST /users");
+    ASSERT(tr_router_label(r, 0) == NULL);
+    ASSERT(tr_router_label(r, 5) == NULL);
+    ASSERT(tr_router_label(r, -1) == NULL);
 
     ASSERT_INT_EQ(match(r, GET, "/users"), 1);
     ASSERT_UINT_EQ(m.nparams, 0);
