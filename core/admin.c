@@ -90,13 +90,19 @@ static void reply(tr_admin_conn_t *c, int status, const char *body, size_t len)
     flush(c);
 }
 
-void tr_admin_reload_finished(tr_admin_t *a, int ok, uint64_t generation, const char *error)
+void tr_admin_reload_finished(tr_admin_t *a, int ok, uint64_t generation, const char *error, const char *behind)
 {
     tr_buf_t body = {0};
     if (ok) {
         char tmp[128];
-        int n = snprintf(tmp, sizeof(tmp), "{\"ok\":true,\"generation\":%llu}", (unsigned long long)generation);
+        int n = snprintf(tmp, sizeof(tmp), "{\"ok\":true,\"generation\":%llu", (unsigned long long)generation);
         tr_buf_append(&a->bufs, &body, tmp, (size_t)n);
+        if (behind != NULL) {
+            tr_buf_append(&a->bufs, &body, ",\"workers_behind\":[", 19);
+            tr_buf_append(&a->bufs, &body, behind, strlen(behind));
+            tr_buf_append(&a->bufs, &body, "]", 1);
+        }
+        tr_buf_append(&a->bufs, &body, "}", 1);
     } else {
         tr_buf_append(&a->bufs, &body, "{\"ok\":false,\"error\":", 20);
         tr_status_json_string(&a->bufs, &body, error);

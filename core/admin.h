@@ -38,8 +38,9 @@ typedef struct tr_admin_s {
 void tr_admin_start(tr_admin_t *a, struct ev_loop *loop, int fd, const tr_shared_t *shared, int nworkers,
                     double started_at, void (*on_reload)(void *data), void *data);
 
-/* A reload has ended: answer every client waiting for one. */
-void tr_admin_reload_finished(tr_admin_t *a, int ok, uint64_t generation, const char *error);
+/* A reload has ended: answer every client waiting for one. behind (NULL: none) lists, as JSON array
+ * elements, the workers not serving the published generation (see tr_watchdog_behind). */
+void tr_admin_reload_finished(tr_admin_t *a, int ok, uint64_t generation, const char *error, const char *behind);
 
 /* Close the listener and every admin connection. */
 void tr_admin_stop(tr_admin_t *a);

@@ -40,6 +40,8 @@ static void usage(FILE *out)
             "  --write-timeout SEC       a client that takes no response bytes this long is closed; default 30\n"
             "  --max-connections N       open connections per worker (idle ones make room; else 503); default 4096\n"
             "  --shutdown-timeout SEC    how long in-flight requests may finish on SIGTERM; default 10\n"
+            "  --handler-timeout SEC     longest a handler may run Lua without yielding (then 503, see\n"
+            "                            README); default 10\n"
             "  --access-log FILE         buffered access log ('-' = stdout); default off\n"
             "  --error-log FILE          error log; default stderr\n"
             "  --reload-check CMD        command that must succeed before new code goes live\n"
@@ -172,6 +174,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
     cfg->max_response = 64 << 20;
     cfg->keepalive_timeout = 60;
     cfg->shutdown_timeout = 10;
+    cfg->handler_timeout = 10;
     cfg->header_timeout = 20;
     cfg->body_timeout = 20;
     cfg->body_deadline = 120;
@@ -193,6 +196,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         O_MAX_RESPONSE,
         O_KEEPALIVE,
         O_SHUTDOWN,
+        O_HANDLER_TIMEOUT,
         O_HEADER_TIMEOUT,
         O_BODY_TIMEOUT,
         O_BODY_DEADLINE,
@@ -218,6 +222,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         {"max-response", required_argument, NULL, O_MAX_RESPONSE},
         {"keepalive-timeout", required_argument, NULL, O_KEEPALIVE},
         {"shutdown-timeout", required_argument, NULL, O_SHUTDOWN},
+        {"handler-timeout", required_argument, NULL, O_HANDLER_TIMEOUT},
         {"header-timeout", required_argument, NULL, O_HEADER_TIMEOUT},
         {"body-timeout", required_argument, NULL, O_BODY_TIMEOUT},
         {"body-deadline", required_argument, NULL, O_BODY_DEADLINE},
@@ -303,6 +308,10 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         case O_SHUTDOWN:
             if (parse_seconds(optarg, &cfg->shutdown_timeout) != 0)
                 bad = "--shutdown-timeout wants seconds";
+            break;
+        case O_HANDLER_TIMEOUT:
+            if (parse_seconds(optarg, &cfg->handler_timeout) != 0 || cfg->handler_timeout < 0.2)
+                bad = "--handler-timeout wants seconds, at least 0.2";
             break;
         case O_ACCESS_LOG: cfg->access_log = optarg; break;
         case O_ERROR_LOG: cfg->error_log = optarg; break;

@@ -21,6 +21,7 @@ typedef struct tr_config_s {
     size_t max_response;
     double keepalive_timeout;
     double shutdown_timeout;
+    double handler_timeout;   /* a handler's longest run of Lua code without giving the loop back */
     double header_timeout;    /* for the whole request head, from its first byte */
     double body_timeout;      /* between two reads of a request body */
     double body_deadline;     /* for the whole body, from the end of the head */

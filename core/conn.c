@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <netinet/in.h>
 #include <stddef.h>
@@ -421,6 +422,122 @@ void tr_conn_drain(tr_conn_server_t *srv)
     sweep(srv, 1); /* idle keep-alive connections go now; busy ones after their response */
     if (srv->nconns == 0 && srv->cb.on_drained != NULL)
         srv->cb.on_drained(srv);
+}
+
+/* Send what the socket takes now; returns 1 if all of it went. */
+static int send_now(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return 0;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 1;
+}
+
+#define HANDOFF_BATCH 250 /* descriptors per message (SCM_RIGHTS takes up to 253) */
+
+/* Pass fds to the next worker of the slot (see tr_conn_abandon), then close them here. */
+static void hand_off(int handoff_fd, const int *fds, unsigned n, tr_conn_abandoned_t *out)
+{
+    if (n == 0)
+        return;
+    char byte = 'c';
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * HANDOFF_BATCH)];
+        struct cmsghdr align;
+    } ctl;
+    memset(&ctl, 0, sizeof(ctl));
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = CMSG_SPACE(sizeof(int) * n)};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int) * n);
+    memcpy(CMSG_DATA(cm), fds, sizeof(int) * n);
+    if (handoff_fd >= 0 && sendmsg(handoff_fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
+        out->handed_off += n;
+    for (unsigned i = 0; i < n; i++)
+        close(fds[i]);
+    out->closed += n;
+}
+
+void tr_conn_abandon(tr_conn_server_t *srv, tr_conn_answer_fn answer, void *data, int handoff_fd,
+                     tr_conn_abandoned_t *out)
+{
+    static int batch[HANDOFF_BATCH]; /* (static: this runs on a signal handler's stack) */
+    unsigned nbatch = 0;
+    char buf[2048];
+    memset(out, 0, sizeof(*out));
+    for (tr_conn_link_t *l = srv->conns.next; l != &srv->conns; l = l->next) {
+        tr_conn_t *c = conn_of_link(l);
+        tr_http_conn_t *h = &c->http;
+        if (c->fd < 0)
+            continue;
+        int sent = send_now(c->fd, h->wbuf.data + h->written, h->wbuf.len - h->written);
+        int waiting = tr_http_running(h) || h->in_message || h->rbuf.len > h->parsed;
+        if (sent && !c->lingering && !h->closing && !waiting) {
+            batch[nbatch++] = c->fd;
+            c->fd = -1;
+            if (nbatch == HANDOFF_BATCH) {
+                hand_off(handoff_fd, batch, nbatch, out);
+                nbatch = 0;
+            }
+            continue;
+        }
+        if (sent && !c->lingering && !h->closing) {
+            for (int i = 0; i < 64 && recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT) > 0; i++)
+                ;
+            size_t n = answer(tr_http_running(h) ? h->req : NULL, buf, sizeof(buf), data);
+            if (send_now(c->fd, buf, n))
+                out->answered++;
+            shutdown(c->fd, SHUT_WR);
+        }
+        close(c->fd);
+        c->fd = -1;
+        out->closed++;
+    }
+    hand_off(handoff_fd, batch, nbatch, out);
+}
+
+unsigned tr_conn_adopt(tr_conn_server_t *srv, int handoff_fd)
+{
+    unsigned n = 0;
+    for (;;) {
+        char byte;
+        struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+        union {
+            char buf[CMSG_SPACE(sizeof(int) * HANDOFF_BATCH)];
+            struct cmsghdr align;
+        } ctl;
+        struct msghdr msg = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf)};
+        ssize_t got = recvmsg(handoff_fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return n;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm != NULL; cm = CMSG_NXTHDR(&msg, cm)) {
+            if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+                continue;
+            unsigned nfds = (unsigned)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (unsigned i = 0; i < nfds; i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+                fcntl(fd, F_SETFL, O_NONBLOCK);
+                struct sockaddr_storage ss;
+                socklen_t len = sizeof(ss);
+                int named = getpeername(fd, (struct sockaddr *)&ss, &len) == 0;
+                tr_conn_accept(srv, fd, named ? (struct sockaddr *)&ss : NULL);
+                n++;
+            }
+        }
+    }
 }
 
 void tr_conn_server_init(tr_conn_server_t *srv, struct ev_loop *loop, const tr_http_limits_t *limits,

@@ -113,6 +113,30 @@ void tr_conn_request_done(tr_req_t *r);
  * lingering closes that took too long). */
 void tr_conn_tick(tr_conn_server_t *srv, time_t now);
 
+/*
+ * The worker is about to exit with a handler stuck in its Lua code (guard.h), from a signal handler:
+ * only system calls, no allocation, no event loop. Responses already serialized are sent first, as
+ * far as the socket takes them without waiting. Then:
+ * - a connection whose client is waiting for an answer (a request running, or partly read) gets the
+ *   bytes answer() writes at buf (a complete response that closes the connection; r is the running
+ *   request, NULL for one still arriving), after its unread input is drained so that the close does
+ *   not reset the answer away;
+ * - one between requests (nothing of a new request read yet: whatever the client sent since is still
+ *   in the socket) is sent to handoff_fd (SCM_RIGHTS) for the next worker of the slot to adopt
+ *   (tr_conn_adopt), so that its client never notices; if that fails, it is closed;
+ * and every connection is closed here. Counts what was answered, handed off and closed in all.
+ */
+typedef size_t (*tr_conn_answer_fn)(const tr_req_t *r, char *buf, size_t size, void *data);
+typedef struct tr_conn_abandoned_s {
+    unsigned answered, handed_off, closed;
+} tr_conn_abandoned_t;
+void tr_conn_abandon(tr_conn_server_t *srv, tr_conn_answer_fn answer, void *data, int handoff_fd,
+                     tr_conn_abandoned_t *out);
+
+/* Take over the connections a previous worker of the slot handed off (tr_conn_abandon) and queued on
+ * handoff_fd (non-blocking). Returns how many. */
+unsigned tr_conn_adopt(tr_conn_server_t *srv, int handoff_fd);
+
 /* Stop keeping connections alive: idle ones close now, busy ones after their response; on_drained
  * is called when the last one has closed (at once if there is none). */
 void tr_conn_drain(tr_conn_server_t *srv);

@@ -138,6 +138,12 @@ TR_FFI_EXPORT const char *tr_ffi_req_allow(tr_req_pub_t *pub, uint32_t serial, s
     return r->allow;
 }
 
+TR_FFI_EXPORT int tr_ffi_req_stopped(tr_req_pub_t *pub, uint32_t serial)
+{
+    tr_req_t *r = tr_req_check(pub, serial);
+    return r != NULL && r == tr_ffi_env.stopped && r->seq == tr_ffi_env.stopped_seq;
+}
+
 TR_FFI_EXPORT int tr_ffi_req_id(tr_req_pub_t *pub, uint32_t serial, char *buf, size_t size)
 {
     tr_req_t *r = tr_req_check(pub, serial);

@@ -20,6 +20,9 @@ typedef struct tr_ffi_env_s {
     struct ev_loop *loop;     /* tr_ffi_now's clock; NULL: the wall clock */
     int slot;                 /* the worker slot, -1 outside a worker */
     struct tr_store_s *store; /* the worker's store; NULL: none */
+    /* The request the watchdog's hook stopped (guard.h), and its number: its error is a timeout. */
+    const tr_req_t *stopped;
+    uint64_t stopped_seq;
 } tr_ffi_env_t;
 
 /* This process's; set by the runner before any request runs. */

@@ -775,16 +775,23 @@ void tr_http_respond(tr_req_t *r, const char *body, size_t len)
     r->resp_body_len = len;
 }
 
-void tr_http_respond_internal_error(tr_req_t *r)
+void tr_http_respond_core(tr_req_t *r, int status, const char *json, size_t len, const char *headers)
 {
-    static const char body[] = "{\"error\":\"internal server error\"}";
     static const char ct[] = "Content-Type: application/json\r\n";
     tr_bufpool_t *bufs = r->conn->env->bufs;
     tr_buf_release(bufs, &r->resp_headers);
     tr_buf_append(bufs, &r->resp_headers, ct, sizeof(ct) - 1);
+    if (headers != NULL)
+        tr_buf_append(bufs, &r->resp_headers, headers, strlen(headers));
     r->content_type_set = 1;
-    r->pub.status = 500; /* (the request id still goes out if the handler asked for it) */
-    tr_http_respond(r, body, sizeof(body) - 1);
+    r->pub.status = status; /* (the request id still goes out if the handler asked for it) */
+    tr_http_respond(r, json, len);
+}
+
+void tr_http_respond_internal_error(tr_req_t *r)
+{
+    static const char body[] = "{\"error\":\"internal server error\"}";
+    tr_http_respond_core(r, 500, body, sizeof(body) - 1, NULL);
 }
 
 void tr_http_error(tr_http_conn_t *c, int status, int keep_alive)

@@ -157,6 +157,10 @@ void tr_http_route(tr_req_t *r, const tr_router_t *router);
 /* Serialize the response of r into its connection's write buffer. */
 void tr_http_respond(tr_req_t *r, const char *body, size_t len);
 
+/* Answer r with one of the core's own responses, dropping whatever the handler had set for its
+ * response: status, a JSON body, and header lines ("Name: value\r\n"..., may be NULL). */
+void tr_http_respond_core(tr_req_t *r, int status, const char *json, size_t len, const char *headers);
+
 /* Answer r with the core's own 500 (JSON), dropping whatever the handler had set for its response. */
 void tr_http_respond_internal_error(tr_req_t *r);
 

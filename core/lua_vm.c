@@ -15,6 +15,23 @@
 #include "log.h"
 #include "pool.h"
 
+static volatile uint64_t unwatched;
+volatile uint64_t *tr_vm_lua_running = &unwatched;
+lua_State *volatile tr_vm_active_L;
+static uint64_t lua_runs;
+
+static void enter_lua(lua_State *L)
+{
+    tr_vm_active_L = L;
+    *tr_vm_lua_running = ++lua_runs;
+}
+
+static void leave_lua(void)
+{
+    *tr_vm_lua_running = 0;
+    tr_vm_active_L = NULL;
+}
+
 static void set_error(char *err, size_t size, const char *what, lua_State *L)
 {
     const char *msg = lua_tostring(L, -1);
@@ -53,6 +70,7 @@ tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *code_dir, 
         return NULL;
     }
     luaL_openlibs(L);
+    enter_lua(L);
     tr_gen_t *gen = tr_mem_alloc(sizeof(*gen));
     memset(gen, 0, sizeof(*gen));
     gen->L = L;
@@ -71,6 +89,7 @@ tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *code_dir, 
     lua_pushliteral(L, "triage.app"); /* stack: require, name */
     if (lua_pcall(L, 1, 1, 0) != 0) { /* stack: app | err */
         set_error(err, err_size, "loading the framework: ", L);
+        leave_lua();
         tr_gen_free(gen);
         return NULL;
     }
@@ -82,14 +101,16 @@ tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *code_dir, 
     if (carried != NULL)
         lua_pushlstring(L, carried, carried_len);
     else
-        lua_pushnil(L);               /* stack: app, boot, dir, router, id, files, carried */
-    lua_pushstring(L, code_dir);      /* stack: app, boot, dir, router, id, files, carried, code */
-    if (lua_pcall(L, 6, 1, 0) != 0) { /* stack: app, body | err */
+        lua_pushnil(L);          /* stack: app, boot, dir, router, id, files, carried */
+    lua_pushstring(L, code_dir); /* stack: app, boot, dir, router, id, files, carried, code */
+    int rc = lua_pcall(L, 6, 1, 0);
+    leave_lua();
+    if (rc != 0) { /* stack: app, err */
         set_error(err, err_size, "", L);
         tr_gen_free(gen);
         return NULL;
     }
-    if (!lua_isfunction(L, -1)) {
+    if (!lua_isfunction(L, -1)) { /* stack: app, body */
         snprintf(err, err_size, "triage.app.boot did not return the request function");
         tr_gen_free(gen);
         return NULL;
@@ -174,7 +195,9 @@ static int run(tr_req_t *r)
     tr_gen_t *gen = r->gen;
     lua_State *co = r->co;
     tr_ffi_env.running = r;
+    enter_lua(gen->L);
     int rc = lua_resume(co, 0);
+    leave_lua();
     tr_ffi_env.running = NULL;
     if (rc == LUA_YIELD && r->wait.parked)
         return 0; /* resumed from the loop, in on_resume */
@@ -231,11 +254,44 @@ static void on_resume(tr_waiter_t *waiter, int status)
     }
 }
 
+/* The cool-down entry of gen's route `handler`, or NULL: the route is served. */
+static const tr_cooldown_t *cooling(const tr_shared_t *sh, const tr_gen_t *gen, int handler)
+{
+    const char *label = tr_router_label(gen->router, handler);
+    for (int i = 0; i < TR_MAX_COOLDOWNS && label != NULL; i++) {
+        const tr_cooldown_t *c = &sh->cooldowns[i];
+        if (c->generation == gen->id && strncmp(c->route, label, sizeof(c->route)) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+/* Answer r 503 without running its handler: its route is cooling down. */
+static void refuse_cooling(tr_vm_t *vm, tr_req_t *r, const tr_cooldown_t *c)
+{
+    static const char body[] = "{\"error\":\"this route is paused: its handler ran past --handler-timeout "
+                               "repeatedly; retry later\"}";
+    double left = c->until - tr_wall_clock();
+    char retry[48];
+    snprintf(retry, sizeof(retry), "Retry-After: %d\r\n", left > 1 ? (int)(left + 0.999) : 1);
+    vm->stats->cooldown_refusals++;
+    tr_http_respond_core(r, 503, body, sizeof(body) - 1, retry);
+    r->state = TR_REQ_FINISHED;
+}
+
 void tr_vm_on_request(void *data, tr_req_t *r)
 {
     tr_vm_t *vm = data;
     tr_gen_t *gen = vm->current;
     tr_http_route(r, gen->router);
+    if (vm->shared != NULL && vm->shared->ncooldowns != 0 && r->pub.handler > 0) {
+        const tr_cooldown_t *c = cooling(vm->shared, gen, r->pub.handler);
+        if (c != NULL) {
+            vm->stats->requests++;
+            refuse_cooling(vm, r, c);
+            return;
+        }
+    }
     r->gen = gen;
     gen->inflight++;
     vm->stats->requests++;

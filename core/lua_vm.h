@@ -22,6 +22,15 @@
 
 typedef struct tr_gen_s tr_gen_t;
 
+/*
+ * Runs of Lua code, published for the watchdog (guard.h): while a request's coroutine runs, or a
+ * generation loads, *tr_vm_lua_running holds the number of that run (0 between runs) and
+ * tr_vm_active_L its state. A worker points tr_vm_lua_running at its stats slot; elsewhere it is a
+ * private word. Three stores per run: no clock, no system call.
+ */
+extern volatile uint64_t *tr_vm_lua_running;
+extern lua_State *volatile tr_vm_active_L;
+
 struct tr_gen_s {
     lua_State *L;
     tr_router_t *router;
@@ -59,9 +68,10 @@ size_t tr_gen_lua_memory(tr_gen_t *gen);
  * The Lua side of one worker: its generations and where its requests wait.
  */
 typedef struct tr_vm_s {
-    tr_gen_t *current; /* serves new requests */
-    tr_gen_t *old;     /* older generations still running requests (list) */
-    tr_stats_t *stats; /* requests, generation and old-generation counts are published here */
+    tr_gen_t *current;         /* serves new requests */
+    tr_gen_t *old;             /* older generations still running requests (list) */
+    tr_stats_t *stats;         /* requests, generation and old-generation counts are published here */
+    const tr_shared_t *shared; /* routes cooling down (watchdog.h); NULL: none */
     /* Called when a request that waited has finished (the server's tr_conn_request_done). */
     void (*request_done)(tr_req_t *r);
 } tr_vm_t;

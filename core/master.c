@@ -31,6 +31,7 @@
 #include "store.h"
 #include "supervise.h"
 #include "watch.h"
+#include "watchdog.h"
 
 static struct {
     struct ev_loop *loop;
@@ -43,7 +44,13 @@ static struct {
     ev_timer stop_timer;
     int stopping;
     tr_supervisor_t workers;
+    tr_watchdog_t watchdog;
     tr_watch_t watch;
+    /* A published reload is answered once every worker serves it, or after ROLLOUT_WAIT with the
+     * workers that do not (tr_watchdog_behind). */
+    uint64_t rollout_generation; /* 0: none pending */
+    double rollout_deadline;
+    ev_timer rollout_timer;
     tr_reloader_t reloader;
     tr_admin_t admin;
 } m;
@@ -132,10 +139,36 @@ static void reload_published(void *data, uint64_t generation)
     tr_supervise_signal(&m.workers, SIGUSR1);
 }
 
+#define ROLLOUT_WAIT 3.0
+
+static void on_rollout_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)t, (void)revents;
+    static char behind[16384];
+    uint64_t generation = m.rollout_generation;
+    int n = tr_watchdog_behind(&m.watchdog, generation, behind, sizeof(behind));
+    if (n > 0 && ev_now(loop) < m.rollout_deadline)
+        return; /* the workers are still loading it */
+    ev_timer_stop(loop, &m.rollout_timer);
+    m.rollout_generation = 0;
+    if (n > 0)
+        tr_log_error("generation %llu: %d worker(s) not serving it %.0f s after it was published: [%s]",
+                     (unsigned long long)generation, n, ROLLOUT_WAIT, behind);
+    tr_admin_reload_finished(&m.admin, 1, generation, NULL, n > 0 ? behind : NULL);
+}
+
 static void reload_finished(void *data, int ok, uint64_t generation, const char *error)
 {
     (void)data;
-    tr_admin_reload_finished(&m.admin, ok, generation, error);
+    if (!ok) {
+        tr_admin_reload_finished(&m.admin, ok, generation, error, NULL);
+        return;
+    }
+    m.rollout_generation = generation;
+    m.rollout_deadline = ev_now(m.loop) + ROLLOUT_WAIT;
+    ev_timer_stop(m.loop, &m.rollout_timer);
+    ev_timer_init(&m.rollout_timer, on_rollout_timer, 0.02, 0.05);
+    ev_timer_start(m.loop, &m.rollout_timer);
 }
 
 static void reload_now(void *data)
@@ -161,6 +194,8 @@ static void begin_stop(void)
     m.stopping = 1;
     tr_log_info("stopping: finishing in-flight requests (up to %.0f s)", m.cfg->shutdown_timeout);
     tr_admin_stop(&m.admin);
+    tr_watchdog_stop(&m.watchdog);
+    ev_timer_stop(m.loop, &m.rollout_timer);
     tr_watch_stop(&m.watch);
     tr_reload_stop(&m.reloader);
     for (int i = 0; i < m.cfg->workers; i++)
@@ -276,6 +311,7 @@ int tr_master_run(const tr_config_t *cfg)
             tr_log_error("inotify: %s; file changes will not reload (SIGHUP still does)", strerror(-rc));
     }
     tr_supervise_start(&m.workers, m.loop, cfg, m.shared, m.listen_fds, close_master_fds, NULL);
+    tr_watchdog_start(&m.watchdog, m.loop, m.shared, &m.workers, cfg->handler_timeout);
     tr_log_info("triage serving %s (%d routes) on %s:%d with %d workers; admin on %s:%d", cfg->app_dir, nroutes,
                 cfg->listen_host, cfg->listen_port, cfg->workers, cfg->admin_host, cfg->admin_port);
 

@@ -11,6 +11,8 @@
 
 #define TR_MAX_WORKERS 256
 #define TR_ERROR_MAX 2048
+#define TR_ROUTE_LABEL_MAX 160 /* "METHOD pattern" of a route, as logs and status show it (truncated) */
+#define TR_MAX_COOLDOWNS 16    /* routes cooling down at once */
 
 typedef struct tr_stats_s {
     volatile int32_t pid;
@@ -30,7 +32,25 @@ typedef struct tr_stats_s {
     volatile uint64_t store_commits;      /* group commits of the store's writer (one WAL fsync each) */
     volatile uint64_t store_writes;       /* write jobs committed by them */
     char last_error[TR_ERROR_MAX];        /* this worker's last reload error, "" if none */
+    /* The watchdog (guard.h in the worker, watchdog.h in the master). lua_running is the number of
+     * the worker's current run of Lua code (a request's handler, resumed or not, or a generation
+     * loading), 0 between runs: a value the master sees unchanged for --handler-timeout is a handler
+     * that does not give the loop back. Not reset when a worker replaces another in the slot. */
+    volatile uint64_t lua_running;
+    volatile uint64_t handler_timeouts;   /* requests stopped past --handler-timeout (a replacement too) */
+    volatile uint64_t cooldown_refusals;  /* requests answered 503 because their route was cooling down */
+    volatile uint64_t stopped_generation; /* the generation and route of the last stopped request */
+    char stopped_route[TR_ROUTE_LABEL_MAX];
+    char stop_report[512]; /* what a worker that had to be replaced did last, for the master's log */
 } tr_stats_t;
+
+/* A route whose handler was stopped repeatedly: answered 503 until the master lifts it. Only requests
+ * on the generation it tripped on are refused (a reload with a fix goes live at once). */
+typedef struct tr_cooldown_s {
+    volatile uint64_t generation; /* 0: free entry */
+    volatile double until;        /* wall-clock time the master lifts it */
+    char route[TR_ROUTE_LABEL_MAX];
+} tr_cooldown_t;
 
 /*
  * The store's write lock, shared by the workers' writer threads: one group commit at a time. SQLite
@@ -53,6 +73,9 @@ typedef struct tr_shared_s {
     volatile double last_reload_at;
     volatile uint64_t reloads, reload_failures;
     tr_store_lock_t store_lock;
+    volatile uint64_t worker_replacements; /* workers replaced by the watchdog (a handler it could not stop) */
+    volatile uint32_t ncooldowns;          /* entries of cooldowns in use: workers look only when non-zero */
+    tr_cooldown_t cooldowns[TR_MAX_COOLDOWNS];
     tr_stats_t workers[TR_MAX_WORKERS];
 } tr_shared_t;
 

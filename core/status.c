@@ -48,7 +48,19 @@ void tr_status_json(tr_bufpool_t *bp, tr_buf_t *out, const tr_shared_t *shared, 
     appendf(bp, out, "\"reload\":{\"reloads\":%llu,\"failures\":%llu,\"last_at\":%.3f,\"last_error\":",
             (unsigned long long)shared->reloads, (unsigned long long)shared->reload_failures, shared->last_reload_at);
     tr_status_json_string(bp, out, shared->last_reload_error);
-    tr_buf_append(bp, out, "},\"workers\":[", 13);
+    appendf(bp, out, "},\"worker_replacements\":%llu,\"paused_routes\":[",
+            (unsigned long long)shared->worker_replacements);
+    double now = tr_wall_clock();
+    for (int i = 0, n = 0; i < TR_MAX_COOLDOWNS && shared->ncooldowns != 0; i++) {
+        const tr_cooldown_t *c = &shared->cooldowns[i];
+        if (c->generation == 0)
+            continue;
+        appendf(bp, out, "%s{\"generation\":%llu,\"seconds_left\":%.1f,\"route\":", n++ ? "," : "",
+                (unsigned long long)c->generation, c->until > now ? c->until - now : 0.0);
+        tr_status_json_string(bp, out, c->route);
+        tr_buf_append(bp, out, "}", 1);
+    }
+    tr_buf_append(bp, out, "],\"workers\":[", 13);
     for (int i = 0; i < nworkers; i++) {
         const tr_stats_t *s = &shared->workers[i];
         appendf(bp, out,
@@ -64,10 +76,12 @@ void tr_status_json(tr_bufpool_t *bp, tr_buf_t *out, const tr_shared_t *shared, 
                 (unsigned long long)s->pool_buf_free);
         appendf(bp, out,
                 "\"core_allocations\":%llu,\"lua_memory\":%llu,\"generation\":%llu,\"generation_loaded_at\":%.3f,"
-                "\"old_generations\":%llu,\"store_commits\":%llu,\"store_writes\":%llu,\"last_error\":",
+                "\"old_generations\":%llu,\"store_commits\":%llu,\"store_writes\":%llu,",
                 (unsigned long long)s->core_allocations, (unsigned long long)s->lua_memory,
                 (unsigned long long)s->generation, s->generation_loaded_at, (unsigned long long)s->old_generations,
                 (unsigned long long)s->store_commits, (unsigned long long)s->store_writes);
+        appendf(bp, out, "\"handler_timeouts\":%llu,\"paused_route_refusals\":%llu,\"last_error\":",
+                (unsigned long long)s->handler_timeouts, (unsigned long long)s->cooldown_refusals);
         /* A worker reports its own load failure, or else the last rejected reload (which it never saw). */
         tr_status_json_string(bp, out, s->last_error[0] ? s->last_error : shared->last_reload_error);
         tr_buf_append(bp, out, "}", 1);

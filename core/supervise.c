@@ -3,9 +3,11 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "guard.h"
 #include "log.h"
 #include "pool.h"
 #include "worker.h"
@@ -30,11 +32,15 @@ static void spawn(tr_supervisor_t *s, int slot)
         sigprocmask(SIG_SETMASK, &none, NULL);
         if (s->in_worker != NULL)
             s->in_worker(s->data);
-        for (int i = 0; i < s->cfg->workers; i++)
-            if (i != slot)
-                close(s->listen_fds[i]);
+        for (int i = 0; i < s->cfg->workers; i++) {
+            if (i == slot)
+                continue;
+            close(s->listen_fds[i]);
+            close(s->handoff_fds[2 * i]);
+            close(s->handoff_fds[2 * i + 1]);
+        }
         ev_loop_destroy(s->loop);
-        _exit(tr_worker_run(s->cfg, slot, s->listen_fds[slot], s->shared));
+        _exit(tr_worker_run(s->cfg, slot, s->listen_fds[slot], &s->handoff_fds[2 * slot], s->shared));
     }
     s->slots[slot].pid = pid;
     s->slots[slot].started = ev_now(s->loop);
@@ -73,6 +79,14 @@ void tr_supervise_start(tr_supervisor_t *s, struct ev_loop *loop, const tr_confi
     s->data = data;
     s->slots = tr_mem_alloc(sizeof(tr_slot_t) * (size_t)cfg->workers);
     memset(s->slots, 0, sizeof(tr_slot_t) * (size_t)cfg->workers);
+    s->handoff_fds = tr_mem_alloc(sizeof(int) * 2 * (size_t)cfg->workers);
+    for (int i = 0; i < cfg->workers; i++) {
+        if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, &s->handoff_fds[2 * i]) != 0) {
+            tr_log_error("socketpair: %s; a worker that has to give up will close its idle connections",
+                         strerror(errno));
+            s->handoff_fds[2 * i] = s->handoff_fds[2 * i + 1] = -1;
+        }
+    }
     ev_timer_init(&s->respawn_timer, on_respawn_timer, 0., 0.);
     s->respawn_timer.data = s;
     for (int i = 0; i < cfg->workers; i++)
@@ -90,7 +104,10 @@ int tr_supervise_reap(tr_supervisor_t *s, pid_t pid, int status)
         s->shared->workers[i].connections = 0;
         if (s->stopping)
             return 1;
-        if (WIFSIGNALED(status))
+        if (WIFEXITED(status) && WEXITSTATUS(status) == TR_GUARD_EXIT) {
+            s->shared->worker_replacements++;
+            tr_log_error("worker %d (pid %d) replaced: %s", i, (int)pid, s->shared->workers[i].stop_report);
+        } else if (WIFSIGNALED(status))
             tr_log_error("worker %d (pid %d) killed by signal %d; replacing it", i, (int)pid, WTERMSIG(status));
         else
             tr_log_error("worker %d (pid %d) exited with status %d; replacing it", i, (int)pid, WEXITSTATUS(status));

@@ -24,6 +24,8 @@ typedef struct tr_supervisor_s {
     const tr_config_t *cfg;
     tr_shared_t *shared;
     const int *listen_fds; /* one per slot, owned by the master */
+    int *handoff_fds;      /* two per slot: a datagram socket pair that outlives the slot's workers, on
+                            * which one that gives up leaves its idle connections for the next (guard.h) */
     tr_slot_t *slots;
     ev_timer respawn_timer;
     int stopping;

@@ -18,6 +18,7 @@
 
 #include "conn.h"
 #include "ffi_api.h"
+#include "guard.h"
 #include "log.h"
 #include "lua_vm.h"
 #include "store.h"
@@ -218,7 +219,7 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
     tr_conn_drain(&w->conns);
 }
 
-int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *shared)
+int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, const int handoff_fds[2], tr_shared_t *shared)
 {
     static tr_worker_t worker;
     tr_worker_t *w = &worker;
@@ -261,7 +262,9 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *
     w->conns.stats = w->stats;
     tr_http_set_id_prefix(&w->conns.env, time(NULL), slot);
     w->vm.stats = w->stats;
+    w->vm.shared = shared;
     w->vm.request_done = tr_conn_request_done;
+    tr_guard_init(w->stats, &w->conns, handoff_fds[0], cfg->handler_timeout);
     tr_ffi_env.running = NULL;
     tr_ffi_env.waits = &w->waits;
     tr_ffi_env.loop = w->loop;
@@ -298,6 +301,9 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *
     ev_signal_start(w->loop, &w->sigreload);
 
     w->stats->pid = getpid();
+    unsigned adopted = tr_conn_adopt(&w->conns, handoff_fds[1]);
+    if (adopted > 0)
+        tr_log_info("worker %d: took over %u connections from the worker it replaces", slot, adopted);
     publish_stats(w);
     check_reload(w); /* a reload published while this worker was starting */
     ev_run(w->loop, 0);

@@ -9,7 +9,8 @@
 #include "config.h"
 #include "shared.h"
 
-/* Run a worker until it is told to stop; returns the process exit code. */
-int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, tr_shared_t *shared);
+/* Run a worker until it is told to stop; returns the process exit code. handoff_fds: the slot's
+ * socket pair for connections handed from one of its workers to the next (see guard.h). */
+int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, const int handoff_fds[2], tr_shared_t *shared);
 
 #endif

@@ -138,7 +138,15 @@ local function request_loop(chains, not_found_chain, not_allowed_chain, code_dir
         local msg = ("request %s: %s %s failed: %s"):format(id, ctx:method(), ctx:path(), err)
         C.tr_ffi_log_error(msg, #msg)
         ctx:_reset()
-        ctx:status(500):send_request_id():json { error = "internal server error", requestId = id }
+        if C.tr_ffi_req_stopped(ctx._r, ctx._s) ~= 0 then
+          -- the watchdog stopped it past --handler-timeout (guard.h): the client may retry later
+          ctx:status(503):set_header("Retry-After", "1"):send_request_id():json {
+            error = "the handler ran past --handler-timeout and was stopped",
+            requestId = id,
+          }
+        else
+          ctx:status(500):send_request_id():json { error = "internal server error", requestId = id }
+        end
       end
       ctx:_finish()
       ctx, chain = nil, nil

@@ -44,6 +44,8 @@ int tr_ffi_req_header_count(tr_req_pub_t *r, uint32_t serial);
 const char *tr_ffi_req_header_at(tr_req_pub_t *r, uint32_t serial, int i, size_t *name_len, const char **value, size_t *value_len);
 const char *tr_ffi_req_body(tr_req_pub_t *r, uint32_t serial, size_t *len);
 const char *tr_ffi_req_allow(tr_req_pub_t *r, uint32_t serial, size_t *len);
+/* 1 if the watchdog stopped this request past --handler-timeout (its error is the timeout's). */
+int tr_ffi_req_stopped(tr_req_pub_t *r, uint32_t serial);
 /* Writes the request id (no NUL, at most 128 bytes) and returns its length (> 0), or TR_FFI_STALE,
  * or TR_FFI_ERROR if it does not fit in size. */
 int tr_ffi_req_id(tr_req_pub_t *r, uint32_t serial, char *buf, size_t size);
