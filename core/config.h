@@ -35,6 +35,13 @@ typedef struct tr_config_s {
     char data_path[4096];
 } tr_config_t;
 
+/* How long loading the application may run Lua (the preflight, a worker loading a generation): three
+ * handler budgets, at least 5 s. A load that runs longer is taken for an endless loop at load time. */
+static inline double tr_config_load_budget(double handler_timeout)
+{
+    return 3 * handler_timeout < 5 ? 5 : 3 * handler_timeout;
+}
+
 /*
  * Fill cfg from argv (defaults first). Returns 0, 1 when the caller should exit 0 (--help, --version
  * printed), or -1 after printing a usage error to standard error.

@@ -135,6 +135,7 @@ void tr_guard_init(tr_stats_t *stats, tr_conn_server_t *conns, int handoff_fd, d
     guard_handoff = handoff_fd;
     guard_budget = budget;
     tr_vm_lua_running = &stats->lua_running;
+    tr_vm_lua_loading = &stats->lua_loading;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_sigaction = on_signal;

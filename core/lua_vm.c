@@ -17,6 +17,8 @@
 
 static volatile uint64_t unwatched;
 volatile uint64_t *tr_vm_lua_running = &unwatched;
+static volatile uint32_t unwatched_loading;
+volatile uint32_t *tr_vm_lua_loading = &unwatched_loading;
 lua_State *volatile tr_vm_active_L;
 static uint64_t lua_runs;
 
@@ -29,6 +31,7 @@ static void enter_lua(lua_State *L)
 static void leave_lua(void)
 {
     *tr_vm_lua_running = 0;
+    *tr_vm_lua_loading = 0;
     tr_vm_active_L = NULL;
 }
 
@@ -70,6 +73,7 @@ tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *code_dir, 
         return NULL;
     }
     luaL_openlibs(L);
+    *tr_vm_lua_loading = 1;
     enter_lua(L);
     tr_gen_t *gen = tr_mem_alloc(sizeof(*gen));
     memset(gen, 0, sizeof(*gen));

@@ -29,6 +29,7 @@ typedef struct tr_gen_s tr_gen_t;
  * private word. Three stores per run: no clock, no system call.
  */
 extern volatile uint64_t *tr_vm_lua_running;
+extern volatile uint32_t *tr_vm_lua_loading; /* 1 while the run is a generation loading */
 extern lua_State *volatile tr_vm_active_L;
 
 struct tr_gen_s {

@@ -131,6 +131,8 @@ static void close_master_fds(void *data)
         close(m.watch.fd);
     if (m.reloader.check_fd >= 0)
         close(m.reloader.check_fd);
+    if (m.reloader.preflight_fd >= 0)
+        close(m.reloader.preflight_fd);
 }
 
 static void reload_published(void *data, uint64_t generation)

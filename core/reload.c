@@ -2,10 +2,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -158,27 +160,188 @@ static int start_check(tr_reloader_t *r, char *err, size_t err_size)
     return 0;
 }
 
-/* Snapshot generation `generation` and load it in a scratch state. Returns its route count, or -1
- * with a message in err (the snapshot is removed then). */
-static int preflight(tr_reloader_t *r, uint64_t generation, uint64_t *hash, char *err, size_t err_size)
+static double load_budget(const tr_config_t *cfg)
 {
-    char dir[4096];
-    code_dir(r, generation, dir, sizeof(dir));
-    tr_gen_t *gen = NULL;
-    if (tr_snapshot_take(r->cfg->app_dir, dir, hash, err, err_size) == 0)
-        gen = tr_gen_new(r->cfg, generation, dir, NULL, 0, err, err_size);
-    if (gen == NULL) {
-        tr_snapshot_remove(dir);
-        return -1;
-    }
-    int nroutes = (int)tr_router_count(gen->router);
-    tr_gen_free(gen);
-    return nroutes;
+    return tr_config_load_budget(cfg->handler_timeout);
 }
 
 /*
- * Preflight the tree as it is now: compile every script, run the route files, build the router.
- * Only a tree that passes (and passes --reload-check) is published.
+ * Load the snapshot in dir in a child process: it writes the route count (success, exit 0) or the
+ * error (exit 1) to a pipe whose read end is returned at *fd. Returns the child's pid, or -1 with a
+ * message in err.
+ */
+static pid_t spawn_preflight(tr_reloader_t *r, uint64_t generation, const char *dir, int *fd, char *err,
+                             size_t err_size)
+{
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) != 0) {
+        snprintf(err, err_size, "pipe: %s", strerror(errno));
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(err, err_size, "fork: %s", strerror(errno));
+        close(pipefd[0]);
+        close(pipefd[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(pipefd[0]);
+        char msg[TR_ERROR_MAX];
+        tr_gen_t *gen = tr_gen_new(r->cfg, generation, dir, NULL, 0, msg, sizeof(msg));
+        int ok = gen != NULL;
+        if (ok)
+            snprintf(msg, sizeof(msg), "%u", tr_router_count(gen->router));
+        size_t len = strlen(msg);
+        for (size_t off = 0; off < len;) {
+            ssize_t n = write(pipefd[1], msg + off, len - off);
+            if (n <= 0)
+                break;
+            off += (size_t)n;
+        }
+        _exit(ok ? 0 : 1);
+    }
+    close(pipefd[1]);
+    *fd = pipefd[0];
+    return pid;
+}
+
+/* The preflight's verdict from its exit status and output: its route count, or -1 with the message
+ * in err. */
+static int preflight_verdict(const tr_reloader_t *r, int status, const char *out, char *err, size_t err_size)
+{
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return atoi(out);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 1 && out[0] != '\0')
+        snprintf(err, err_size, "%s", out);
+    else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+        snprintf(err, err_size,
+                 "loading the application took longer than %.0f s (3 x --handler-timeout, at least 5 s): an endless "
+                 "loop when a script or route file is loaded?",
+                 load_budget(r->cfg));
+    else if (WIFSIGNALED(status))
+        snprintf(err, err_size, "loading the application crashed (signal %d)", WTERMSIG(status));
+    else
+        snprintf(err, err_size, "loading the application failed (exit status %d)", WEXITSTATUS(status));
+    return -1;
+}
+
+/*
+ * The first generation, before the master serves: snapshot and load it in a child, waiting for the
+ * verdict here. Returns its route count, or -1 with a message in err (the snapshot is removed).
+ */
+static int preflight_now(tr_reloader_t *r, uint64_t generation, uint64_t *hash, char *err, size_t err_size)
+{
+    char dir[4096];
+    code_dir(r, generation, dir, sizeof(dir));
+    if (tr_snapshot_take(r->cfg->app_dir, dir, hash, err, err_size) != 0) {
+        tr_snapshot_remove(dir);
+        return -1;
+    }
+    int fd;
+    pid_t pid = spawn_preflight(r, generation, dir, &fd, err, err_size);
+    if (pid < 0) {
+        tr_snapshot_remove(dir);
+        return -1;
+    }
+    char out[TR_ERROR_MAX];
+    size_t len = 0;
+    double deadline = tr_wall_clock() + load_budget(r->cfg);
+    for (;;) {
+        int left = (int)((deadline - tr_wall_clock()) * 1000);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, left) == 0) {
+            kill(pid, SIGKILL);
+            break;
+        }
+        ssize_t n = read(fd, out + len, sizeof(out) - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (len == sizeof(out) - 1)
+            break;
+    }
+    out[len] = '\0';
+    close(fd);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    int nroutes = preflight_verdict(r, status, out, err, err_size);
+    if (nroutes < 0)
+        tr_snapshot_remove(dir);
+    return nroutes;
+}
+
+static void on_preflight_output(struct ev_loop *loop, ev_io *io, int revents)
+{
+    tr_reloader_t *r = io->data;
+    char tmp[4096];
+    (void)revents;
+    ssize_t n = read(r->preflight_fd, tmp, sizeof(tmp));
+    if (n > 0) {
+        size_t room = CHECK_OUTPUT_MAX - r->preflight_output.len;
+        tr_buf_append(&r->bufs, &r->preflight_output, tmp, (size_t)n < room ? (size_t)n : room);
+    } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        ev_io_stop(loop, io);
+        close(r->preflight_fd);
+        r->preflight_fd = -1;
+    }
+}
+
+static void on_preflight_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    tr_reloader_t *r = t->data;
+    (void)loop, (void)revents;
+    if (r->preflight_pid > 0)
+        kill(r->preflight_pid, SIGKILL);
+}
+
+static void preflight_finished(tr_reloader_t *r, int status)
+{
+    r->preflight_pid = 0;
+    ev_timer_stop(r->loop, &r->preflight_timeout);
+    if (r->preflight_fd >= 0) { /* what is left in the pipe */
+        ev_io_stop(r->loop, &r->preflight_io);
+        fcntl(r->preflight_fd, F_SETFL, 0);
+        while (r->preflight_fd >= 0)
+            on_preflight_output(r->loop, &r->preflight_io, 0);
+    }
+    tr_buf_append(&r->bufs, &r->preflight_output, "", 1);
+    char err[TR_ERROR_MAX];
+    int nroutes = preflight_verdict(r, status, r->preflight_output.data, err, sizeof(err));
+    tr_buf_release(&r->bufs, &r->preflight_output);
+    uint64_t next = r->pending_generation;
+    char dir[4096];
+    code_dir(r, next, dir, sizeof(dir));
+    if (nroutes < 0) {
+        tr_snapshot_remove(dir);
+        rejected(r, err);
+        done(r);
+        return;
+    }
+    if (r->cfg->reload_check == NULL) {
+        publish(r, next);
+        done(r);
+        return;
+    }
+    char why[512];
+    if (start_check(r, why, sizeof(why)) != 0) {
+        tr_snapshot_remove(dir);
+        snprintf(err, sizeof(err), "--reload-check could not be started: %s", why);
+        rejected(r, err);
+        done(r);
+    }
+}
+
+/*
+ * Preflight the tree as it is now, in a child: compile every script, run the route files, build the
+ * router. Only a tree that passes (and passes --reload-check) is published.
  */
 static void start(tr_reloader_t *r)
 {
@@ -188,27 +351,29 @@ static void start(tr_reloader_t *r)
         r->reload_again = 1;
         return;
     }
-    char err[TR_ERROR_MAX];
-    uint64_t next = r->shared->generation + 1, hash;
-    if (preflight(r, next, &hash, err, sizeof(err)) < 0) {
+    char err[TR_ERROR_MAX], dir[4096];
+    uint64_t next = r->shared->generation + 1;
+    code_dir(r, next, dir, sizeof(dir));
+    int fd = -1;
+    pid_t pid = -1;
+    if (tr_snapshot_take(r->cfg->app_dir, dir, &r->pending_hash, err, sizeof(err)) == 0)
+        pid = spawn_preflight(r, next, dir, &fd, err, sizeof(err));
+    if (pid < 0) {
+        tr_snapshot_remove(dir);
         rejected(r, err);
         return;
     }
-    if (r->cfg->reload_check == NULL) {
-        publish(r, next);
-        return;
-    }
-    r->pending_generation = next;
-    r->pending_hash = hash;
     r->reloading = 1;
-    char why[512];
-    if (start_check(r, why, sizeof(why)) != 0) {
-        char dir[4096];
-        tr_snapshot_remove(code_dir(r, next, dir, sizeof(dir)));
-        snprintf(err, sizeof(err), "--reload-check could not be started: %s", why);
-        rejected(r, err);
-        done(r);
-    }
+    r->pending_generation = next;
+    r->preflight_pid = pid;
+    r->preflight_fd = fd;
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    ev_io_init(&r->preflight_io, on_preflight_output, fd, EV_READ);
+    r->preflight_io.data = r;
+    ev_io_start(r->loop, &r->preflight_io);
+    ev_timer_init(&r->preflight_timeout, on_preflight_timeout, load_budget(r->cfg), 0.);
+    r->preflight_timeout.data = r;
+    ev_timer_start(r->loop, &r->preflight_timeout);
 }
 
 void tr_reload_start(tr_reloader_t *r)
@@ -218,7 +383,13 @@ void tr_reload_start(tr_reloader_t *r)
 
 int tr_reload_reap(tr_reloader_t *r, pid_t pid, int status)
 {
-    if (pid != r->check_pid || pid <= 0)
+    if (pid <= 0)
+        return 0;
+    if (pid == r->preflight_pid) {
+        preflight_finished(r, status);
+        return 1;
+    }
+    if (pid != r->check_pid)
         return 0;
     check_finished(r, status);
     return 1;
@@ -229,6 +400,8 @@ void tr_reload_stop(tr_reloader_t *r)
     r->stopping = 1;
     if (r->check_pid > 0)
         kill(-r->check_pid, SIGKILL);
+    if (r->preflight_pid > 0)
+        kill(r->preflight_pid, SIGKILL);
 }
 
 void tr_reload_cleanup(tr_reloader_t *r)
@@ -245,7 +418,7 @@ int tr_reload_init(tr_reloader_t *r, struct ev_loop *loop, const tr_config_t *cf
     r->shared = shared;
     r->cb = *cb;
     r->data = data;
-    r->check_fd = -1;
+    r->check_fd = r->preflight_fd = -1;
     const char *tmp = getenv("TMPDIR");
     if (tmp == NULL || *tmp == '\0')
         tmp = "/tmp";
@@ -255,7 +428,7 @@ int tr_reload_init(tr_reloader_t *r, struct ev_loop *loop, const tr_config_t *cf
         return -1;
     }
     uint64_t hash;
-    int nroutes = preflight(r, 1, &hash, err, err_size);
+    int nroutes = preflight_now(r, 1, &hash, err, err_size);
     if (nroutes < 0)
         tr_snapshot_remove(shared->code_root);
     return nroutes;

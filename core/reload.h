@@ -1,7 +1,9 @@
 /*
  * Reloads (in the master): a new generation of the application's code goes live only after it has
  * been preflighted. The tree is snapshotted (snapshot.h), loaded in a scratch Lua state (compile,
- * load, build the routes), and checked by the --reload-check command if there is one; only then is it
+ * load, build the routes) in a child process (the master itself never runs the application's code:
+ * a script that loops or exhausts memory at load time costs a child, killed after the load budget),
+ * and checked by the --reload-check command if there is one; only then is it
  * published (shared memory) for the workers, which each build it and swap it in. A failure anywhere
  * leaves the running generation as it is and is reported.
  *
@@ -38,6 +40,11 @@ struct tr_reloader_s {
     int reload_again; /* asked for (or files changed) while it ran */
     uint64_t pending_generation;
     uint64_t pending_hash; /* of the snapshot being checked */
+    pid_t preflight_pid;   /* the child loading the new generation (see preflight in reload.c) */
+    int preflight_fd;
+    ev_io preflight_io;
+    ev_timer preflight_timeout;
+    tr_buf_t preflight_output;
     pid_t check_pid;
     int check_fd;
     ev_io check_io;

@@ -37,6 +37,7 @@ typedef struct tr_stats_s {
      * loading), 0 between runs: a value the master sees unchanged for --handler-timeout is a handler
      * that does not give the loop back. Not reset when a worker replaces another in the slot. */
     volatile uint64_t lua_running;
+    volatile uint32_t lua_loading;        /* the run is a generation loading (a longer budget) */
     volatile uint64_t handler_timeouts;   /* requests stopped past --handler-timeout (a replacement too) */
     volatile uint64_t cooldown_refusals;  /* requests answered 503 because their route was cooling down */
     volatile uint64_t stopped_generation; /* the generation and route of the last stopped request */

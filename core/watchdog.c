@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "guard.h"
 #include "log.h"
 
@@ -122,7 +123,9 @@ static void watch_slot(tr_watchdog_t *wd, int i, double now)
         return;
     }
     double ran = now - w->since;
-    if (w->stage == 0 && ran >= wd->budget) {
+    /* Loading a generation that the preflight loaded within its budget gets that budget here too. */
+    double budget = st->lua_loading ? tr_config_load_budget(wd->budget) : wd->budget;
+    if (w->stage == 0 && ran >= budget) {
         signal_worker(pid, tr_guard_signal());
         w->stage = 1;
         w->stage_at = now;

@@ -191,4 +191,52 @@ describe("a handler that never gives the loop back", function()
     assert.equals(503, resp and resp.status)
     assert.is_truthy(srv:wait_generation(2, 10))
   end)
+
+  describe("at load time", function()
+    -- A copy of the fixture app whose scripts/loop_at_load.lua loops when loaded (required by a
+    -- route file only when `with_loop`).
+    local function app_copy(with_loop)
+      local dir = sys.mkdtemp("/tmp/triage-runaway-")
+      assert(os.execute(("cp -r %q/routes %q/scripts %q/"):format(APP, APP, dir)) == 0)
+      local f = assert(io.open(dir .. "/scripts/loop_at_load.lua", "w"))
+      f:write("local n = 0\nwhile true do n = n + 1 end\nreturn {}\n")
+      f:close()
+      if with_loop then
+        f = assert(io.open(dir .. "/routes/zz_loop.lua", "w"))
+        f:write('local _ = require "loop_at_load"\n')
+        f:close()
+      end
+      return dir
+    end
+
+    it("a script that loops when loaded stops the start, naming the cause", function()
+      local srv = S.start { app = app_copy(true), args = { "--handler-timeout", "1" }, wait = false }
+      local e = srv:wait_exit(30)
+      assert(e, "the server started on an app that loops at load time")
+      assert.is_true(e.code ~= nil and e.code ~= 0, sys.describe_exit(e))
+      assert.matches("loading the application took longer than 5 s", srv:error_log())
+    end)
+
+    it("a reload that loops when loaded is rejected while the master keeps answering", function()
+      local dir = app_copy(false)
+      local srv = S.start { app = dir, workers = 2, args = { "--handler-timeout", "1", "--no-watch" } }
+      assert(srv:wait_ready(10))
+      local f = assert(io.open(dir .. "/routes/zz_loop.lua", "w"))
+      f:write('local _ = require "loop_at_load"\n')
+      f:close()
+      local c = assert(http.connect(srv.admin_port))
+      assert(c:send(http.build("POST", "/_triage/reload", { body = "" })))
+      -- the preflight runs in a child: status and requests are answered meanwhile
+      sys.sleep(1)
+      local st = assert(srv:status(2))
+      assert.equals(1, st.generation)
+      assert.equals(200, assert(http.get(srv.port, "/hello")).status)
+      local r = assert(c:read_response { timeout = 20 })
+      c:close()
+      assert.equals(409, r.status, r.body)
+      assert.matches("took longer than 5 s", r.body)
+      assert.equals(200, assert(http.get(srv.port, "/hello")).status)
+      assert.equals(1, assert(srv:status()).generation)
+    end)
+  end)
 end)
