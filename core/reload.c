@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "lua_vm.h"
+#include "privilege.h"
 #include "snapshot.h"
 #include "spawn.h"
 
@@ -43,6 +44,7 @@ static void publish(tr_reloader_t *r, uint64_t generation)
     sh->last_reload_at = sh->generation_loaded_at;
     sh->last_reload_error[0] = '\0';
     sh->reloads++;
+    memcpy(sh->script_environment, r->pending_environment, sizeof(sh->script_environment));
     r->cb.published(r->data, generation);
     tr_log_info("generation %llu published", (unsigned long long)generation);
     r->cb.finished(r->data, 1, generation, NULL);
@@ -158,22 +160,116 @@ static int start_check(tr_reloader_t *r, char *err, size_t err_size)
     return 0;
 }
 
+/* What loading a generation in a scratch state found. */
+typedef struct load_result_s {
+    int nroutes; /* -1: it does not load (err says why) */
+    char err[TR_ERROR_MAX];
+    char environment[TR_SCRIPT_ENV_MAX]; /* tr_gen_environment's JSON */
+    char warnings[TR_ERROR_MAX];         /* one per line */
+} load_result_t;
+
+static void load_scratch(const tr_config_t *cfg, uint64_t generation, const char *dir, load_result_t *out)
+{
+    tr_gen_t *gen = tr_gen_new(cfg, generation, dir, NULL, 0, out->err, sizeof(out->err));
+    if (gen == NULL) {
+        out->nroutes = -1;
+        return;
+    }
+    out->nroutes = (int)tr_router_count(gen->router);
+    tr_gen_environment(gen, out->environment, sizeof(out->environment), out->warnings, sizeof(out->warnings));
+    tr_gen_free(gen);
+}
+
+/*
+ * Load generation `generation` from dir in a scratch state, as the workers' user: loading runs the
+ * app's route files and the top level of its modules, which must not run as root in the master. With
+ * a user to switch to (--user), the load happens in a child process that switches first and hands the
+ * result back through a pipe; the master waits for it, as it waited for the load in its own state.
+ */
+static void load_as_worker_user(const tr_config_t *cfg, uint64_t generation, const char *dir, load_result_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!cfg->run_as.change) {
+        load_scratch(cfg, generation, dir, out);
+        return;
+    }
+    out->nroutes = -1;
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) != 0) {
+        snprintf(out->err, sizeof(out->err), "preflight: pipe: %s", strerror(errno));
+        return;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(out->err, sizeof(out->err), "preflight: fork: %s", strerror(errno));
+        close(pipefd[0]);
+        close(pipefd[1]);
+        return;
+    }
+    if (pid == 0) {
+        close(pipefd[0]);
+        if (tr_privilege_drop(&cfg->run_as, out->err, sizeof(out->err)) == 0)
+            load_scratch(cfg, generation, dir, out);
+        const char *p = (const char *)out;
+        size_t left = sizeof(*out);
+        while (left > 0) {
+            ssize_t n = write(pipefd[1], p, left);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            p += n, left -= (size_t)n;
+        }
+        _exit(0);
+    }
+    close(pipefd[1]);
+    char *p = (char *)out;
+    size_t got = 0;
+    while (got < sizeof(*out)) {
+        ssize_t n = read(pipefd[0], p + got, sizeof(*out) - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(pipefd[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (got != sizeof(*out)) {
+        memset(out, 0, sizeof(*out));
+        out->nroutes = -1;
+        snprintf(out->err, sizeof(out->err), "preflight: the loading process (user %s) %s %d", cfg->run_as.name,
+                 WIFSIGNALED(status) ? "was killed by signal" : "exited with status",
+                 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        return;
+    }
+    out->err[sizeof(out->err) - 1] = out->environment[sizeof(out->environment) - 1] = '\0';
+    out->warnings[sizeof(out->warnings) - 1] = '\0';
+}
+
 /* Snapshot generation `generation` and load it in a scratch state. Returns its route count, or -1
  * with a message in err (the snapshot is removed then). */
 static int preflight(tr_reloader_t *r, uint64_t generation, uint64_t *hash, char *err, size_t err_size)
 {
     char dir[4096];
     code_dir(r, generation, dir, sizeof(dir));
-    tr_gen_t *gen = NULL;
-    if (tr_snapshot_take(r->cfg->app_dir, dir, hash, err, err_size) == 0)
-        gen = tr_gen_new(r->cfg, generation, dir, NULL, 0, err, err_size);
-    if (gen == NULL) {
+    if (tr_snapshot_take(r->cfg->app_dir, dir, hash, err, err_size) != 0) {
         tr_snapshot_remove(dir);
         return -1;
     }
-    int nroutes = (int)tr_router_count(gen->router);
-    tr_gen_free(gen);
-    return nroutes;
+    static load_result_t result; /* 8 KiB: not on the stack of the master's loop */
+    load_as_worker_user(r->cfg, generation, dir, &result);
+    if (result.nroutes < 0) {
+        snprintf(err, err_size, "%s", result.err);
+        tr_snapshot_remove(dir);
+        return -1;
+    }
+    memcpy(r->pending_environment, result.environment, sizeof(r->pending_environment));
+    for (char *line = strtok(result.warnings, "\n"); line != NULL; line = strtok(NULL, "\n"))
+        tr_log_error("generation %llu: warning: %s", (unsigned long long)generation, line);
+    return result.nroutes;
 }
 
 /*
@@ -254,9 +350,17 @@ int tr_reload_init(tr_reloader_t *r, struct ev_loop *loop, const tr_config_t *cf
         snprintf(err, err_size, "cannot create a directory for code snapshots in %s: %s", tmp, strerror(errno));
         return -1;
     }
+    /* The workers' user loads every generation from here, the preflight's included. */
+    if (tr_privilege_share_dir(&cfg->run_as, shared->code_root, err, err_size) != 0 ||
+        tr_privilege_check(&cfg->run_as, &(tr_privilege_paths_t){.code_root = shared->code_root}, err, err_size) != 0) {
+        tr_snapshot_remove(shared->code_root);
+        return -1;
+    }
     uint64_t hash;
     int nroutes = preflight(r, 1, &hash, err, err_size);
     if (nroutes < 0)
         tr_snapshot_remove(shared->code_root);
+    else
+        memcpy(shared->script_environment, r->pending_environment, sizeof(shared->script_environment));
     return nroutes;
 }

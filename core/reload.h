@@ -44,6 +44,7 @@ struct tr_reloader_s {
     ev_timer check_timeout;
     tr_bufpool_t bufs;
     tr_buf_t check_output;
+    char pending_environment[TR_SCRIPT_ENV_MAX]; /* of the last preflight, published with it */
 };
 
 /*

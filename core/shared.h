@@ -11,6 +11,7 @@
 
 #define TR_MAX_WORKERS 256
 #define TR_ERROR_MAX 2048
+#define TR_SCRIPT_ENV_MAX 4096
 
 typedef struct tr_stats_s {
     volatile int32_t pid;
@@ -52,6 +53,9 @@ typedef struct tr_shared_s {
     char last_reload_error[TR_ERROR_MAX]; /* the last failed preflight, "" once a reload succeeds */
     volatile double last_reload_at;
     volatile uint64_t reloads, reload_failures;
+    /* The published generation's script environment, a JSON object: what the app asked for with
+     * allow and the globals it assigned while loading (triage/sandbox.lua). */
+    char script_environment[TR_SCRIPT_ENV_MAX];
     tr_store_lock_t store_lock;
     tr_stats_t workers[TR_MAX_WORKERS];
 } tr_shared_t;

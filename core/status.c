@@ -48,7 +48,13 @@ void tr_status_json(tr_bufpool_t *bp, tr_buf_t *out, const tr_shared_t *shared, 
     appendf(bp, out, "\"reload\":{\"reloads\":%llu,\"failures\":%llu,\"last_at\":%.3f,\"last_error\":",
             (unsigned long long)shared->reloads, (unsigned long long)shared->reload_failures, shared->last_reload_at);
     tr_status_json_string(bp, out, shared->last_reload_error);
-    tr_buf_append(bp, out, "},\"workers\":[", 13);
+    /* Already JSON (made by the scripts' sandbox at the preflight). */
+    tr_buf_append(bp, out, "},\"script_environment\":", 23);
+    if (shared->script_environment[0] == '{')
+        tr_buf_append(bp, out, shared->script_environment, strlen(shared->script_environment));
+    else
+        tr_buf_append(bp, out, "null", 4);
+    tr_buf_append(bp, out, ",\"workers\":[", 12);
     for (int i = 0; i < nworkers; i++) {
         const tr_stats_t *s = &shared->workers[i];
         appendf(bp, out,
