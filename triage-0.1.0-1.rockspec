@@ -31,6 +31,7 @@ build = {
     ["triage.ffi"] = "core/lua/triage/ffi.lua",
     ["triage.middleware"] = "core/lua/triage/middleware.lua",
     ["triage.routes"] = "core/lua/triage/routes.lua",
+    ["triage.sandbox"] = "core/lua/triage/sandbox.lua",
     ["triage.testing"] = "core/lua/triage/testing.lua",
   },
   copy_directories = {},

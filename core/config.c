@@ -46,6 +46,8 @@ static void usage(FILE *out)
             "  --error-log FILE          error log; default stderr\n"
             "  --reload-check CMD        command that must succeed before new code goes live\n"
             "  --no-watch                do not reload on file changes (SIGHUP and 'triage reload' still do)\n"
+            "  --user NAME               the user the workers (and the scripts) run as when started as root;\n"
+            "                            default nobody; --user root keeps them root (warned at start)\n"
             "  --lua-dir DIR             the framework's Lua modules (DIR/triage/*.lua); default:\n"
             "                            $TRIAGE_LUA_DIR, else <binary's dir>/../share/triage/lua when\n"
             "                            installed, else the source tree it was built from\n"
@@ -207,6 +209,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         O_RELOAD_CHECK,
         O_NO_WATCH,
         O_LUA_DIR,
+        O_USER,
         O_DATA,
         O_VERSION,
         O_HELP
@@ -233,6 +236,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         {"reload-check", required_argument, NULL, O_RELOAD_CHECK},
         {"no-watch", no_argument, NULL, O_NO_WATCH},
         {"lua-dir", required_argument, NULL, O_LUA_DIR},
+        {"user", required_argument, NULL, O_USER},
         {"data", required_argument, NULL, O_DATA},
         {"version", no_argument, NULL, O_VERSION},
         {"help", no_argument, NULL, O_HELP},
@@ -318,6 +322,11 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         case O_RELOAD_CHECK: cfg->reload_check = optarg; break;
         case O_NO_WATCH: cfg->watch = 0; break;
         case O_LUA_DIR: lua_dir = optarg; break;
+        case O_USER:
+            if (*optarg == '\0')
+                bad = "--user wants a user name";
+            cfg->user = optarg;
+            break;
         case O_DATA: data = optarg; break;
         case O_VERSION: version = 1; break;
         case O_HELP: usage(stdout); return 1;

@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 
+#include "privilege.h"
+
 typedef struct tr_config_s {
     const char *app_dir;  /* absolute path of the application (routes/, scripts/): app_path */
     const char *data_dir; /* absolute path of the data directory (the store): data_path */
@@ -31,6 +33,8 @@ typedef struct tr_config_s {
     const char *error_log;    /* NULL: standard error */
     const char *reload_check; /* command run against a new tree before it goes live; NULL: none */
     int watch;                /* watch routes/ and scripts/ for changes */
+    const char *user;         /* --user NAME, NULL when not given */
+    tr_identity_t run_as;     /* who the workers run as: resolved from user by main (tr_privilege_resolve) */
     char app_path[4096];
     char data_path[4096];
 } tr_config_t;

@@ -136,6 +136,34 @@ void tr_gen_free(tr_gen_t *gen)
     tr_mem_free(gen);
 }
 
+/* The string field `name` of the table on top of L's stack, copied to out (whole, or "" with
+ * whole_only when it does not fit). */
+static void copy_field(lua_State *L, const char *name, char *out, size_t size, int whole_only)
+{
+    size_t len = 0;
+    lua_getfield(L, -1, name); /* stack: app, value */
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : "";
+    if (len >= size)
+        len = whole_only ? 0 : size - 1;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    lua_pop(L, 1); /* stack: app */
+}
+
+void tr_gen_environment(tr_gen_t *gen, char *json, size_t json_size, char *warnings, size_t warnings_size)
+{
+    lua_State *L = gen->L;
+    json[0] = warnings[0] = '\0';
+    lua_getglobal(L, "package");       /* stack: package */
+    lua_getfield(L, -1, "loaded");     /* stack: package, loaded */
+    lua_getfield(L, -1, "triage.app"); /* stack: package, loaded, app */
+    if (lua_istable(L, -1)) {
+        copy_field(L, "environment", json, json_size, 1);
+        copy_field(L, "environment_warnings", warnings, warnings_size, 0);
+    }
+    lua_settop(L, 0);
+}
+
 void tr_gen_export_carried(tr_gen_t *gen, void (*fn)(const char *data, size_t len, void *arg), void *arg)
 {
     lua_State *L = gen->L;

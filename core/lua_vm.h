@@ -58,6 +58,11 @@ tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *code_dir, 
                      char *err, size_t err_size);
 void tr_gen_free(tr_gen_t *gen);
 
+/* What gen's scripts asked for and assigned while loading (triage/sandbox.lua): a JSON object at json
+ * ("" if unknown) and the preflight's warnings, one per line, at warnings ("" if none). Both are
+ * truncated to their size; a JSON object that does not fit is replaced by "". */
+void tr_gen_environment(tr_gen_t *gen, char *json, size_t json_size, char *warnings, size_t warnings_size);
+
 /* Serialize the values gen's scripts registered with triage.carry and pass them to fn (the bytes
  * live only during the call). */
 void tr_gen_export_carried(tr_gen_t *gen, void (*fn)(const char *data, size_t len, void *arg), void *arg);

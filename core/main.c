@@ -11,6 +11,7 @@
 #include "config.h"
 #include "log.h"
 #include "master.h"
+#include "privilege.h"
 #include "store.h"
 
 /* POST /_triage/reload to the admin listener and print the answer; 0 when the reload went live. */
@@ -103,6 +104,11 @@ int main(int argc, char **argv)
     int rc = tr_config_parse(&cfg, argc, argv);
     if (rc != 0)
         return rc > 0 ? 0 : 2;
+    char err[512];
+    if (tr_privilege_resolve(cfg.user, &cfg.run_as, err, sizeof(err)) != 0) {
+        fprintf(stderr, "triage: %s\n", err);
+        return 2;
+    }
     rc = tr_log_open(cfg.error_log, cfg.access_log);
     if (rc != 0) {
         fprintf(stderr, "triage: cannot open a log file: %s\n", strerror(-rc));

@@ -26,6 +26,7 @@
 #include "admin.h"
 #include "log.h"
 #include "pool.h"
+#include "privilege.h"
 #include "reload.h"
 #include "shared.h"
 #include "store.h"
@@ -261,6 +262,15 @@ int tr_master_run(const tr_config_t *cfg)
     /* Not the default loop: it would claim SIGCHLD. */
     m.loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
 
+    /* The workers' user must reach the app and the framework before anything loads them (privilege.h). */
+    if (cfg->run_as.root_requested)
+        tr_log_error("warning: --user root: the workers and the application's scripts run as root");
+    tr_privilege_paths_t code_paths = {.app_dir = cfg->app_dir, .lua_dir = cfg->lua_dir};
+    if (tr_privilege_check(&cfg->run_as, &code_paths, err, sizeof(err)) != 0) {
+        tr_log_error("cannot start: %s", err);
+        return 1;
+    }
+
     /* Refuse to start on an application that does not load: the same preflight as a reload. */
     tr_reload_callbacks_t reload_cb = {.published = reload_published, .finished = reload_finished};
     int nroutes = tr_reload_init(&m.reloader, m.loop, cfg, m.shared, &reload_cb, NULL, err, sizeof(err));
@@ -278,6 +288,15 @@ int tr_master_run(const tr_config_t *cfg)
     }
     if (migrated > 0)
         tr_log_info("store %s/" TR_STORE_FILE ": %d migration(s) applied", cfg->data_dir, migrated);
+
+    /* The store is the workers' once they are not root any more (privilege.h). */
+    tr_privilege_paths_t data_paths = {.data_dir = cfg->data_dir};
+    if (tr_privilege_give_data(&cfg->run_as, cfg->data_dir, err, sizeof(err)) != 0 ||
+        tr_privilege_check(&cfg->run_as, &data_paths, err, sizeof(err)) != 0) {
+        tr_log_error("cannot start: %s", err);
+        tr_reload_cleanup(&m.reloader);
+        return 1;
+    }
 
     m.listen_fds = tr_mem_alloc(sizeof(int) * (size_t)cfg->workers);
     for (int i = 0; i < cfg->workers; i++) {
@@ -314,8 +333,12 @@ int tr_master_run(const tr_config_t *cfg)
     }
     tr_supervise_start(&m.workers, m.loop, cfg, m.shared, m.listen_fds, close_master_fds, NULL);
     tr_watchdog_start(&m.watchdog, m.loop, m.shared, &m.workers, cfg->handler_timeout);
-    tr_log_info("triage serving %s (%d routes) on %s:%d with %d workers; admin on %s:%d", cfg->app_dir, nroutes,
-                cfg->listen_host, cfg->listen_port, cfg->workers, cfg->admin_host, cfg->admin_port);
+    tr_log_info("triage serving %s (%d routes) on %s:%d with %d workers (user %s); admin on %s:%d", cfg->app_dir,
+                nroutes, cfg->listen_host, cfg->listen_port, cfg->workers,
+                cfg->run_as.change           ? cfg->run_as.name
+                : cfg->run_as.root_requested ? "root"
+                                             : "unchanged",
+                cfg->admin_host, cfg->admin_port);
 
     ev_run(m.loop, 0);
 

@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "lua_vm.h"
+#include "privilege.h"
 #include "snapshot.h"
 #include "spawn.h"
 
@@ -45,6 +46,7 @@ static void publish(tr_reloader_t *r, uint64_t generation)
     sh->last_reload_at = sh->generation_loaded_at;
     sh->last_reload_error[0] = '\0';
     sh->reloads++;
+    memcpy(sh->script_environment, r->pending_environment, sizeof(sh->script_environment));
     r->cb.published(r->data, generation);
     tr_log_info("generation %llu published", (unsigned long long)generation);
     r->cb.finished(r->data, 1, generation, NULL);
@@ -165,10 +167,36 @@ static double load_budget(const tr_config_t *cfg)
     return tr_config_load_budget(cfg->handler_timeout);
 }
 
+/* What loading a generation in a scratch state found: written whole by the preflight's child to its
+ * pipe. */
+typedef struct load_result_s {
+    int nroutes; /* -1: it does not load (err says why) */
+    char err[TR_ERROR_MAX];
+    char environment[TR_SCRIPT_ENV_MAX]; /* tr_gen_environment's JSON */
+    char warnings[TR_ERROR_MAX];         /* one per line */
+} load_result_t;
+
+/* The preflight's result as it arrives (one preflight at a time; 8 KiB, not on the loop's stack). */
+static load_result_t result;
+static size_t result_len;
+
+static void load_scratch(const tr_config_t *cfg, uint64_t generation, const char *dir, load_result_t *out)
+{
+    tr_gen_t *gen = tr_gen_new(cfg, generation, dir, NULL, 0, out->err, sizeof(out->err));
+    if (gen == NULL) {
+        out->nroutes = -1;
+        return;
+    }
+    out->nroutes = (int)tr_router_count(gen->router);
+    tr_gen_environment(gen, out->environment, sizeof(out->environment), out->warnings, sizeof(out->warnings));
+    tr_gen_free(gen);
+}
+
 /*
- * Load the snapshot in dir in a child process: it writes the route count (success, exit 0) or the
- * error (exit 1) to a pipe whose read end is returned at *fd. Returns the child's pid, or -1 with a
- * message in err.
+ * Load the snapshot in dir in a child process, as the workers' user (--user): loading runs the app's
+ * route files and the top level of its modules, which must not run as root, nor in the master, where
+ * a loop at load time would stop the server. The child writes its load_result_t whole to a pipe whose
+ * read end is returned at *fd. Returns its pid, or -1 with a message in err.
  */
 static pid_t spawn_preflight(tr_reloader_t *r, uint64_t generation, const char *dir, int *fd, char *err,
                              size_t err_size)
@@ -189,36 +217,69 @@ static pid_t spawn_preflight(tr_reloader_t *r, uint64_t generation, const char *
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
         close(pipefd[0]);
-        char msg[TR_ERROR_MAX];
-        tr_gen_t *gen = tr_gen_new(r->cfg, generation, dir, NULL, 0, msg, sizeof(msg));
-        int ok = gen != NULL;
-        if (ok)
-            snprintf(msg, sizeof(msg), "%u", tr_router_count(gen->router));
-        size_t len = strlen(msg);
-        for (size_t off = 0; off < len;) {
-            ssize_t n = write(pipefd[1], msg + off, len - off);
+        load_result_t *out = &result;
+        memset(out, 0, sizeof(*out));
+        out->nroutes = -1;
+        if (tr_privilege_drop(&r->cfg->run_as, out->err, sizeof(out->err)) == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL); /* (after the change of user, which clears it) */
+            load_scratch(r->cfg, generation, dir, out);
+        }
+        const char *p = (const char *)out;
+        size_t left = sizeof(*out);
+        while (left > 0) {
+            ssize_t n = write(pipefd[1], p, left);
+            if (n < 0 && errno == EINTR)
+                continue;
             if (n <= 0)
                 break;
-            off += (size_t)n;
+            p += n, left -= (size_t)n;
         }
-        _exit(ok ? 0 : 1);
+        _exit(0);
     }
     close(pipefd[1]);
     *fd = pipefd[0];
+    result_len = 0;
     return pid;
 }
 
-/* The preflight's verdict from its exit status and output: its route count, or -1 with the message
- * in err. */
-static int preflight_verdict(const tr_reloader_t *r, int status, const char *out, char *err, size_t err_size)
+/* Read what the preflight's child has written (blocking or not, as fd is). Returns 0 at the end of
+ * its output (fd is closed then), 1 while more may come. */
+static int read_result(int fd)
 {
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        return atoi(out);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 1 && out[0] != '\0')
-        snprintf(err, err_size, "%s", out);
-    else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+    for (;;) {
+        ssize_t n = read(fd, (char *)&result + result_len, sizeof(result) - result_len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return 1;
+        if (n > 0) {
+            result_len += (size_t)n;
+            if (result_len < sizeof(result))
+                continue;
+        }
+        close(fd);
+        return 0;
+    }
+}
+
+/* The preflight's verdict from its exit status and what it wrote: its route count (its script
+ * environment in r->pending_environment, its warnings logged), or -1 with the reason in err. */
+static int preflight_verdict(tr_reloader_t *r, uint64_t generation, int status, char *err, size_t err_size)
+{
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && result_len == sizeof(result)) {
+        result.err[sizeof(result.err) - 1] = result.environment[sizeof(result.environment) - 1] = '\0';
+        result.warnings[sizeof(result.warnings) - 1] = '\0';
+        if (result.nroutes < 0) {
+            snprintf(err, err_size, "%s", result.err);
+            return -1;
+        }
+        memcpy(r->pending_environment, result.environment, sizeof(r->pending_environment));
+        for (char *line = strtok(result.warnings, "\n"); line != NULL; line = strtok(NULL, "\n"))
+            tr_log_error("generation %llu: warning: %s", (unsigned long long)generation, line);
+        return result.nroutes;
+    }
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
         snprintf(err, err_size,
                  "loading the application took longer than %.0f s (3 x --handler-timeout, at least 5 s): an endless "
                  "loop when a script or route file is loaded?",
@@ -248,31 +309,21 @@ static int preflight_now(tr_reloader_t *r, uint64_t generation, uint64_t *hash, 
         tr_snapshot_remove(dir);
         return -1;
     }
-    char out[TR_ERROR_MAX];
-    size_t len = 0;
     double deadline = tr_wall_clock() + load_budget(r->cfg);
-    for (;;) {
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    while (read_result(fd)) {
         int left = (int)((deadline - tr_wall_clock()) * 1000);
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (left <= 0 || poll(&p, 1, left) == 0) {
             kill(pid, SIGKILL);
+            close(fd);
             break;
         }
-        ssize_t n = read(fd, out + len, sizeof(out) - 1 - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        if (len == sizeof(out) - 1)
-            break;
     }
-    out[len] = '\0';
-    close(fd);
     int status;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
-    int nroutes = preflight_verdict(r, status, out, err, err_size);
+    int nroutes = preflight_verdict(r, generation, status, err, err_size);
     if (nroutes < 0)
         tr_snapshot_remove(dir);
     return nroutes;
@@ -281,15 +332,9 @@ static int preflight_now(tr_reloader_t *r, uint64_t generation, uint64_t *hash, 
 static void on_preflight_output(struct ev_loop *loop, ev_io *io, int revents)
 {
     tr_reloader_t *r = io->data;
-    char tmp[4096];
     (void)revents;
-    ssize_t n = read(r->preflight_fd, tmp, sizeof(tmp));
-    if (n > 0) {
-        size_t room = CHECK_OUTPUT_MAX - r->preflight_output.len;
-        tr_buf_append(&r->bufs, &r->preflight_output, tmp, (size_t)n < room ? (size_t)n : room);
-    } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+    if (!read_result(r->preflight_fd)) {
         ev_io_stop(loop, io);
-        close(r->preflight_fd);
         r->preflight_fd = -1;
     }
 }
@@ -306,20 +351,16 @@ static void preflight_finished(tr_reloader_t *r, int status)
 {
     r->preflight_pid = 0;
     ev_timer_stop(r->loop, &r->preflight_timeout);
-    if (r->preflight_fd >= 0) { /* what is left in the pipe */
+    if (r->preflight_fd >= 0) { /* what is left in the pipe (the child has exited) */
         ev_io_stop(r->loop, &r->preflight_io);
         fcntl(r->preflight_fd, F_SETFL, 0);
-        while (r->preflight_fd >= 0)
-            on_preflight_output(r->loop, &r->preflight_io, 0);
+        read_result(r->preflight_fd);
+        r->preflight_fd = -1;
     }
-    tr_buf_append(&r->bufs, &r->preflight_output, "", 1);
-    char err[TR_ERROR_MAX];
-    int nroutes = preflight_verdict(r, status, r->preflight_output.data, err, sizeof(err));
-    tr_buf_release(&r->bufs, &r->preflight_output);
     uint64_t next = r->pending_generation;
-    char dir[4096];
+    char err[TR_ERROR_MAX], dir[4096];
     code_dir(r, next, dir, sizeof(dir));
-    if (nroutes < 0) {
+    if (preflight_verdict(r, next, status, err, sizeof(err)) < 0) {
         tr_snapshot_remove(dir);
         rejected(r, err);
         done(r);
@@ -427,9 +468,17 @@ int tr_reload_init(tr_reloader_t *r, struct ev_loop *loop, const tr_config_t *cf
         snprintf(err, err_size, "cannot create a directory for code snapshots in %s: %s", tmp, strerror(errno));
         return -1;
     }
+    /* The workers' user loads every generation from here, the preflight's included. */
+    if (tr_privilege_share_dir(&cfg->run_as, shared->code_root, err, err_size) != 0 ||
+        tr_privilege_check(&cfg->run_as, &(tr_privilege_paths_t){.code_root = shared->code_root}, err, err_size) != 0) {
+        tr_snapshot_remove(shared->code_root);
+        return -1;
+    }
     uint64_t hash;
     int nroutes = preflight_now(r, 1, &hash, err, err_size);
     if (nroutes < 0)
         tr_snapshot_remove(shared->code_root);
+    else
+        memcpy(shared->script_environment, r->pending_environment, sizeof(shared->script_environment));
     return nroutes;
 }

@@ -44,13 +44,13 @@ struct tr_reloader_s {
     int preflight_fd;
     ev_io preflight_io;
     ev_timer preflight_timeout;
-    tr_buf_t preflight_output;
     pid_t check_pid;
     int check_fd;
     ev_io check_io;
     ev_timer check_timeout;
     tr_bufpool_t bufs;
     tr_buf_t check_output;
+    char pending_environment[TR_SCRIPT_ENV_MAX]; /* of the last preflight, published with it */
 };
 
 /*

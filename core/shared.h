@@ -13,6 +13,7 @@
 #define TR_ERROR_MAX 2048
 #define TR_ROUTE_LABEL_MAX 160 /* "METHOD pattern" of a route, as logs and status show it (truncated) */
 #define TR_MAX_COOLDOWNS 16    /* routes cooling down at once */
+#define TR_SCRIPT_ENV_MAX 4096
 
 typedef struct tr_stats_s {
     volatile int32_t pid;
@@ -73,6 +74,9 @@ typedef struct tr_shared_s {
     char last_reload_error[TR_ERROR_MAX]; /* the last failed preflight, "" once a reload succeeds */
     volatile double last_reload_at;
     volatile uint64_t reloads, reload_failures;
+    /* The published generation's script environment, a JSON object: what the app asked for with
+     * allow and the globals it assigned while loading (triage/sandbox.lua). */
+    char script_environment[TR_SCRIPT_ENV_MAX];
     tr_store_lock_t store_lock;
     volatile uint64_t worker_replacements; /* workers replaced by the watchdog (a handler it could not stop) */
     volatile uint32_t ncooldowns;          /* entries of cooldowns in use: workers look only when non-zero */

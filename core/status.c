@@ -60,7 +60,14 @@ void tr_status_json(tr_bufpool_t *bp, tr_buf_t *out, const tr_shared_t *shared, 
         tr_status_json_string(bp, out, c->route);
         tr_buf_append(bp, out, "}", 1);
     }
-    tr_buf_append(bp, out, "],\"workers\":[", 13);
+    tr_buf_append(bp, out, "]", 1);
+    /* Already JSON (made by the scripts' sandbox at the preflight). */
+    tr_buf_append(bp, out, ",\"script_environment\":", 22);
+    if (shared->script_environment[0] == '{')
+        tr_buf_append(bp, out, shared->script_environment, strlen(shared->script_environment));
+    else
+        tr_buf_append(bp, out, "null", 4);
+    tr_buf_append(bp, out, ",\"workers\":[", 12);
     for (int i = 0; i < nworkers; i++) {
         const tr_stats_t *s = &shared->workers[i];
         appendf(bp, out,

@@ -21,6 +21,7 @@
 #include "guard.h"
 #include "log.h"
 #include "lua_vm.h"
+#include "privilege.h"
 #include "store.h"
 #include "wait.h"
 
@@ -232,13 +233,19 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, const int han
     tr_mem_counter = (uint64_t *)&w->stats->core_allocations;
     *tr_mem_counter = 0;
 
+    char err[TR_ERROR_MAX];
+    /* Before anything runs the app's code or opens the store; before PR_SET_PDEATHSIG, which a
+     * change of user clears. */
+    if (tr_privilege_drop(&cfg->run_as, err, sizeof(err)) != 0) {
+        tr_log_error("worker %d: %s", slot, err);
+        return 1;
+    }
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (w->loop == NULL) {
         tr_log_error("worker %d: cannot create an event loop", slot);
         return 1;
     }
-    char err[TR_ERROR_MAX];
     int rc = tr_waits_init(&w->waits, w->loop);
     if (rc != 0) {
         tr_log_error("worker %d: cannot create the wait timer: %s", slot, strerror(-rc));

@@ -52,6 +52,9 @@
     TEST_ENTRY(wait_cancel)                                                                                            \
     TEST_ENTRY(wait_park_again_from_resume)                                                                            \
     TEST_ENTRY(sha256_vectors)                                                                                         \
+    TEST_ENTRY(privilege_resolve)                                                                                      \
+    TEST_ENTRY(privilege_drop)                                                                                         \
+    TEST_ENTRY(privilege_check)                                                                                        \
     TEST_ENTRY(http_get)                                                                                               \
     TEST_ENTRY(http_header_at)                                                                                         \
     TEST_ENTRY(http_not_found)                                                                                         \

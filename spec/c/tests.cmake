@@ -3,7 +3,8 @@
 #
 #   include(spec/c/tests.cmake)
 #
-# Builds triage_unit (the runner: spec/c/*.c, core/testing.c and the triage_common objects) and adds
+# Builds triage_unit (the runner: spec/c/*.c, core/testing.c, core/privilege.c and the triage_common
+# objects) and adds
 # one ctest test per entry of the TEST_LIST in spec/c/test_main.c: c_<name>, running
 # `triage_unit <name>`. `triage_unit all` runs them all in one go.
 include_guard(GLOBAL)
@@ -23,7 +24,7 @@ if(NOT HTTP_PARSER_LIBRARY)
 endif()
 
 file(GLOB TR_UNIT_SOURCES CONFIGURE_DEPENDS ${TR_UNIT_DIR}/*.c)
-add_executable(triage_unit ${TR_UNIT_SOURCES} ${TR_UNIT_CORE_DIR}/testing.c)
+add_executable(triage_unit ${TR_UNIT_SOURCES} ${TR_UNIT_CORE_DIR}/testing.c ${TR_UNIT_CORE_DIR}/privilege.c)
 target_include_directories(triage_unit PRIVATE ${TR_UNIT_DIR})
 target_link_libraries(triage_unit PRIVATE triage_common ${EV_LIBRARY} ${HTTP_PARSER_LIBRARY})
 

@@ -88,6 +88,7 @@ describe("durable ePRO submissions", function()
   it("survive kill -9 of the whole server under load: every acknowledged one is stored exactly once (" .. CYCLES .. " cycles)", function()
     -- TMPDIR: where the killed servers leave their code snapshots (triage-code-*)
     local data, tmp = St.tempdir(), St.tempdir("/tmp/triage-durable-tmp-")
+    sys.chmod(tmp, tonumber("711", 8)) -- started as root, the workers (nobody) read the snapshots in it
     local srv
     finally(function()
       if srv then srv:stop() end
@@ -185,6 +186,7 @@ describe("durable ePRO submissions", function()
           .. " triage_faultfs target (spec/fault/fault.cmake) beside the binary"):format(tostring(FAULT_LIB)))
         local data, dir = St.tempdir(), St.tempdir("/tmp/triage-fault-")
         local control, log = dir .. "/control", dir .. "/faults.log"
+        sys.chmod(dir, tonumber("777", 8)) -- started as root, the workers (nobody) read control, write log
         local srv
         finally(function()
           if srv then srv:stop() end

@@ -7,6 +7,7 @@
 --   srv:status()            -- /_triage/status decoded (or nil, err)
 --   srv:error_log()         -- contents of the --error-log file
 --   srv:stop()              -- SIGTERM, wait, SIGKILL; returns exit info
+--   srv.user                -- the --user the server was given (nil: none)
 --   S.stop_all()            -- in teardown: stops every server still running
 --
 -- The binary is $TRIAGE_BIN or <repo>/build/triage (or opts.bin for one server); the repo root
@@ -64,6 +65,60 @@ function M.binary_exists(path)
   local f = io.open(path or M.bin, "rb")
   if f then f:close(); return true end
   return false
+end
+
+-- The user a server started as root runs its workers as when no --user is given.
+M.WORKER_USER, M.WORKER_GROUP = "nobody", "nogroup"
+
+-- Can the workers' default user (nobody) do `test FLAGS path` (e.g. "-r", "-w")? Asked of the
+-- system itself (setpriv runs `test` as that user), once per path and flags.
+local reach_cache = {}
+function M.unprivileged_can(flags, path)
+  local key = flags .. " " .. path
+  if reach_cache[key] == nil then
+    local cmd = ("setpriv --reuid=%s --regid=%s --clear-groups test %s %q 2>/dev/null"):format(
+      M.WORKER_USER, M.WORKER_GROUP, flags, path)
+    local r = os.execute(cmd)
+    reach_cache[key] = r == true or r == 0
+  end
+  return reach_cache[key]
+end
+
+-- The --user a server gets when the spec does not choose (opts.user). Started as root, triage runs
+-- its workers as nobody, and refuses to start when nobody cannot read the app or the framework's
+-- Lua modules or write the data directory. The suite runs as root from a checkout that may sit where
+-- nobody cannot go (a home directory is often 0700), and many specs put apps and data in 0700
+-- temporary directories: those servers run with --user root, which keeps the workers as root as
+-- before. Where nobody can reach everything, servers run as nobody, as in production.
+-- privilege_spec.lua proves the switch itself with an app copied where nobody can read it.
+-- env: the server's environment; a path in it (TMPDIR, where the snapshots go; a fault shim's control
+-- file) must be reachable too, and writable where it does not exist yet.
+local function default_user(app, data, bin, env)
+  if not sys.is_root() then return nil end
+  local data_parent = data:match("^(.*)/[^/]+$") or "."
+  local lua_dir = os.getenv("TRIAGE_LUA_DIR")
+  if not lua_dir or lua_dir == "" then
+    lua_dir = bin == M.bin and (M.root .. "/core/lua") or ((bin:match("^(.*)/[^/]+$") or ".") .. "/../share/triage/lua")
+  end
+  local reachable = M.unprivileged_can("-r", app) and M.unprivileged_can("-x", app)
+    and M.unprivileged_can("-x", app .. "/routes")
+    and M.unprivileged_can("-r", lua_dir .. "/triage/app.lua")
+    and M.unprivileged_can("-x", data_parent)
+  local tmpdir = env and env.TMPDIR or os.getenv("TMPDIR")
+  if tmpdir and tmpdir ~= "" and not M.unprivileged_can("-x", tmpdir) then reachable = false end
+  for name, value in pairs(env or {}) do
+    if reachable and name ~= "TMPDIR" and name ~= "LD_PRELOAD" and type(value) == "string"
+      and value:match("^/[^:]*$") then
+      local parent = value:match("^(.*)/[^/]+$")
+      if sys.read_all(value) then
+        reachable = M.unprivileged_can("-r", value)
+      else
+        reachable = M.unprivileged_can("-w", parent) and M.unprivileged_can("-x", parent)
+      end
+    end
+  end
+  if reachable then return nil end
+  return "root"
 end
 
 local Server = {}
@@ -223,7 +278,8 @@ end
 --   bin (the binary to run, default M.bin),
 --   data (the store's directory, default a new one in the server's temporary directory),
 --   env (environment variables for the server: name = value to set, name = false to remove;
---        default: this process's environment as it is).
+--        default: this process's environment as it is),
+--   user (--user NAME; false: no --user at all; default: see default_user above).
 function M.start(opts)
   opts = opts or {}
   local bin = opts.bin or M.bin
@@ -234,6 +290,7 @@ function M.start(opts)
   port = opts.port or port
   admin = opts.admin_port or admin
   local dir = sys.mkdtemp("/tmp/triage-spec-")
+  sys.chmod(dir, tonumber("711", 8)) -- the workers' user reaches the data directory made in it
   local workers = opts.workers or 2
   local self = setmetatable({
     port = port, admin_port = admin, dir = dir, workers = workers,
@@ -251,6 +308,17 @@ function M.start(opts)
   }
   self.data = opts.data or (dir .. "/data")
   self.own_data = opts.data == nil -- made for this server: removed with its logs
+  local user = opts.user
+  if user == nil then
+    local app = sys.realpath(self.app) or self.app
+    local data = self.data:sub(1, 1) == "/" and self.data or ((opts.cwd or sys.realpath(".")) .. "/" .. self.data)
+    user = default_user(app, data, bin, opts.env)
+  end
+  if user then
+    self.user = user
+    argv[#argv + 1] = "--user"
+    argv[#argv + 1] = user
+  end
   if opts.access_log then
     self.access_log_path = dir .. "/access.log"
     argv[#argv + 1] = "--access-log"

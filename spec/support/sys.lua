@@ -42,6 +42,8 @@ local decls = {
   "int chdir(const char *path);",
   "int execve(const char *path, char *const argv[], char *const envp[]);",
   "extern char **environ;",
+  "int chmod(const char *path, unsigned int mode);",
+  "unsigned int geteuid(void);",
 }
 for _, d in ipairs(decls) do pcall(ffi.cdef, d) end
 
@@ -225,6 +227,14 @@ function M.mkdtemp(prefix)
   local r = C.mkdtemp(buf)
   if r == nil then error("mkdtemp: " .. M.strerror(ffi.errno())) end
   return ffi.string(buf)
+end
+
+function M.chmod(path, mode)
+  return C.chmod(path, mode) == 0
+end
+
+function M.is_root()
+  return C.geteuid() == 0
 end
 
 -- Become a child subreaper so that workers orphaned by a dying master are

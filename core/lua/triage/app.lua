@@ -6,6 +6,7 @@ local C = require("triage.ffi").C
 local triage = require "triage"
 local ctxmod = require "triage.ctx"
 local routes = require "triage.routes"
+local sandbox = require "triage.sandbox"
 
 local new_ctx = ctxmod.new
 local yield = coroutine.yield
@@ -172,8 +173,20 @@ function M.boot(app_dir, router, generation, route_files, carried, code_dir)
   end
   code_dir = code_dir or app_dir
   add_script_dir(code_dir)
-  local chains, globals = routes.load(app_dir, router, route_files or {}, code_dir)
+  local box = sandbox.new(code_dir, routes.load_chunk)
+  local chains, globals = routes.load(app_dir, router, route_files or {}, code_dir, box)
+  box:done_loading()
   M.chains = chains
+  M.box = box
+  -- Read by the core after a load (tr_gen_environment): what the app asked for and the globals it
+  -- assigned while loading, for status and the preflight's warnings.
+  M.environment = box:report()
+  local warnings = {}
+  for i, g in ipairs(box.globals) do
+    warnings[i] = ("%s: global '%s' assigned while the app loads (shared by every request); declare it with local")
+      :format(g.at, g.name)
+  end
+  M.environment_warnings = table.concat(warnings, "\n")
   return request_loop(chains, with(globals, not_found), with(globals, method_not_allowed), code_dir)
 end
 

@@ -48,11 +48,12 @@ function M.load_chunk(path, name)
   if not text then
     return nil, ("cannot read %s"):format(name)
   end
-  return loadstring(text, "@" .. name)
+  -- Text only: a binary (bytecode) chunk could read and write memory outside the Lua state.
+  return load(text, "@" .. name, "t")
 end
 
--- "module.function" -> the function, via require. Errors name what is missing.
-local function resolve_name(name)
+-- "module.function" -> the function, via the app's require (its sandbox). Errors name what is missing.
+local function resolve_name(name, require)
   local mod, fn = name:match("^([%w_%.]+)%.([%w_]+)$")
   if not mod then
     error(("'%s' is not of the form 'module.function'"):format(name), 0)
@@ -70,7 +71,7 @@ end
 
 -- A handler or middleware reference: a function, "mod.fn", or "mod.factory(args)" which calls the
 -- factory with the (constant) arguments and uses the function it returns.
-local function resolve(ref, what)
+local function resolve(ref, what, require)
   if type(ref) == "function" then
     return ref
   end
@@ -79,9 +80,9 @@ local function resolve(ref, what)
   end
   local name, args = ref:match("^%s*([%w_%.]+)%s*%((.*)%)%s*$")
   if not name then
-    return resolve_name(ref)
+    return resolve_name(ref, require)
   end
-  local factory = resolve_name(name)
+  local factory = resolve_name(name, require)
   local chunk, err = loadstring("return " .. args, "=" .. ref)
   if not chunk then
     error(("%s '%s': bad arguments: %s"):format(what, ref, err), 0)
@@ -119,9 +120,10 @@ local function copy(t)
 end
 
 -- Load the route files (absolute paths, in order) of the app in app_dir, read from code_dir, into
--- router.
+-- router; box is the app's sandbox (triage.sandbox): route files run in its route environment,
+-- handler names resolve through its require.
 -- Returns chains (handler id -> array of functions, handler last) and globals (global middleware).
-function M.load(app_dir, router, files, code_dir)
+function M.load(app_dir, router, files, code_dir, box)
   local routes, globals = {}, {}
   local groups = {} -- stack of { prefix = "/x", middleware = { ... } }
   local errbuf = ffi.new("char[512]")
@@ -177,7 +179,7 @@ function M.load(app_dir, router, files, code_dir)
       fail(at, "a route needs a method and a pattern string")
     end
     method = method:upper()
-    local ok, fn = pcall(resolve, handler, "handler")
+    local ok, fn = pcall(resolve, handler, "handler", box.env.require)
     if not ok then
       fail(at, fn)
     end
@@ -189,19 +191,23 @@ function M.load(app_dir, router, files, code_dir)
     routes[id] = { handler = fn, middleware = group_middleware(), where = at }
   end
 
-  local env = setmetatable({}, { __index = _G })
+  local dsl = {}
   for _, m in ipairs(METHODS) do
-    env[m:lower()] = function(pattern, handler)
+    dsl[m:lower()] = function(pattern, handler)
       add(where(2), m, pattern, handler)
     end
   end
-  env.route = function(method, pattern, handler)
+  dsl.route = function(method, pattern, handler)
     add(where(2), method, pattern, handler)
   end
-  env.use = function(...)
+  -- allow { "ffi", "os.execute" }: what the app's scripts may use beyond the default environment.
+  dsl.allow = function(list)
+    box:grant(list, where(2))
+  end
+  dsl.use = function(...)
     local at = where(2)
     for i = 1, select("#", ...) do
-      local ok, fn = pcall(resolve, (select(i, ...)), "middleware")
+      local ok, fn = pcall(resolve, (select(i, ...)), "middleware", box.env.require)
       if not ok then
         fail(at, fn)
       end
@@ -209,7 +215,7 @@ function M.load(app_dir, router, files, code_dir)
       target[#target + 1] = fn
     end
   end
-  env.group = function(pfx, middleware, body)
+  dsl.group = function(pfx, middleware, body)
     local at = where(2)
     if type(middleware) == "function" and body == nil then
       middleware, body = {}, middleware
@@ -219,7 +225,7 @@ function M.load(app_dir, router, files, code_dir)
     end
     local resolved = {}
     for i, ref in ipairs(middleware) do
-      local ok, fn = pcall(resolve, ref, "middleware")
+      local ok, fn = pcall(resolve, ref, "middleware", box.env.require)
       if not ok then
         fail(at, fn)
       end
@@ -233,13 +239,14 @@ function M.load(app_dir, router, files, code_dir)
     end
   end
 
+  local env = box:route_env(dsl)
   for _, path in ipairs(files) do
     local name = app_name(path)
     local chunk, err
     if name then
       chunk, err = M.load_chunk(path, name)
     else
-      chunk, err = loadfile(path)
+      chunk, err = loadfile(path, "t")
     end
     if not chunk then
       error(rel(err), 0)

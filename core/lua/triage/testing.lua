@@ -14,6 +14,7 @@ local cjson = require "cjson.safe"
 local tffi = require "triage.ffi"
 local triage = require "triage"
 local app_mod = require "triage.app"
+require("triage.sandbox").share_loaded = true -- a spec's require("x") gets the app's own module x
 
 local C = tffi.C
 
