@@ -26,8 +26,13 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
+# Started as root, the workers run as nobody, who must be able to read this checkout; a checkout
+# nobody cannot reach (under /root, say) is served with --user root instead, which the server warns of.
+RUN_USER := $(shell [ "$$(id -u)" != 0 ] || setpriv --reuid=nobody --regid=nogroup --clear-groups \
+	test -r "$(CURDIR)/routes/api.lua" 2>/dev/null || echo "--user root")
+
 run: build
-	$(BUILD)/triage --app . --listen 127.0.0.1:8080 --admin 127.0.0.1:9180 --access-log -
+	$(BUILD)/triage --app . --listen 127.0.0.1:8080 --admin 127.0.0.1:9180 --access-log - $(RUN_USER)
 
 # PREFIX/bin/triage, the Lua half in PREFIX/share/triage/lua, libtriage_test.so in PREFIX/lib/triage,
 # the sample app in PREFIX/share/triage/example (README.md, "Installing"). DESTDIR is honoured.
