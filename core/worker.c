@@ -59,6 +59,7 @@ static void publish_stats(tr_worker_t *w)
     s->pool_buf_total = srv->bufs.total;
     s->pool_buf_free = srv->bufs.nfree;
     s->lua_memory = tr_vm_lua_memory(&w->vm);
+    s->lua_memory_limit = w->cfg->lua_memory_limit;
 }
 
 static void stop_accepting(tr_worker_t *w)
