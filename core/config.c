@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lua_alloc.h"
 #include "pool.h"
 
 /* The Lua half in the source tree (build/triage run from a checkout): the last resort. */
@@ -38,6 +39,8 @@ static void usage(FILE *out)
             "  --body-timeout SEC        longest pause while a request body arrives (408); default 20\n"
             "  --body-deadline SEC       the whole body must arrive within this (408); default 120\n"
             "  --write-timeout SEC       a client that takes no response bytes this long is closed; default 30\n"
+            "  --lua-memory-limit BYTES  Lua memory of a worker (all its generations); an allocation past it\n"
+            "                            fails the request that made it (500); k, m, g suffixes; default 1g\n"
             "  --max-connections N       open connections per worker (idle ones make room; else 503); default 4096\n"
             "  --shutdown-timeout SEC    how long in-flight requests may finish on SIGTERM; default 10\n"
             "  --handler-timeout SEC     longest a handler may run Lua without yielding (then 503, see\n"
@@ -94,20 +97,29 @@ static const char *find_lua_dir(const char *given)
     return dir;
 }
 
-static int parse_size(const char *s, size_t *out)
+/* A size in bytes with an optional k, m or g suffix, from 1 to max. */
+static int parse_size_upto(const char *s, size_t *out, unsigned long long max)
 {
     char *end;
     unsigned long long v = strtoull(s, &end, 10);
-    if (end == s)
+    if (*s < '0' || *s > '9') /* strtoull would take "-1" (as 2^64 - 1) and leading spaces */
         return -1;
+    int shift = 0;
     if (*end == 'k' || *end == 'K')
-        v <<= 10, end++;
+        shift = 10, end++;
     else if (*end == 'm' || *end == 'M')
-        v <<= 20, end++;
-    if (*end != '\0' || v == 0 || v > (1ULL << 30))
+        shift = 20, end++;
+    else if (*end == 'g' || *end == 'G')
+        shift = 30, end++;
+    if (*end != '\0' || v == 0 || v > (max >> shift))
         return -1;
-    *out = (size_t)v;
+    *out = (size_t)(v << shift);
     return 0;
+}
+
+static int parse_size(const char *s, size_t *out)
+{
+    return parse_size_upto(s, out, 1ULL << 30);
 }
 
 static int parse_seconds(const char *s, double *out)
@@ -182,6 +194,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
     cfg->body_deadline = 120;
     cfg->write_timeout = 30;
     cfg->max_connections = 4096;
+    cfg->lua_memory_limit = (size_t)1 << 30;
     cfg->watch = 1;
     const char *data = "data";
     const char *lua_dir = getenv("TRIAGE_LUA_DIR") && *getenv("TRIAGE_LUA_DIR") ? getenv("TRIAGE_LUA_DIR") : NULL;
@@ -204,6 +217,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         O_BODY_DEADLINE,
         O_WRITE_TIMEOUT,
         O_MAX_CONNECTIONS,
+        O_LUA_MEMORY_LIMIT,
         O_ACCESS_LOG,
         O_ERROR_LOG,
         O_RELOAD_CHECK,
@@ -231,6 +245,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         {"body-deadline", required_argument, NULL, O_BODY_DEADLINE},
         {"write-timeout", required_argument, NULL, O_WRITE_TIMEOUT},
         {"max-connections", required_argument, NULL, O_MAX_CONNECTIONS},
+        {"lua-memory-limit", required_argument, NULL, O_LUA_MEMORY_LIMIT},
         {"access-log", required_argument, NULL, O_ACCESS_LOG},
         {"error-log", required_argument, NULL, O_ERROR_LOG},
         {"reload-check", required_argument, NULL, O_RELOAD_CHECK},
@@ -281,6 +296,11 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
             cfg->max_connections = (int)v;
             break;
         }
+        case O_LUA_MEMORY_LIMIT:
+            if (parse_size_upto(optarg, &cfg->lua_memory_limit, 1ULL << 40) != 0 ||
+                cfg->lua_memory_limit < TR_LUA_ALLOC_MIN_LIMIT)
+                bad = "--lua-memory-limit wants a size from 8m to 1024g, like 512m or 2g";
+            break;
         case O_WORKERS: {
             char *end;
             long v = strtol(optarg, &end, 10);

@@ -29,6 +29,7 @@ typedef struct tr_config_s {
     double body_deadline;     /* for the whole body, from the end of the head */
     double write_timeout;     /* without progress writing a response (a client that does not read) */
     int max_connections;      /* per worker */
+    size_t lua_memory_limit;  /* bytes of Lua memory per worker, all its generations together */
     const char *access_log;   /* NULL: off */
     const char *error_log;    /* NULL: standard error */
     const char *reload_check; /* command run against a new tree before it goes live; NULL: none */

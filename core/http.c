@@ -458,6 +458,7 @@ static void compact(tr_http_conn_t *c)
     if (delta == 0)
         return;
     memmove(c->rbuf.data, c->rbuf.data + delta, c->rbuf.len - delta);
+    memset(c->rbuf.data + c->rbuf.len - delta, 0, delta); /* finished requests' bytes: see tr_buf_release */
     c->rbuf.len -= delta;
     c->parsed -= delta;
     c->req_start = 0;
@@ -480,6 +481,8 @@ int tr_http_read_space(tr_http_conn_t *c)
     if (tr_http_running(c)) /* its slices point into rbuf: neither move nor grow it */
         return c->rbuf.len < c->rbuf.cap ? 0 : -1;
     if (!c->in_message && c->parsed == c->rbuf.len) {
+        if (c->rbuf.data != NULL)
+            memset(c->rbuf.data, 0, c->rbuf.len); /* finished requests' bytes: see tr_buf_release */
         c->rbuf.len = c->parsed = c->req_start = 0;
     } else if (c->rbuf.len == c->rbuf.cap && c->req_start > 0) {
         compact(c);

@@ -13,6 +13,7 @@
 
 #include "ffi_api.h"
 #include "log.h"
+#include "lua_alloc.h"
 #include "pool.h"
 
 static volatile uint64_t unwatched;
@@ -47,6 +48,32 @@ static int is_route_file(const struct dirent *e)
     return e->d_name[0] != '.' && n > 4 && strcmp(e->d_name + n - 4, ".lua") == 0;
 }
 
+/* lua_pcall with the Lua memory limit armed; sets *refused if an allocation was refused meanwhile. */
+static int limited_pcall(lua_State *L, int nargs, int nresults, int *refused)
+{
+    uint64_t refusals = tr_lua_alloc.refusals;
+    int armed = tr_lua_alloc.armed;
+    tr_lua_alloc.armed = 1;
+    int rc = lua_pcall(L, nargs, nresults, 0);
+    tr_lua_alloc.armed = armed;
+    if (tr_lua_alloc.refusals != refusals) {
+        *refused = 1;
+        tr_lua_alloc_settle();
+    }
+    return rc;
+}
+
+/* The load error of a generation that ran into the Lua memory limit (held by the caller's state L). */
+static void set_memory_error(char *err, size_t size, lua_State *L)
+{
+    size_t mine = tr_lua_alloc_state_used(L), others = tr_lua_alloc.used - mine;
+    snprintf(err, size,
+             "loading the application needs more Lua memory than --lua-memory-limit allows (%zu MiB for all the "
+             "Lua states of a worker, %zu MiB of it held by the generations already running): raise "
+             "--lua-memory-limit, or make the route files and scripts load less at start",
+             tr_lua_alloc.limit >> 20, others >> 20);
+}
+
 /* Push an array of the absolute paths of the route files (routes/NAME.lua), in name order. */
 static void push_route_files(lua_State *L, const char *app_dir)
 {
@@ -67,7 +94,8 @@ static void push_route_files(lua_State *L, const char *app_dir)
 tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *code_dir, const char *carried, size_t carried_len,
                      char *err, size_t err_size)
 {
-    lua_State *L = luaL_newstate();
+    tr_lua_alloc_set_limit(cfg->lua_memory_limit);
+    lua_State *L = tr_lua_alloc_state_new();
     if (L == NULL) {
         snprintf(err, err_size, "cannot create a Lua state (out of memory)");
         return NULL;
@@ -91,9 +119,13 @@ tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *code_dir, 
 
     lua_getglobal(L, "require");      /* stack: require */
     lua_pushliteral(L, "triage.app"); /* stack: require, name */
-    if (lua_pcall(L, 1, 1, 0) != 0) { /* stack: app | err */
-        set_error(err, err_size, "loading the framework: ", L);
+    int refused = 0;
+    if (limited_pcall(L, 1, 1, &refused) != 0) { /* stack: app | err */
         leave_lua();
+        if (refused)
+            set_memory_error(err, err_size, L);
+        else
+            set_error(err, err_size, "loading the framework: ", L);
         tr_gen_free(gen);
         return NULL;
     }
@@ -107,10 +139,13 @@ tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *code_dir, 
     else
         lua_pushnil(L);          /* stack: app, boot, dir, router, id, files, carried */
     lua_pushstring(L, code_dir); /* stack: app, boot, dir, router, id, files, carried, code */
-    int rc = lua_pcall(L, 6, 1, 0);
+    int rc = limited_pcall(L, 6, 1, &refused);
     leave_lua();
     if (rc != 0) { /* stack: app, err */
-        set_error(err, err_size, "", L);
+        if (refused)
+            set_memory_error(err, err_size, L);
+        else
+            set_error(err, err_size, "", L);
         tr_gen_free(gen);
         return NULL;
     }
@@ -129,7 +164,7 @@ void tr_gen_free(tr_gen_t *gen)
 {
     if (gen == NULL)
         return;
-    lua_close(gen->L);
+    tr_lua_alloc_state_close(gen->L);
     tr_router_free(gen->router);
     tr_mem_free(gen->idle_cos);
     tr_mem_free(gen->idle_refs);
@@ -220,6 +255,31 @@ static void give_back_coroutine(tr_gen_t *gen, lua_State *co, int ref)
     gen->nidle++;
 }
 
+/*
+ * An allocation of r's was refused by the Lua memory limit during its last resume (it raised "not
+ * enough memory" in the handler, which answers 500, unless the handler caught it). Say which limit,
+ * count the request, and give the memory back now: a full collection of r's generation (the runaway's
+ * garbage is there; the other generations did not grow), after which the headroom the error path had
+ * is withdrawn.
+ */
+static void memory_limit_reached(tr_req_t *r)
+{
+    tr_gen_t *gen = r->gen;
+    char id[TR_REQUEST_ID_MAX];
+    size_t id_len = tr_http_request_id(r, id);
+    const char *route = tr_router_label(gen->router, r->pub.handler);
+    size_t before = tr_lua_alloc.used;
+    lua_gc(gen->L, LUA_GCCOLLECT, 0);
+    tr_log_error("request %.*s (%s): Lua memory limit of %zu MiB (--lua-memory-limit) reached; "
+                 "%zu MiB in use after a full collection (%zu MiB before)",
+                 (int)id_len, id, route ? route : "no route", tr_lua_alloc.limit >> 20, tr_lua_alloc.used >> 20,
+                 before >> 20);
+    tr_lua_alloc_settle();
+    gen->vm->stats->lua_memory_errors++;
+    if (gen == gen->vm->current)
+        gen->vm->renew = 1;
+}
+
 /* Resume r's coroutine until it finishes the request or parks. Returns 1 when r has finished
  * (its response serialized), 0 when it waits. */
 static int run(tr_req_t *r)
@@ -227,10 +287,16 @@ static int run(tr_req_t *r)
     tr_gen_t *gen = r->gen;
     lua_State *co = r->co;
     tr_ffi_env.running = r;
+    uint64_t refusals = tr_lua_alloc.refusals;
+    int armed = tr_lua_alloc.armed;
+    tr_lua_alloc.armed = 1;
     enter_lua(gen->L);
     int rc = lua_resume(co, 0);
     leave_lua();
+    tr_lua_alloc.armed = armed;
     tr_ffi_env.running = NULL;
+    if (tr_lua_alloc.refusals != refusals)
+        memory_limit_reached(r);
     if (rc == LUA_YIELD && r->wait.parked)
         return 0; /* resumed from the loop, in on_resume */
     if (rc == LUA_YIELD && r->state == TR_REQ_FINISHED) {

@@ -78,6 +78,10 @@ typedef struct tr_vm_s {
     tr_gen_t *old;             /* older generations still running requests (list) */
     tr_stats_t *stats;         /* requests, generation and old-generation counts are published here */
     const tr_shared_t *shared; /* routes cooling down (watchdog.h); NULL: none */
+    /* A request of the current generation hit --lua-memory-limit: the worker builds the generation
+     * anew in a fresh state, and the old state, closed once its requests have ended, gives all its
+     * memory back to the system (LuaJIT's allocator keeps freed pages for reuse while a state lives). */
+    int renew;
     /* Called when a request that waited has finished (the server's tr_conn_request_done). */
     void (*request_done)(tr_req_t *r);
 } tr_vm_t;

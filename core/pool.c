@@ -23,6 +23,15 @@ void *tr_mem_alloc(size_t size)
     return p;
 }
 
+void *tr_mem_calloc(size_t size)
+{
+    void *p = calloc(1, size);
+    if (p == NULL)
+        out_of_memory(size);
+    ++*tr_mem_counter;
+    return p;
+}
+
 void *tr_mem_realloc(void *old, size_t size)
 {
     void *p = realloc(old, size);
@@ -118,7 +127,9 @@ int tr_buf_reserve(tr_bufpool_t *bp, tr_buf_t *buf, size_t extra)
         bp->free_list[cls] = *(void **)data;
         bp->nfree--;
     } else {
-        data = tr_mem_alloc((size_t)1 << (cls + TR_BUF_MIN_SHIFT));
+        /* Zeroed: fresh heap memory may hold what other code freed (the store's pages, say). calloc
+         * skips the work for a block it maps anew, which the kernel gives zeroed. */
+        data = tr_mem_calloc((size_t)1 << (cls + TR_BUF_MIN_SHIFT));
         bp->total++;
     }
     if (buf->data != NULL) {
@@ -142,6 +153,11 @@ void tr_buf_append(tr_bufpool_t *bp, tr_buf_t *buf, const void *data, size_t len
 
 void tr_buf_release(tr_bufpool_t *bp, tr_buf_t *buf)
 {
+    /* The bytes were a request's or a response's (a patient's data): the next holder of this memory,
+     * pooled or from malloc, must not find them. Only the used part: a holder writes below len, and
+     * one that lowers len clears what it drops (see pool.h). */
+    if (buf->data != NULL)
+        memset(buf->data, 0, buf->len);
     if (buf->data != NULL && buf->cap > TR_BUF_KEEP_MAX) {
         tr_mem_free(buf->data);
         bp->total--;

@@ -20,6 +20,7 @@ extern uint64_t *tr_mem_counter;
 /* malloc/realloc that count the call and abort the process on OOM (never return NULL). The counter
  * counts allocation calls, not live blocks: tr_mem_free does not change it. */
 void *tr_mem_alloc(size_t size);
+void *tr_mem_calloc(size_t size); /* zeroed */
 void *tr_mem_realloc(void *p, size_t size);
 void tr_mem_free(void *p);
 char *tr_mem_strdup(const char *s);
@@ -73,7 +74,9 @@ int tr_buf_reserve(tr_bufpool_t *bp, tr_buf_t *buf, size_t extra);
 /* Append bytes, growing as needed (aborts only on OOM). */
 void tr_buf_append(tr_bufpool_t *bp, tr_buf_t *buf, const void *data, size_t len);
 /* Give buf's storage back: to its pool, or to the system if it is larger than TR_BUF_KEEP_MAX (a
- * burst of large bodies or responses does not stay resident). */
+ * burst of large bodies or responses does not stay resident). Its first buf->len bytes are zeroed
+ * first, so no later holder can read them: a holder that lowers len without releasing clears what it
+ * drops itself. */
 void tr_buf_release(tr_bufpool_t *bp, tr_buf_t *buf);
 /*
  * Free every buffer on the free lists, as tr_pool_destroy does for objects (tr_mem_counter does not

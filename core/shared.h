@@ -24,6 +24,8 @@ typedef struct tr_stats_s {
     volatile uint64_t timeouts;            /* connections closed on a deadline (408 where possible) */
     volatile uint64_t core_allocations;
     volatile uint64_t lua_memory;
+    volatile uint64_t lua_memory_limit;  /* --lua-memory-limit, bytes */
+    volatile uint64_t lua_memory_errors; /* requests during which the limit refused an allocation */
     volatile uint64_t pool_conn_total, pool_conn_free;
     volatile uint64_t pool_req_total, pool_req_free;
     volatile uint64_t pool_buf_total, pool_buf_free;

@@ -87,8 +87,10 @@ void tr_status_json(tr_bufpool_t *bp, tr_buf_t *out, const tr_shared_t *shared, 
                 (unsigned long long)s->core_allocations, (unsigned long long)s->lua_memory,
                 (unsigned long long)s->generation, s->generation_loaded_at, (unsigned long long)s->old_generations,
                 (unsigned long long)s->store_commits, (unsigned long long)s->store_writes);
-        appendf(bp, out, "\"handler_timeouts\":%llu,\"paused_route_refusals\":%llu,\"last_error\":",
+        appendf(bp, out, "\"handler_timeouts\":%llu,\"paused_route_refusals\":%llu,",
                 (unsigned long long)s->handler_timeouts, (unsigned long long)s->cooldown_refusals);
+        appendf(bp, out, "\"lua_memory_limit\":%llu,\"lua_memory_errors\":%llu,\"last_error\":",
+                (unsigned long long)s->lua_memory_limit, (unsigned long long)s->lua_memory_errors);
         /* A worker reports its own load failure, or else the last rejected reload (which it never saw). */
         tr_status_json_string(bp, out, s->last_error[0] ? s->last_error : shared->last_reload_error);
         tr_buf_append(bp, out, "}", 1);

@@ -745,6 +745,10 @@ void tr_store_job_release(tr_store_job_t *job)
         job->abandoned = 1; /* on_done gives it back */
         return;
     }
+    /* The pooled job keeps its buffer: none of this request's values stay in it. */
+    if (job->stmts.data != NULL)
+        memset(job->stmts.data, 0, job->stmts.len);
+    job->stmts.len = 0;
     tr_pool_put(&job->st->job_pool, job);
 }
 

@@ -61,6 +61,7 @@ static void publish_stats(tr_worker_t *w)
     s->pool_buf_total = srv->bufs.total;
     s->pool_buf_free = srv->bufs.nfree;
     s->lua_memory = tr_vm_lua_memory(&w->vm);
+    s->lua_memory_limit = w->cfg->lua_memory_limit;
 }
 
 static void stop_accepting(tr_worker_t *w)
@@ -155,13 +156,10 @@ static void build_with_carried(const char *data, size_t len, void *arg)
     rl->gen = build(rl->w, rl->id, data, len, rl->err, sizeof(rl->err));
 }
 
-/* Reload: build the generation the master published (handing it what the running one carries), and
- * swap it in if it loads. Requests already running stay on the generation they started on. */
-static void check_reload(tr_worker_t *w)
+/* Build generation `want` in a fresh state (handing it what the running one carries) and swap it in
+ * if it loads. Requests already running stay on the generation they started on. */
+static void swap_in(tr_worker_t *w, uint64_t want)
 {
-    uint64_t want = w->shared->generation;
-    if (w->vm.current != NULL && w->vm.current->id == want)
-        return;
     reload_t rl = {.w = w, .id = want};
     tr_gen_export_carried(w->vm.current, build_with_carried, &rl);
     tr_gen_t *gen = rl.gen;
@@ -177,12 +175,30 @@ static void check_reload(tr_worker_t *w)
     publish_stats(w);
 }
 
+/* Reload: the generation the master published. */
+static void check_reload(tr_worker_t *w)
+{
+    uint64_t want = w->shared->generation;
+    if (w->vm.current == NULL || w->vm.current->id != want)
+        swap_in(w, want);
+}
+
 static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
 {
     tr_worker_t *w = t->data;
     (void)revents;
     tr_conn_tick(&w->conns, (time_t)ev_now(loop));
     tr_access_log_flush();
+    if (w->vm.renew) {
+        w->vm.renew = 0;
+        tr_log_info("worker %d: generation %llu rebuilt in a fresh Lua state after the memory limit, to give "
+                    "the memory back",
+                    w->slot, (unsigned long long)w->vm.current->id);
+        swap_in(w, w->vm.current->id);
+        tr_vm_collect(&w->vm);
+        malloc_trim(0);
+        w->lua_settled = tr_vm_lua_memory(&w->vm);
+    }
     if (tr_vm_lua_memory(&w->vm) > w->lua_settled + LUA_COLLECT_GROWTH) {
         tr_vm_collect(&w->vm);
         w->lua_settled = tr_vm_lua_memory(&w->vm);

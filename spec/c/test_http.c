@@ -1346,3 +1346,42 @@ TEST_IMPL(http_final_status)
     ASSERT_STATUS_LINE(res, "HTTP/1.1 200 OK");
     tr_ffi_test_router_free(r);
 }
+
+/* Does any buffer on the server's free lists hold needle (anywhere in its capacity)? */
+static int free_buffers_contain(const char *needle)
+{
+    tr_conn_server_t *srv = tr_testing_server();
+    for (int cls = 0; cls < TR_BUF_CLASSES; cls++)
+        for (void *p = srv->bufs.free_list[cls]; p != NULL; p = *(void **)p)
+            if (tr_test_contains(p, (size_t)1 << (cls + TR_BUF_MIN_SHIFT), needle))
+                return 1;
+    return 0;
+}
+
+/* Once a request is done, the pooled buffers that held its body, its response and its header lines
+ * hold none of it: a later request's code (through the FFI, say) cannot read them. */
+TEST_IMPL(http_pooled_buffers_cleared)
+{
+    size_t len_;
+    tr_router_t *r = new_router();
+    add(r, "POST", "/submit", 1);
+    tr_req_pub_t *pub;
+    REQUEST_OK(pub, r,
+               "POST /submit HTTP/1.1\r\nHost: t\r\nContent-Length: 35\r\n\r\n"
+               "{\"patient\":\"P-4711\",\"phq9\":[3,3,3]}");
+    ASSERT_REQ_STR(tr_ffi_req_body(pub, pub->serial, &len_), "{\"patient\":\"P-4711\",\"phq9\":[3,3,3]}");
+    ASSERT_INT_EQ(set_header(pub, "X-Patient", "P-0815"), 0);
+    finish(pub, "{\"stored\":\"P-4711\"}", 19);
+    tr_ffi_test_response(&len_);
+    REQUEST_OK(pub, r,
+               "POST /submit HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "9\r\nP-4242-ab\r\n0\r\n\r\n");
+    ASSERT_REQ_STR(tr_ffi_req_body(pub, pub->serial, &len_), "P-4242-ab");
+    finish(pub, "ok", 2);
+    tr_ffi_test_response(&len_);
+    REQUEST_OK(pub, r, "GET /elsewhere HTTP/1.1\r\nHost: t\r\n\r\n"); /* ends the ones before */
+    ASSERT(!free_buffers_contain("P-4711"));
+    ASSERT(!free_buffers_contain("P-0815"));
+    ASSERT(!free_buffers_contain("P-4242"));
+    tr_ffi_test_router_free(r);
+}

@@ -45,8 +45,13 @@
     TEST_ENTRY(buf_grow_preserves_data)                                                                                \
     TEST_ENTRY(buf_too_big)                                                                                            \
     TEST_ENTRY(buf_reserve_overflow)                                                                                   \
+    TEST_ENTRY(buf_release_clears)                                                                                     \
     TEST_ENTRY(mem_counter)                                                                                            \
     TEST_ENTRY(mem_counter_pool_reuse)                                                                                 \
+    TEST_ENTRY(lua_alloc_counts)                                                                                       \
+    TEST_ENTRY(lua_alloc_limit)                                                                                        \
+    TEST_ENTRY(lua_alloc_unarmed)                                                                                      \
+    TEST_ENTRY(lua_alloc_states_share_the_limit)                                                                       \
     TEST_ENTRY(wait_deadlines_in_order)                                                                                \
     TEST_ENTRY(wait_wake_before_deadline)                                                                              \
     TEST_ENTRY(wait_cancel)                                                                                            \
@@ -80,6 +85,7 @@
     TEST_ENTRY(http_stale_serial)                                                                                      \
     TEST_ENTRY(http_stale_serial_reuse)                                                                                \
     TEST_ENTRY(http_no_alloc_after_warmup)                                                                             \
+    TEST_ENTRY(http_pooled_buffers_cleared)                                                                            \
     TEST_ENTRY(http_strict_refusals)                                                                                   \
     TEST_ENTRY(http_strict_accepts)                                                                                    \
     TEST_ENTRY(http_strict_bytewise)                                                                                   \

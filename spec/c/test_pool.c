@@ -545,3 +545,41 @@ TEST_IMPL(pool_trim)
     tr_bufpool_destroy(&bp);
     ASSERT_UINT_EQ(bp.total, 0);
 }
+
+/* Does any buffer on bp's free lists hold needle (anywhere in its capacity)? */
+static int free_buffers_contain(const tr_bufpool_t *bp, const char *needle)
+{
+    for (int cls = 0; cls < TR_BUF_CLASSES; cls++)
+        for (void *p = bp->free_list[cls]; p != NULL; p = *(void **)p)
+            if (tr_test_contains(p, class_size(cls), needle))
+                return 1;
+    return 0;
+}
+
+TEST_IMPL(buf_release_clears)
+{
+    static const char secret[] = "{\"patient\":\"P-4711\",\"phq9\":[3,3,3]}";
+    tr_bufpool_t bp = {0};
+    tr_buf_t a = {0}, b = {0};
+    tr_buf_append(&bp, &a, "POST /epro HTTP/1.1\r\n\r\n", 23);
+    tr_buf_append(&bp, &a, secret, sizeof(secret) - 1);
+    tr_buf_release(&bp, &a);
+    ASSERT_UINT_EQ(bp.nfree, 1);
+    ASSERT(!free_buffers_contain(&bp, secret));
+    ASSERT(!free_buffers_contain(&bp, "P-4711"));
+
+    /* Growing moves the bytes to a larger buffer: the smaller one goes back to the pool cleared. */
+    for (int i = 0; i < 200; i++)
+        tr_buf_append(&bp, &b, secret, sizeof(secret) - 1); /* past 4 KiB: 8 KiB */
+    ASSERT_UINT_EQ(b.cap, class_size(1));
+    ASSERT(!free_buffers_contain(&bp, "P-4711"));
+    tr_buf_release(&bp, &b);
+    ASSERT(!free_buffers_contain(&bp, "P-4711"));
+
+    /* Taken again, a buffer holds none of its previous holder's bytes. */
+    tr_buf_t c = {0};
+    ASSERT_INT_EQ(tr_buf_reserve(&bp, &c, 100), 0);
+    ASSERT(!tr_test_contains(c.data, c.cap, "P-4711"));
+    tr_buf_release(&bp, &c);
+    tr_bufpool_destroy(&bp);
+}
