@@ -13,6 +13,7 @@
 
 #include "ffi_api.h"
 #include "log.h"
+#include "metrics.h"
 #include "pool.h"
 
 static void set_error(char *err, size_t size, const char *what, lua_State *L)
@@ -108,6 +109,7 @@ void tr_gen_free(tr_gen_t *gen)
     tr_router_free(gen->router);
     tr_mem_free(gen->idle_cos);
     tr_mem_free(gen->idle_refs);
+    tr_mem_free(gen->metric_slots);
     tr_mem_free(gen);
 }
 
@@ -231,11 +233,36 @@ static void on_resume(tr_waiter_t *waiter, int status)
     }
 }
 
+/* The first request of a handler on gen: intern its route's label (once per handler and generation). */
+static uint16_t intern_metric_slot(tr_vm_t *vm, tr_gen_t *gen, int handler)
+{
+    if ((unsigned)handler >= gen->nmetric_slots) {
+        unsigned n = (unsigned)handler + 1;
+        gen->metric_slots = tr_mem_realloc(gen->metric_slots, n * sizeof(*gen->metric_slots));
+        memset(gen->metric_slots + gen->nmetric_slots, 0, (n - gen->nmetric_slots) * sizeof(*gen->metric_slots));
+        gen->nmetric_slots = n;
+    }
+    const char *label = tr_router_label(gen->router, handler);
+    gen->metric_slots[handler] = (uint16_t)tr_metrics_route_slot(vm->metrics, label ? label : "unlabelled");
+    return gen->metric_slots[handler];
+}
+
+/* The metrics slot of r's route (r routed on gen). */
+static inline uint16_t metric_slot(tr_vm_t *vm, tr_gen_t *gen, int handler)
+{
+    if (vm->metrics == NULL || handler < 0)
+        return TR_METRICS_UNMATCHED;
+    if ((unsigned)handler < gen->nmetric_slots && gen->metric_slots[handler] != 0)
+        return gen->metric_slots[handler];
+    return intern_metric_slot(vm, gen, handler);
+}
+
 void tr_vm_on_request(void *data, tr_req_t *r)
 {
     tr_vm_t *vm = data;
     tr_gen_t *gen = vm->current;
     tr_http_route(r, gen->router);
+    r->metric_slot = metric_slot(vm, gen, r->pub.handler);
     r->gen = gen;
     gen->inflight++;
     vm->stats->requests++;

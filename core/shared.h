@@ -29,6 +29,7 @@ typedef struct tr_stats_s {
     volatile uint64_t old_generations;    /* older generations still finishing requests */
     volatile uint64_t store_commits;      /* group commits of the store's writer (one WAL fsync each) */
     volatile uint64_t store_writes;       /* write jobs committed by them */
+    volatile uint64_t handler_timeouts;   /* requests stopped past --handler-timeout in this slot */
     char last_error[TR_ERROR_MAX];        /* this worker's last reload error, "" if none */
 } tr_stats_t;
 
@@ -52,6 +53,8 @@ typedef struct tr_shared_s {
     char last_reload_error[TR_ERROR_MAX]; /* the last failed preflight, "" once a reload succeeds */
     volatile double last_reload_at;
     volatile uint64_t reloads, reload_failures;
+    volatile uint64_t worker_replacements; /* workers started again after one died or was stopped */
+    struct tr_metrics_s *metrics;          /* per-route counters (metrics.h): their own mapping */
     tr_store_lock_t store_lock;
     tr_stats_t workers[TR_MAX_WORKERS];
 } tr_shared_t;

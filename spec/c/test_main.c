@@ -52,6 +52,10 @@
     TEST_ENTRY(wait_cancel)                                                                                            \
     TEST_ENTRY(wait_park_again_from_resume)                                                                            \
     TEST_ENTRY(sha256_vectors)                                                                                         \
+    TEST_ENTRY(metrics_route_slots)                                                                                    \
+    TEST_ENTRY(metrics_count)                                                                                          \
+    TEST_ENTRY(metrics_render)                                                                                         \
+    TEST_ENTRY(log_json_escape)                                                                                        \
     TEST_ENTRY(http_get)                                                                                               \
     TEST_ENTRY(http_header_at)                                                                                         \
     TEST_ENTRY(http_not_found)                                                                                         \
