@@ -1,10 +1,19 @@
 /*
- * The admin listener (in the master): GET /_triage/status and POST /_triage/reload.
+ * The admin listener (in the master):
+ *   GET  /_triage/health   200 {"status":"ok"} when every worker is up, else 503; never needs the token
+ *   GET  /_triage/status   the status document (status.h)
+ *   GET  /_triage/metrics  Prometheus text (metrics.h)
+ *   POST /_triage/reload   answered when the reload has ended (published or rejected)
+ *
+ * The token (admin_token.h, sent as Authorization: Bearer) is required for anything that changes
+ * state, on every address, and for every endpoint but health when the listener is not on loopback.
+ * Without it the answer is 401, with a wrong one 403; nothing is done either way.
  *
  * Everything on it is non-blocking: a request is read as it arrives, its answer is written as the
- * client takes it, and a connection that does neither within ADMIN_IDLE_TIMEOUT seconds is closed,
- * so that no admin client can stall the loop that supervises the workers. A reload request is
- * answered when the reload has ended (published or rejected).
+ * client takes it; a connection that makes no progress for ADMIN_IDLE_TIMEOUT seconds, or has not
+ * sent its request (or taken its answer) within ADMIN_REQUEST_DEADLINE, is closed, so that no admin
+ * client can stall the loop that supervises the workers or hold its descriptors. Every descriptor is
+ * close-on-exec, and forked workers close them (tr_admin_close_fds).
  */
 #ifndef TR_ADMIN_H
 #define TR_ADMIN_H
@@ -16,6 +25,16 @@
 #include "shared.h"
 
 #define ADMIN_IDLE_TIMEOUT 10.0
+#define ADMIN_REQUEST_DEADLINE 30.0 /* to send a whole request, and again to take its whole answer */
+
+struct tr_metrics_s;
+
+/* How the admin API guards itself and what it reports. */
+typedef struct tr_admin_options_s {
+    const char *token;                  /* the admin token (admin_token.h); must not be NULL */
+    int loopback;                       /* the listener is loopback-only: status and metrics need no token */
+    const struct tr_metrics_s *metrics; /* per-route counters for /_triage/metrics; may be NULL */
+} tr_admin_options_t;
 
 typedef struct tr_admin_conn_s tr_admin_conn_t;
 
@@ -29,14 +48,17 @@ typedef struct tr_admin_s {
     double started_at;
     tr_bufpool_t bufs;
     tr_admin_conn_t *conns; /* every open admin connection */
+    tr_admin_options_t opt;
+    int accept_paused; /* out of descriptors: said once in the error log until an accept succeeds */
     /* A reload was asked for: start one; its end comes back through tr_admin_reload_finished. */
     void (*on_reload)(void *data);
     void *data;
 } tr_admin_t;
 
-/* Serve the admin API on fd (a listening, non-blocking socket that a now owns). */
+/* Serve the admin API on fd (a listening, non-blocking, close-on-exec socket that a now owns). opt
+ * (and the token it points to) must outlive a. */
 void tr_admin_start(tr_admin_t *a, struct ev_loop *loop, int fd, const tr_shared_t *shared, int nworkers,
-                    double started_at, void (*on_reload)(void *data), void *data);
+                    double started_at, const tr_admin_options_t *opt, void (*on_reload)(void *data), void *data);
 
 /* A reload has ended: answer every client waiting for one. behind (NULL: none) lists, as JSON array
  * elements, the workers not serving the published generation (see tr_watchdog_behind). */
@@ -45,7 +67,8 @@ void tr_admin_reload_finished(tr_admin_t *a, int ok, uint64_t generation, const 
 /* Close the listener and every admin connection. */
 void tr_admin_stop(tr_admin_t *a);
 
-/* In a forked worker: close the master's admin descriptors, touching nothing else. */
+/* In a forked worker: close the master's admin descriptors and wipe the requests read on them (a
+ * token may be in one), touching nothing else. */
 void tr_admin_close_fds(tr_admin_t *a);
 
 #endif

@@ -22,14 +22,23 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: triage [options]            serve the application\n"
-            "       triage reload [--admin HOST:PORT]   ask a running server to reload its code\n"
+            "       triage reload [--admin HOST:PORT] [--data DIR] [--admin-token-file FILE]\n"
+            "                                   ask a running server to reload its code\n"
+            "       triage status [--admin HOST:PORT] [--data DIR] [--admin-token-file FILE]\n"
+            "                                   print a running server's status document\n"
             "       triage backup DEST [--data DIR]     copy the store, consistently, while it runs\n"
             "\n"
             "  --app DIR                 application directory (routes/, scripts/, migrations/); default .\n"
             "  --data DIR                the store (DIR/triage.db, created and migrated at start); default ./data\n"
             "  --listen HOST:PORT        public listener; default 127.0.0.1:8080\n"
             "  --workers N               worker processes; default: number of CPUs\n"
-            "  --admin HOST:PORT         admin listener (/_triage/status); default 127.0.0.1:9180\n"
+            "  --admin HOST:PORT         admin listener (/_triage/status, reload, metrics, health);\n"
+            "                            default 127.0.0.1:9180; a non-loopback address needs a token given\n"
+            "                            with --admin-token-file or $TRIAGE_ADMIN_TOKEN\n"
+            "  --admin-token-file FILE   the admin API's token (Authorization: Bearer); default\n"
+            "                            DATA_DIR/admin.token, made at first start (mode 0600); $TRIAGE_ADMIN_TOKEN\n"
+            "                            overrides it\n"
+            "  --public-health           the public listener also answers GET /_triage/health\n"
             "  --max-body BYTES          largest request body (k, m suffixes); default 1m\n"
             "  --max-header BYTES        largest header section; default 8k\n"
             "  --max-uri BYTES           longest request target; default 4k\n"
@@ -46,6 +55,7 @@ static void usage(FILE *out)
             "  --handler-timeout SEC     longest a handler may run Lua without yielding (then 503, see\n"
             "                            README); default 10\n"
             "  --access-log FILE         buffered access log ('-' = stdout); default off\n"
+            "  --access-log-format text|json  access log lines: text, or one JSON object a line; default text\n"
             "  --error-log FILE          error log; default stderr\n"
             "  --reload-check CMD        command that must succeed before new code goes live\n"
             "  --no-watch                do not reload on file changes (SIGHUP and 'triage reload' still do)\n"
@@ -172,6 +182,17 @@ int tr_config_data_dir(const char *given, char *out, size_t size)
     return 0;
 }
 
+int tr_config_admin_token_path(const char *given, const char *data, char *out, size_t size)
+{
+    char dir[4096];
+    if (given != NULL)
+        return tr_config_data_dir(given, out, size); /* the same absolute-path rule, for a file */
+    if (tr_config_data_dir(data, dir, sizeof(dir)) != 0)
+        return -1;
+    int n = snprintf(out, size, "%s/%s", dir, "admin.token");
+    return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
 int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -197,6 +218,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
     cfg->lua_memory_limit = (size_t)1 << 30;
     cfg->watch = 1;
     const char *data = "data";
+    const char *token_file = NULL;
     const char *lua_dir = getenv("TRIAGE_LUA_DIR") && *getenv("TRIAGE_LUA_DIR") ? getenv("TRIAGE_LUA_DIR") : NULL;
     int version = 0;
 
@@ -226,6 +248,9 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         O_USER,
         O_DATA,
         O_VERSION,
+        O_ADMIN_TOKEN_FILE,
+        O_PUBLIC_HEALTH,
+        O_ACCESS_LOG_FORMAT,
         O_HELP
     };
     static const struct option options[] = {
@@ -254,6 +279,9 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         {"user", required_argument, NULL, O_USER},
         {"data", required_argument, NULL, O_DATA},
         {"version", no_argument, NULL, O_VERSION},
+        {"admin-token-file", required_argument, NULL, O_ADMIN_TOKEN_FILE},
+        {"public-health", no_argument, NULL, O_PUBLIC_HEALTH},
+        {"access-log-format", required_argument, NULL, O_ACCESS_LOG_FORMAT},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -349,6 +377,16 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
             break;
         case O_DATA: data = optarg; break;
         case O_VERSION: version = 1; break;
+        case O_ADMIN_TOKEN_FILE: token_file = optarg; break;
+        case O_PUBLIC_HEALTH: cfg->public_health = 1; break;
+        case O_ACCESS_LOG_FORMAT:
+            if (strcmp(optarg, "json") == 0)
+                cfg->access_log_json = 1;
+            else if (strcmp(optarg, "text") == 0)
+                cfg->access_log_json = 0;
+            else
+                bad = "--access-log-format wants text or json";
+            break;
         case O_HELP: usage(stdout); return 1;
         default:
             fprintf(stderr, "triage: unknown or incomplete option '%s'\n", argv[optind - 1]);
@@ -394,5 +432,10 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         return -1;
     }
     cfg->data_dir = cfg->data_path;
+    if (tr_config_admin_token_path(token_file, data, cfg->admin_token_path, sizeof(cfg->admin_token_path)) != 0) {
+        fprintf(stderr, "triage: --admin-token-file %s: path too long\n", token_file ? token_file : "");
+        return -1;
+    }
+    cfg->admin_token_given = token_file != NULL;
     return 0;
 }

@@ -38,6 +38,13 @@ typedef struct tr_config_s {
     tr_identity_t run_as;     /* who the workers run as: resolved from user by main (tr_privilege_resolve) */
     char app_path[4096];
     char data_path[4096];
+    /* --access-log-format json: one JSON object a line */
+    int access_log_json;
+    /* --public-health: the public listener also answers GET /_triage/health */
+    int public_health;
+    /* The admin token file (admin_token.h): --admin-token-file, default DATA_DIR/admin.token */
+    char admin_token_path[4096];
+    int admin_token_given; /* --admin-token-file was given */
 } tr_config_t;
 
 /* How long loading the application may run Lua (the preflight, a worker loading a generation): three
@@ -56,6 +63,10 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv);
 /* The absolute path of a data directory given on the command line (relative to the working
  * directory; it need not exist yet) at out. Returns 0, or -1 if it does not fit. */
 int tr_config_data_dir(const char *given, char *out, size_t size);
+
+/* The admin token file: given (--admin-token-file, relative to the working directory), else
+ * DATA_DIR/admin.token of the data directory given (default "data"). Returns 0, or -1 if too long. */
+int tr_config_admin_token_path(const char *given, const char *data, char *out, size_t size);
 
 /* Parse "HOST:PORT" (or ":PORT", or "PORT"). Returns 0 or -1. */
 int tr_config_parse_addr(const char *s, char *host, size_t host_size, int *port);

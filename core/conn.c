@@ -12,9 +12,11 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 
 #define LINGER_SECONDS 2.0
 
@@ -195,7 +197,7 @@ static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
 
 /* One access log line: peer, time, request line, status, body bytes, milliseconds, request id (the
  * same id as X-Request-Id, so a log line and a client's report can be matched). */
-static void access_log(tr_conn_t *c, tr_req_t *r)
+static void access_log_text(tr_conn_t *c, tr_req_t *r)
 {
     const tr_http_env_t *env = &c->srv->env;
     char line[1024 + TR_REQUEST_ID_MAX];
@@ -212,13 +214,49 @@ static void access_log(tr_conn_t *c, tr_req_t *r)
         tr_access_log_append(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }
 
+/* The same as one JSON object (--access-log-format json), for log shippers. The request id is made
+ * of a client's well-formed X-Request-Id or the worker's hex digits, and the method is a known name:
+ * only the path needs escaping. */
+static void access_log_json(tr_conn_t *c, tr_req_t *r)
+{
+    char line[2048 + 6 * 512 + TR_REQUEST_ID_MAX];
+    char id[TR_REQUEST_ID_MAX];
+    char path[6 * 512];
+    size_t id_len = tr_http_request_id(r, id);
+    size_t path_len =
+        tr_log_json_escape(path, sizeof(path), tr_req_str(r, r->url), r->url.len > 512 ? 512 : r->url.len);
+    ev_tstamp now = ev_time();
+    time_t sec = (time_t)now;
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    int n = snprintf(line, sizeof(line),
+                     "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",\"request_id\":\"%.*s\",\"remote\":\"%s\","
+                     "\"method\":\"%s\",\"path\":\"%.*s\",\"status\":%d,\"bytes\":%zu,\"duration_ms\":%.3f,"
+                     "\"worker\":%d}",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (int)((now - (double)sec) * 1000.0) % 1000, (int)id_len, id, c->peer,
+                     http_method_str((enum http_method)r->pub.method), (int)path_len, path, r->pub.status,
+                     r->resp_body_len, (now - r->started) * 1000.0, tr_access_log_worker());
+    if (n > 0)
+        tr_access_log_append(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
 /* The request of c has finished: log it and give its context back. Returns 0 if c lives on, -1 if
  * it was closed meanwhile and is now freed. */
 static int end_request(tr_conn_t *c, tr_req_t *r)
 {
     c->had_request = 1;
-    if (tr_access_log_enabled() && r->state == TR_REQ_FINISHED && !c->closed)
-        access_log(c, r);
+    if (r->state == TR_REQ_FINISHED) {
+        tr_conn_server_t *srv = c->srv;
+        if (srv->env.metrics != NULL)
+            tr_metrics_count(srv->env.metrics, r->metric_slot, r->pub.status, ev_now(srv->loop) - r->started);
+        if (tr_access_log_enabled() && !c->closed) {
+            if (tr_access_log_format() == TR_ACCESS_LOG_JSON)
+                access_log_json(c, r);
+            else
+                access_log_text(c, r);
+        }
+    }
     c->http.req = NULL;
     tr_http_release(&c->http, r);
     if (c->closed) {

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "metrics.h"
+
 /* RFC 9110 tchar: the characters a header name may use. */
 const unsigned char tr_http_token_chars[256] = {
     ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1,
@@ -809,5 +811,8 @@ void tr_http_error(tr_http_conn_t *c, int status, int keep_alive)
     body[n++] = '"';
     body[n++] = '}';
     static const char ct[] = "Content-Type: application/json\r\n";
+    if (c->env->metrics != NULL)
+        tr_metrics_count(c->env->metrics, TR_METRICS_UNMATCHED, status,
+                         c->req != NULL && c->env->loop != NULL ? ev_now(c->env->loop) - c->req->started : 0);
     respond(c, status, keep_alive, c->parser.http_minor == 0, 0, ct, sizeof(ct) - 1, NULL, 0, 1, body, (size_t)n);
 }

@@ -63,6 +63,8 @@ typedef struct tr_http_env_s {
     char date_line[64]; /* "Date: Wed, 25 Nov 2026 01:02:03 GMT\r\n" */
     size_t date_len;
     time_t date_sec;
+    /* Where finished requests are counted (metrics.h), the worker's own slot; NULL: not counted. */
+    struct tr_worker_metrics_s *metrics;
 } tr_http_env_t;
 
 enum tr_req_state {
@@ -79,6 +81,7 @@ struct tr_req_s {
     struct tr_gen_s *gen; /* the generation the request runs on (pinned until it ends) */
     struct lua_State *co; /* its coroutine while running */
     int co_ref;           /* the coroutine's anchor in its generation's registry */
+    uint16_t metric_slot; /* its route's slot in the worker's metrics (metrics.h); 0: unmatched */
     tr_waiter_t wait;     /* parked while the request waits (sleep, store) */
     /* Parsed. */
     ev_tstamp started;
@@ -164,7 +167,8 @@ void tr_http_respond_core(tr_req_t *r, int status, const char *json, size_t len,
 /* Answer r with the core's own 500 (JSON), dropping whatever the handler had set for its response. */
 void tr_http_respond_internal_error(tr_req_t *r);
 
-/* Queue an error response that the core produces itself (400, 404, 413, ...). */
+/* Queue an error response that the core produces itself (400, 404, 413, ...); counted in the
+ * metrics under "unmatched" (no request reaches a route after one). */
 void tr_http_error(tr_http_conn_t *h, int status, int keep_alive);
 
 const char *tr_http_reason(int status);

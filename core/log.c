@@ -15,6 +15,8 @@ static int error_fd = 2;
 static int access_fd = -1;
 static char access_buf[ACCESS_LOG_BUFFER];
 static size_t access_len;
+static enum tr_access_log_format access_format = TR_ACCESS_LOG_TEXT;
+static int access_worker = -1;
 
 static int open_log(const char *path)
 {
@@ -87,6 +89,53 @@ void tr_log_info(const char *fmt, ...)
     va_start(ap, fmt);
     log_line("info", fmt, ap);
     va_end(ap);
+}
+
+void tr_access_log_set_format(enum tr_access_log_format format)
+{
+    access_format = format;
+}
+
+enum tr_access_log_format tr_access_log_format(void)
+{
+    return access_format;
+}
+
+void tr_access_log_set_worker(int slot)
+{
+    access_worker = slot;
+}
+
+int tr_access_log_worker(void)
+{
+    return access_worker;
+}
+
+size_t tr_log_json_escape(char *out, size_t size, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\') {
+            if (n + 2 > size)
+                break;
+            out[n++] = '\\';
+            out[n++] = (char)ch;
+        } else if (ch < 0x20 || ch >= 0x7f) {
+            if (n + 6 > size)
+                break;
+            memcpy(out + n, "\\u00", 4);
+            out[n + 4] = hex[ch >> 4];
+            out[n + 5] = hex[ch & 15];
+            n += 6;
+        } else {
+            if (n + 1 > size)
+                break;
+            out[n++] = (char)ch;
+        }
+    }
+    return n;
 }
 
 int tr_access_log_enabled(void)

@@ -14,6 +14,7 @@
 #include "ffi_api.h"
 #include "log.h"
 #include "lua_alloc.h"
+#include "metrics.h"
 #include "pool.h"
 
 static volatile uint64_t unwatched;
@@ -168,6 +169,7 @@ void tr_gen_free(tr_gen_t *gen)
     tr_router_free(gen->router);
     tr_mem_free(gen->idle_cos);
     tr_mem_free(gen->idle_refs);
+    tr_mem_free(gen->metric_slots);
     tr_mem_free(gen);
 }
 
@@ -377,11 +379,36 @@ static void refuse_cooling(tr_vm_t *vm, tr_req_t *r, const tr_cooldown_t *c)
     r->state = TR_REQ_FINISHED;
 }
 
+/* The first request of a handler on gen: intern its route's label (once per handler and generation). */
+static uint16_t intern_metric_slot(tr_vm_t *vm, tr_gen_t *gen, int handler)
+{
+    if ((unsigned)handler >= gen->nmetric_slots) {
+        unsigned n = (unsigned)handler + 1;
+        gen->metric_slots = tr_mem_realloc(gen->metric_slots, n * sizeof(*gen->metric_slots));
+        memset(gen->metric_slots + gen->nmetric_slots, 0, (n - gen->nmetric_slots) * sizeof(*gen->metric_slots));
+        gen->nmetric_slots = n;
+    }
+    const char *label = tr_router_label(gen->router, handler);
+    gen->metric_slots[handler] = (uint16_t)tr_metrics_route_slot(vm->metrics, label ? label : "unlabelled");
+    return gen->metric_slots[handler];
+}
+
+/* The metrics slot of r's route (r routed on gen). */
+static inline uint16_t metric_slot(tr_vm_t *vm, tr_gen_t *gen, int handler)
+{
+    if (vm->metrics == NULL || handler < 0)
+        return TR_METRICS_UNMATCHED;
+    if ((unsigned)handler < gen->nmetric_slots && gen->metric_slots[handler] != 0)
+        return gen->metric_slots[handler];
+    return intern_metric_slot(vm, gen, handler);
+}
+
 void tr_vm_on_request(void *data, tr_req_t *r)
 {
     tr_vm_t *vm = data;
     tr_gen_t *gen = vm->current;
     tr_http_route(r, gen->router);
+    r->metric_slot = metric_slot(vm, gen, r->pub.handler);
     if (vm->shared != NULL && vm->shared->ncooldowns != 0 && r->pub.handler > 0) {
         const tr_cooldown_t *c = cooling(vm->shared, gen, r->pub.handler);
         if (c != NULL) {

@@ -44,6 +44,9 @@ struct tr_gen_s {
     unsigned nidle, idle_cap;
     tr_gen_t *next_old;
     struct tr_vm_s *vm; /* the worker's, once swapped in */
+    /* By handler number: its route's metrics slot (metrics.h), 0 until its first request. */
+    uint16_t *metric_slots;
+    unsigned nmetric_slots;
 };
 
 /*
@@ -82,6 +85,8 @@ typedef struct tr_vm_s {
      * anew in a fresh state, and the old state, closed once its requests have ended, gives all its
      * memory back to the system (LuaJIT's allocator keeps freed pages for reuse while a state lives). */
     int renew;
+    /* The worker's route counters (metrics.h), where each request's route slot is interned; NULL: none. */
+    struct tr_worker_metrics_s *metrics;
     /* Called when a request that waited has finished (the server's tr_conn_request_done). */
     void (*request_done)(tr_req_t *r);
 } tr_vm_t;

@@ -1,64 +1,116 @@
 /*
- * triage: serve an application (the master process), `triage reload` to ask a running server to
- * reload its code through the admin listener, or `triage backup DEST` to copy its store.
+ * triage: serve an application (the master process), `triage reload` / `triage status` to ask a
+ * running server to reload its code or for its status through the admin listener, or
+ * `triage backup DEST` to copy its store.
  */
 #include <netdb.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "admin_token.h"
 #include "config.h"
 #include "log.h"
 #include "master.h"
 #include "privilege.h"
 #include "store.h"
 
-/* POST /_triage/reload to the admin listener and print the answer; 0 when the reload went live. */
-static int reload_command(int argc, char **argv)
+/*
+ * A command talking to a running server's admin listener: `triage reload` (POST /_triage/reload) or
+ * `triage status` (GET /_triage/status). Both find the server and its token the way the server does:
+ * --admin HOST:PORT, --data DIR or --admin-token-file FILE, $TRIAGE_ADMIN_TOKEN. Prints the answer's
+ * body; returns 0 on a 200, 1 on another answer, 2 when the server cannot be asked.
+ */
+static int admin_command(const char *name, const char *method, const char *path, int argc, char **argv)
 {
     char host[256] = "127.0.0.1";
     int port = 9180;
+    const char *data = "data", *token_file = NULL;
     for (int i = 0; i < argc; i++) {
         const char *addr = NULL;
         if (strcmp(argv[i], "--admin") == 0 && i + 1 < argc)
             addr = argv[++i];
         else if (strncmp(argv[i], "--admin=", 8) == 0)
             addr = argv[i] + 8;
-        if (addr != NULL && tr_config_parse_addr(addr, host, sizeof(host), &port) != 0) {
-            fprintf(stderr, "triage reload: --admin wants HOST:PORT\n");
+        else if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
+            data = argv[++i];
+        else if (strncmp(argv[i], "--data=", 7) == 0)
+            data = argv[i] + 7;
+        else if (strcmp(argv[i], "--admin-token-file") == 0 && i + 1 < argc)
+            token_file = argv[++i];
+        else if (strncmp(argv[i], "--admin-token-file=", 19) == 0)
+            token_file = argv[i] + 19;
+        else {
+            fprintf(stderr,
+                    "triage %s: unexpected argument '%s' (--admin HOST:PORT, --data DIR, --admin-token-file FILE)\n",
+                    name, argv[i]);
             return 2;
         }
+        if (addr != NULL && tr_config_parse_addr(addr, host, sizeof(host), &port) != 0) {
+            fprintf(stderr, "triage %s: --admin wants HOST:PORT\n", name);
+            return 2;
+        }
+    }
+    char token_path[4096], token[TR_ADMIN_TOKEN_MAX], err[512];
+    if (tr_config_admin_token_path(token_file, data, token_path, sizeof(token_path)) != 0) {
+        fprintf(stderr, "triage %s: --admin-token-file or --data: path too long\n", name);
+        return 2;
+    }
+    int source = tr_admin_token_load(token_path, 0, token, err, sizeof(err));
+    if (source == -1) {
+        fprintf(stderr, "triage %s: %s\n", name, err);
+        return 2;
     }
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
     char service[16];
     snprintf(service, sizeof(service), "%d", port);
     if (getaddrinfo(host, service, &hints, &res) != 0) {
-        fprintf(stderr, "triage reload: cannot resolve %s\n", host);
+        fprintf(stderr, "triage %s: cannot resolve %s\n", name, host);
         return 2;
     }
-    int fd = socket(res->ai_family, SOCK_STREAM, 0);
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
-        fprintf(stderr, "triage reload: no server answers on %s:%d\n", host, port);
+        fprintf(stderr, "triage %s: no server answers on %s:%d\n", name, host, port);
         freeaddrinfo(res);
         return 2;
     }
     freeaddrinfo(res);
-    static const char req[] = "POST /_triage/reload HTTP/1.1\r\nHost: triage\r\nContent-Length: 0\r\n\r\n";
-    if (write(fd, req, sizeof(req) - 1) != (ssize_t)sizeof(req) - 1) {
-        perror("triage reload");
+    char req[512 + TR_ADMIN_TOKEN_MAX];
+    int n =
+        snprintf(req, sizeof(req), "%s %s HTTP/1.1\r\nHost: triage\r\nContent-Length: 0\r\n%s%s%s\r\n", method, path,
+                 source >= 0 ? "Authorization: Bearer " : "", source >= 0 ? token : "", source >= 0 ? "\r\n" : "");
+    explicit_bzero(token, sizeof(token));
+    if (write(fd, req, (size_t)n) != n) {
+        perror("triage");
         return 2;
     }
-    char buf[16384];
-    size_t len = 0;
-    ssize_t n;
-    while (len < sizeof(buf) - 1 && (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
-        len += (size_t)n;
-    buf[len] = '\0';
+    explicit_bzero(req, sizeof(req));
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    ssize_t got;
+    while (buf != NULL && (got = read(fd, buf + len, cap - 1 - len)) > 0) {
+        len += (size_t)got;
+        if (len == cap - 1)
+            buf = realloc(buf, cap *= 2); /* a status document of many workers */
+    }
     close(fd);
+    if (buf == NULL) {
+        fprintf(stderr, "triage %s: out of memory\n", name);
+        return 2;
+    }
+    buf[len] = '\0';
     const char *body = strstr(buf, "\r\n\r\n");
     printf("%s\n", body ? body + 4 : buf);
-    return strncmp(buf, "HTTP/1.1 200", 12) == 0 ? 0 : 1;
+    int ok = strncmp(buf, "HTTP/1.1 200", 12) == 0;
+    if (!ok && source == -2 && strncmp(buf, "HTTP/1.1 401", 12) == 0)
+        fprintf(stderr,
+                "triage %s: no admin token: %s does not exist and $%s is not set (give --data DIR or "
+                "--admin-token-file FILE as the server has them)\n",
+                name, token_path, TR_ADMIN_TOKEN_ENV);
+    free(buf);
+    return ok ? 0 : 1;
 }
 
 /* triage backup DEST [--data DIR]: a consistent copy of the store, taken while the server runs. */
@@ -97,7 +149,9 @@ static int backup_command(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "reload") == 0)
-        return reload_command(argc - 2, argv + 2);
+        return admin_command("reload", "POST", "/_triage/reload", argc - 2, argv + 2);
+    if (argc > 1 && strcmp(argv[1], "status") == 0)
+        return admin_command("status", "GET", "/_triage/status", argc - 2, argv + 2);
     if (argc > 1 && strcmp(argv[1], "backup") == 0)
         return backup_command(argc - 2, argv + 2);
     tr_config_t cfg;
@@ -109,6 +163,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "triage: %s\n", err);
         return 2;
     }
+    tr_access_log_set_format(cfg.access_log_json ? TR_ACCESS_LOG_JSON : TR_ACCESS_LOG_TEXT);
     rc = tr_log_open(cfg.error_log, cfg.access_log);
     if (rc != 0) {
         fprintf(stderr, "triage: cannot open a log file: %s\n", strerror(-rc));

@@ -3,7 +3,8 @@
  *   supervise.c  the workers: start, replace, stop
  *   watch.c      file changes in routes/ and scripts/
  *   reload.c     preflight, --reload-check, publication of a new generation
- *   admin.c      the admin listener (status.c renders its status document)
+ *   admin.c      the admin listener (status.c and metrics.c render its documents; admin_token.c
+ *                its token)
  *
  * Signals reach the master through a signalfd watched by its loop (not libev signal watchers), so
  * that libev's per-process signal bookkeeping stays free for the workers it forks.
@@ -15,6 +16,7 @@
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -24,7 +26,9 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "admin_token.h"
 #include "log.h"
+#include "metrics.h"
 #include "pool.h"
 #include "privilege.h"
 #include "reload.h"
@@ -54,6 +58,7 @@ static struct {
     ev_timer rollout_timer;
     tr_reloader_t reloader;
     tr_admin_t admin;
+    char admin_token[TR_ADMIN_TOKEN_MAX];
 } m;
 
 /* ---- sockets ---- */
@@ -128,6 +133,7 @@ static void close_master_fds(void *data)
     (void)data;
     close(m.signal_fd);
     tr_admin_close_fds(&m.admin);
+    explicit_bzero(m.admin_token, sizeof(m.admin_token)); /* a worker runs scripts: it has no use for it */
     if (m.watch.fd >= 0)
         close(m.watch.fd);
     if (m.reloader.check_fd >= 0)
@@ -257,6 +263,11 @@ int tr_master_run(const tr_config_t *cfg)
     pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
     pthread_mutex_init(&m.shared->store_lock.mutex, &attr);
     pthread_mutexattr_destroy(&attr);
+    m.shared->metrics = tr_metrics_new(cfg->workers);
+    if (m.shared->metrics == NULL) {
+        tr_log_error("mmap: %s", strerror(errno));
+        return 1;
+    }
     m.shared->generation = 1;
     m.shared->generation_loaded_at = m.started_at;
     /* Not the default loop: it would claim SIGCHLD. */
@@ -297,6 +308,28 @@ int tr_master_run(const tr_config_t *cfg)
         tr_reload_cleanup(&m.reloader);
         return 1;
     }
+    /* The admin token, and no admin API open to others without one that the operator chose. */
+    int admin_loopback = tr_admin_host_is_loopback(cfg->admin_host);
+    const char *env_token = getenv(TR_ADMIN_TOKEN_ENV);
+    if (!admin_loopback && (env_token == NULL || *env_token == '\0') && !cfg->admin_token_given) {
+        tr_log_error("--admin %s:%d is not a loopback address: anyone who reaches it could use the admin API. "
+                     "Configure its token explicitly with --admin-token-file FILE (made with a random token if "
+                     "missing) or $" TR_ADMIN_TOKEN_ENV ", or keep --admin on 127.0.0.1",
+                     cfg->admin_host, cfg->admin_port);
+        tr_reload_cleanup(&m.reloader);
+        return 1;
+    }
+    if (tr_admin_token_load(cfg->admin_token_path, 1, m.admin_token, err, sizeof(err)) < 0) {
+        tr_log_error("%s", err);
+        tr_reload_cleanup(&m.reloader);
+        return 1;
+    }
+    /* Read: the workers' scripts and --reload-check need not see it. Wiped in place first, because a
+     * forked worker's /proc/self/environ shows the strings the master started with, not environ. */
+    char *env_value = getenv(TR_ADMIN_TOKEN_ENV);
+    if (env_value != NULL)
+        explicit_bzero(env_value, strlen(env_value));
+    unsetenv(TR_ADMIN_TOKEN_ENV);
 
     m.listen_fds = tr_mem_alloc(sizeof(int) * (size_t)cfg->workers);
     for (int i = 0; i < cfg->workers; i++) {
@@ -325,7 +358,8 @@ int tr_master_run(const tr_config_t *cfg)
     ev_io_init(&m.signal_io, on_signal, m.signal_fd, EV_READ);
     ev_io_start(m.loop, &m.signal_io);
 
-    tr_admin_start(&m.admin, m.loop, admin_fd, m.shared, cfg->workers, m.started_at, reload_now, NULL);
+    tr_admin_options_t admin_opt = {.token = m.admin_token, .loopback = admin_loopback, .metrics = m.shared->metrics};
+    tr_admin_start(&m.admin, m.loop, admin_fd, m.shared, cfg->workers, m.started_at, &admin_opt, reload_now, NULL);
     if (cfg->watch) {
         int rc = tr_watch_start(&m.watch, m.loop, cfg->app_dir, reload_now, NULL);
         if (rc != 0)

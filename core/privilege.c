@@ -12,6 +12,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "store.h"
+
 #define DEFAULT_USER "nobody"
 
 int tr_privilege_resolve(const char *user, tr_identity_t *id, char *err, size_t err_size)
@@ -95,22 +97,23 @@ int tr_privilege_give_data(const tr_identity_t *id, const char *dir, char *err, 
 {
     if (!id->change)
         return 0;
-    if (give(id, dir, err, err_size) != 0)
+    /* The directory stays root's, writable by the user's group, sticky: the workers create the store's
+     * -wal and -shm files in it, but cannot remove or replace what they do not own (the admin token,
+     * the pid file), which they could if the directory were theirs. */
+    if (chown(dir, 0, id->gid) != 0 || chmod(dir, 01770) != 0) {
+        snprintf(err, err_size, "cannot let group %d (of user %s, --user) write %s: %s", (int)id->gid, id->name, dir,
+                 strerror(errno));
         return -1;
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return 0;
-    struct dirent *e;
-    int rc = 0;
-    while (rc == 0 && (e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        char path[4096];
-        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        rc = give(id, path, err, err_size);
     }
-    closedir(d);
-    return rc;
+    static const char *const store_files[] = {TR_STORE_FILE, TR_STORE_FILE "-wal", TR_STORE_FILE "-shm",
+                                              TR_STORE_FILE "-journal"};
+    for (size_t i = 0; i < sizeof(store_files) / sizeof(store_files[0]); i++) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/%s", dir, store_files[i]);
+        if (give(id, path, err, err_size) != 0)
+            return -1;
+    }
+    return 0;
 }
 
 int tr_privilege_share_dir(const tr_identity_t *id, const char *dir, char *err, size_t err_size)

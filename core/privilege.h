@@ -46,8 +46,10 @@ typedef struct tr_privilege_paths_s {
  */
 int tr_privilege_resolve(const char *user, tr_identity_t *id, char *err, size_t err_size);
 
-/* The data directory and the files in it (the store, its -wal and -shm) become id's user's. Nothing
- * when !id->change. Returns 0, or -1 with a message in err. */
+/* The store's files in the data directory (triage.db, its -wal, -shm, -journal) become id's user's,
+ * and the directory root's, writable by the user's group and sticky (the user can create files there
+ * but not remove or replace root's: the admin token, the pid file). Nothing when !id->change. Returns
+ * 0, or -1 with a message in err. */
 int tr_privilege_give_data(const tr_identity_t *id, const char *dir, char *err, size_t err_size);
 
 /* dir (the code snapshots) stays root's, readable by id's group (0750): the workers read, never

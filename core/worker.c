@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "guard.h"
 #include "log.h"
 #include "lua_vm.h"
+#include "metrics.h"
 #include "privilege.h"
 #include "store.h"
 #include "wait.h"
@@ -125,6 +127,28 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         tr_conn_accept(&w->conns, fd, (struct sockaddr *)&ss);
     }
+}
+
+/*
+ * --public-health: the public listener answers GET (or HEAD) /_triage/health itself, from the same
+ * figures as the admin listener's, and hands every other request (other /_triage/ paths included) to
+ * the application. Installed only with the flag, so that a server without it pays nothing.
+ */
+static void on_request_with_health(void *data, tr_req_t *r)
+{
+    tr_worker_t *w = (tr_worker_t *)((char *)data - offsetof(tr_worker_t, vm));
+    static const char path[] = "/_triage/health";
+    if (r->path_len == sizeof(path) - 1 && memcmp(tr_req_str(r, r->url), path, sizeof(path) - 1) == 0 &&
+        (r->pub.method == HTTP_GET || r->pub.method == HTTP_HEAD)) {
+        int up = tr_metrics_workers_up(w->shared, w->cfg->workers) == w->cfg->workers;
+        static const char ok[] = "{\"status\":\"ok\"}", down[] = "{\"status\":\"unavailable\"}";
+        r->pub.status = up ? 200 : 503;
+        r->pub.flags |= TR_RESP_JSON;
+        tr_http_respond(r, up ? ok : down, up ? sizeof(ok) - 1 : sizeof(down) - 1);
+        r->state = TR_REQ_FINISHED;
+        return;
+    }
+    tr_vm_on_request(data, r);
 }
 
 static void on_accept_retry(struct ev_loop *loop, ev_timer *t, int revents)
@@ -274,7 +298,8 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, const int han
     /* A fixed threshold: glibc would otherwise raise it after the first large free, and large blocks
      * (bodies, responses, Lua strings) would then stay in the heap instead of going back to the system. */
     mallopt(M_MMAP_THRESHOLD, 128 << 10);
-    tr_conn_callbacks_t cb = {.on_request = tr_vm_on_request, .on_drained = on_drained};
+    tr_conn_callbacks_t cb = {.on_request = cfg->public_health ? on_request_with_health : tr_vm_on_request,
+                              .on_drained = on_drained};
     tr_conn_limits_t conn_limits = {.keepalive_timeout = cfg->keepalive_timeout,
                                     .header_timeout = cfg->header_timeout,
                                     .body_timeout = cfg->body_timeout,
@@ -286,6 +311,11 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, const int han
     tr_http_set_id_prefix(&w->conns.env, time(NULL), slot);
     w->vm.stats = w->stats;
     w->vm.shared = shared;
+    if (shared->metrics != NULL) {
+        w->conns.env.metrics = &shared->metrics->workers[slot];
+        w->vm.metrics = &shared->metrics->workers[slot];
+    }
+    tr_access_log_set_worker(slot);
     w->vm.request_done = tr_conn_request_done;
     tr_guard_init(w->stats, &w->conns, handoff_fds[0], cfg->handler_timeout);
     tr_ffi_env.running = NULL;

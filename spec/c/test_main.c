@@ -60,6 +60,10 @@
     TEST_ENTRY(privilege_resolve)                                                                                      \
     TEST_ENTRY(privilege_drop)                                                                                         \
     TEST_ENTRY(privilege_check)                                                                                        \
+    TEST_ENTRY(metrics_route_slots)                                                                                    \
+    TEST_ENTRY(metrics_count)                                                                                          \
+    TEST_ENTRY(metrics_render)                                                                                         \
+    TEST_ENTRY(log_json_escape)                                                                                        \
     TEST_ENTRY(http_get)                                                                                               \
     TEST_ENTRY(http_header_at)                                                                                         \
     TEST_ENTRY(http_not_found)                                                                                         \

@@ -100,9 +100,14 @@ TEST_IMPL(privilege_check)
     ASSERT_STR_CONTAINS(err, "cannot write to the data directory (--data)");
     ASSERT_INT_EQ(tr_privilege_give_data(&id, dir, err, sizeof(err)), 0);
     ASSERT_INT_EQ(tr_privilege_check(&id, &data, err, sizeof(err)), 0);
+    /* The directory stays root's, writable by the user's group and sticky; other files stay as they are. */
     struct stat st;
+    ASSERT_INT_EQ(stat(dir, &st), 0);
+    ASSERT_INT_EQ(st.st_uid, 0);
+    ASSERT_INT_EQ(st.st_gid, id.gid);
+    ASSERT_INT_EQ(st.st_mode & 07777, 01770);
     ASSERT_INT_EQ(stat(routes, &st), 0);
-    ASSERT_INT_EQ(st.st_uid, id.uid); /* the directory and what is in it */
+    ASSERT_INT_EQ(st.st_uid, 0);
     rmdir(routes);
     rmdir(dir);
 }

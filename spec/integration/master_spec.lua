@@ -117,7 +117,7 @@ describe("the admin listener", function()
       stalled[i] = c
     end
     assert.is_truthy(srv:status(2), srv:logs())
-    local r = http.request(srv.admin_port, "POST", "/_triage/reload", { timeout = 10 })
+    local r = srv:reload()
     assert.equals(200, r and r.status, r and r.body)
     assert.matches('"ok":true', r.body, 1, true)
   end)

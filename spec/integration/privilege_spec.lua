@@ -90,8 +90,16 @@ describe_root("least privilege (--user)", function()
     end
     assert.are.equal(2, n)
     assert.are.same({ 0, 0, 0, 0 }, ids(srv.pid, "Uid"))
-    assert.are.equal(nobody, owner(srv.data))
+    -- the store is the workers'; its directory stays root's (group-writable, sticky), so that the
+    -- workers cannot replace the admin token beside it, which they cannot read either
+    assert.are.equal(0, owner(srv.data))
     assert.are.equal(nobody, owner(srv.data .. "/triage.db"))
+    assert.are.equal(0, owner(srv.data .. "/admin.token"))
+    local rc = os.execute(("setpriv --reuid=nobody --regid=nogroup --clear-groups cat %q/admin.token >/dev/null 2>&1")
+      :format(srv.data))
+    assert.is_not.equal(0, rc == true and 0 or rc)
+    rc = os.execute(("setpriv --reuid=nobody --regid=nogroup --init-groups rm -f %q/admin.token 2>/dev/null"):format(srv.data))
+    assert.is_truthy(sys.read_all(srv.data .. "/admin.token"), "the workers' user removed the admin token")
     assert.truthy(srv:error_log():find("with 2 workers (user nobody)", 1, true), srv:error_log())
   end)
 

@@ -5,6 +5,8 @@
 --   local other = S.start{ bin = "/opt/triage/bin/triage", app = dir, cwd = "/tmp/x" }
 --   srv.port, srv.admin_port, srv.pid
 --   srv:status()            -- /_triage/status decoded (or nil, err)
+--   srv:admin_token()       -- the admin token (DATA/admin.token, made by the server at start)
+--   srv:reload()            -- POST /_triage/reload with the token: the response (or nil, err)
 --   srv:error_log()         -- contents of the --error-log file
 --   srv:stop()              -- SIGTERM, wait, SIGKILL; returns exit info
 --   srv.user                -- the --user the server was given (nil: none)
@@ -207,14 +209,35 @@ function Server:tree_rss_kb()
   return total
 end
 
--- GET /_triage/status on the admin listener, decoded.
+-- GET /_triage/status on the admin listener, decoded. With the admin token when there is one (a
+-- server whose --admin is not loopback wants it for status too).
 function Server:status(timeout)
-  local r, err = http.get(self.admin_port, "/_triage/status", { timeout = timeout or 5 })
+  local token = self:admin_token()
+  local r, err = http.get(self.admin_port, "/_triage/status",
+    { timeout = timeout or 5, headers = token and { Authorization = "Bearer " .. token } or nil })
   if not r then return nil, "status: " .. tostring(err) end
   if r.status ~= 200 then return nil, ("status: HTTP %d %s"):format(r.status, http.quote(r.body)) end
   local t, jerr = http.json(r)
   if not t then return nil, "status: " .. jerr end
   return t
+end
+
+-- The admin token the server made at its first start (DATA/admin.token), or nil.
+function Server:admin_token()
+  if self.env_token then return self.env_token end
+  local t = sys.read_all(self.token_file or (self.data .. "/admin.token"))
+  return t and t:match("^(%S+)")
+end
+
+-- Headers carrying the admin token, for http.request's opts.headers.
+function Server:admin_headers()
+  return { Authorization = "Bearer " .. assert(self:admin_token(), "no admin token in " .. self.data) }
+end
+
+-- POST /_triage/reload with the admin token; the response, or nil and an error.
+function Server:reload(timeout)
+  return http.request(self.admin_port, "POST", "/_triage/reload",
+    { timeout = timeout or 10, headers = self:admin_headers() })
 end
 
 -- worker pids by slot (from status): { [slot] = pid }, status
@@ -275,7 +298,7 @@ end
 --   access_log (true: --access-log to a temp file), wait (default true),
 --   ready_timeout (default 10), port/admin_port (default: free ports),
 --   cwd (working directory of the server, default this process's),
---   bin (the binary to run, default M.bin),
+--   bin (the binary to run, default M.bin), admin_host (default 127.0.0.1),
 --   data (the store's directory, default a new one in the server's temporary directory),
 --   env (environment variables for the server: name = value to set, name = false to remove;
 --        default: this process's environment as it is),
@@ -301,12 +324,16 @@ function M.start(opts)
   local argv = {
     bin, "--app", self.app,
     "--listen", "127.0.0.1:" .. port,
-    "--admin", "127.0.0.1:" .. admin,
+    "--admin", (opts.admin_host or "127.0.0.1") .. ":" .. admin,
     "--workers", tostring(workers),
     "--error-log", self.error_log_path,
     "--data", opts.data or (dir .. "/data"),
   }
   self.data = opts.data or (dir .. "/data")
+  self.env_token = opts.env and opts.env.TRIAGE_ADMIN_TOKEN or nil
+  for i, a in ipairs(opts.args or {}) do
+    if a == "--admin-token-file" then self.token_file = opts.args[i + 1] end
+  end
   self.own_data = opts.data == nil -- made for this server: removed with its logs
   local user = opts.user
   if user == nil then
