@@ -229,7 +229,7 @@ void tr_metrics_render(tr_bufpool_t *bp, tr_buf_t *out, const tr_metrics_t *m, c
     header(bp, out, "triage_workers_up", "gauge", "Workers running.");
     appendf(bp, out, "triage_workers_up %d\n", tr_metrics_workers_up(shared, nworkers));
     header(bp, out, "triage_worker_replacements_total", "counter",
-           "Workers started again after one died or was stopped.");
+           "Workers replaced because a handler ran past --handler-timeout in code that could not be stopped.");
     appendf(bp, out, "triage_worker_replacements_total %llu\n", (unsigned long long)shared->worker_replacements);
     header(bp, out, "triage_generation", "gauge", "The generation of the code the master has published.");
     appendf(bp, out, "triage_generation %llu\n", (unsigned long long)shared->generation);
@@ -257,6 +257,14 @@ void tr_metrics_render(tr_bufpool_t *bp, tr_buf_t *out, const tr_metrics_t *m, c
         appendf(bp, out, "triage_timeouts_total{worker=\"%d\",reason=\"handler\"} %llu\n", i,
                 (unsigned long long)s->handler_timeouts);
     }
+
+    PER_WORKER("triage_paused_route_refusals_total", "counter",
+               "Requests answered 503 without running because their route was paused (--handler-timeout).",
+               cooldown_refusals);
+    header(bp, out, "triage_paused_routes", "gauge", "Routes paused after repeated handler timeouts.");
+    appendf(bp, out, "triage_paused_routes %u\n", (unsigned)shared->ncooldowns);
+    PER_WORKER("triage_lua_memory_limit_errors_total", "counter", "Requests that failed on --lua-memory-limit.",
+               lua_memory_errors);
 
     header(bp, out, "triage_pool_objects", "gauge", "Pooled objects of each worker, by pool and state.");
     for (int i = 0; i < nworkers; i++) {

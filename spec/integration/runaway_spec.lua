@@ -159,6 +159,17 @@ describe("a handler that never gives the loop back", function()
     assert.equals("GET /spin", status.paused_routes[1].route)
     assert.is_true(sum(status, "paused_route_refusals") >= 1)
     assert.matches("route GET /spin %(generation 1%) paused", srv:error_log())
+    -- and in the metrics
+    local m = assert(http.get(srv.admin_port, "/_triage/metrics")).body
+    local function sample(pattern)
+      local n = 0
+      for v in m:gmatch(pattern) do n = n + tonumber(v) end
+      return n
+    end
+    assert.equals(2, sample("\ntriage_worker_replacements_total (%d+)"))
+    assert.equals(1, sample("\ntriage_paused_routes (%d+)"))
+    assert.equals(2, sample('\ntriage_timeouts_total{worker="%d+",reason="handler"} (%d+)'))
+    assert.is_true(sample('\ntriage_paused_route_refusals_total{worker="%d+"} (%d+)') >= 1)
     -- other routes are served meanwhile
     assert.equals(200, assert(http.get(srv.port, "/hello")).status)
     -- a reload (the fix going live) lifts it
