@@ -1,6 +1,7 @@
 /*
  * triage: serve an application (the master process), `triage reload` to ask a running server to
- * reload its code through the admin listener, or `triage backup DEST` to copy its store.
+ * reload its code through the admin listener, `triage backup DEST` to copy its store, or `triage
+ * upgrade` to replace a running server's binary without refusing a connection (upgrade.h).
  */
 #include <netdb.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include "log.h"
 #include "master.h"
 #include "store.h"
+#include "upgrade.h"
 
 /* POST /_triage/reload to the admin listener and print the answer; 0 when the reload went live. */
 static int reload_command(int argc, char **argv)
@@ -95,10 +97,13 @@ static int backup_command(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    tr_upgrade_remember(argc, argv);
     if (argc > 1 && strcmp(argv[1], "reload") == 0)
         return reload_command(argc - 2, argv + 2);
     if (argc > 1 && strcmp(argv[1], "backup") == 0)
         return backup_command(argc - 2, argv + 2);
+    if (argc > 1 && strcmp(argv[1], "upgrade") == 0)
+        return tr_upgrade_command(argc - 2, argv + 2);
     tr_config_t cfg;
     int rc = tr_config_parse(&cfg, argc, argv);
     if (rc != 0)

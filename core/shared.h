@@ -52,7 +52,7 @@ typedef struct tr_shared_s {
     char last_reload_error[TR_ERROR_MAX]; /* the last failed preflight, "" once a reload succeeds */
     volatile double last_reload_at;
     volatile uint64_t reloads, reload_failures;
-    tr_store_lock_t store_lock;
+    tr_store_lock_t *store_lock; /* in a mapping of its own, shared with a new master (upgrade.h) */
     tr_stats_t workers[TR_MAX_WORKERS];
 } tr_shared_t;
 
