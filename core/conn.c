@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 #include "metrics.h"
 
 #define LINGER_SECONDS 2.0
+#define DRAIN_FIRST_REQUEST_SECONDS 1.0 /* stopping: a new connection's time to send its request */
 
 static void conn_process(tr_conn_t *c);
 
@@ -372,6 +374,13 @@ static void expire(tr_conn_t *c, int answer)
     flush(c);
 }
 
+/* Bytes the client sent that this side has not read yet: a request on its way in. */
+static int pending_input(const tr_conn_t *c)
+{
+    int n = 0;
+    return ioctl(c->fd, FIONREAD, &n) == 0 && n > 0;
+}
+
 /*
  * Enforce the deadlines (tr_conn_limits_t) of every connection; with all_idle, also close every idle
  * keep-alive connection (the server is stopping). A connection whose request runs in the layer above
@@ -410,13 +419,17 @@ static void sweep(tr_conn_server_t *srv, int all_idle)
             continue;
         }
         if (!c->had_request) { /* a new connection that has not sent a request yet */
-            if (all_idle)
+            /* Stopping: a client that connected a moment ago is sending its request now; it gets a
+             * second to do so, and its answer (with Connection: close), instead of a reset. */
+            if (all_idle && now - c->accepted_at > DRAIN_FIRST_REQUEST_SECONDS && !pending_input(c))
                 tr_conn_close(c);
             else if (now - c->accepted_at > lim->header_timeout)
                 expire(c, 0);
             continue;
         }
-        if (all_idle || now - c->last_active > lim->keepalive_timeout)
+        /* Stopping: an idle connection whose next request has arrived unread is answered (Connection:
+         * close) rather than closed under it; the loop reads it next. */
+        if ((all_idle && !pending_input(c)) || now - c->last_active > lim->keepalive_timeout)
             tr_conn_close(c);
     }
 }
@@ -452,6 +465,35 @@ void tr_conn_tick(tr_conn_server_t *srv, time_t now)
     tr_http_update_date(&srv->env, now);
     sweep(srv, srv->env.draining);
     shrink_pools(srv);
+}
+
+unsigned tr_conn_log_unfinished(tr_conn_server_t *srv, const char *who)
+{
+    unsigned n = 0;
+    ev_tstamp now = ev_now(srv->loop);
+    for (tr_conn_link_t *l = srv->conns.next; l != &srv->conns; l = l->next) {
+        tr_conn_t *c = conn_of_link(l);
+        tr_http_conn_t *h = &c->http;
+        const char *what = tr_http_running(h)                ? "still running"
+                           : h->written < h->wbuf.len        ? "response still being sent"
+                           : h->in_message && h->req != NULL ? "request still arriving"
+                                                             : NULL;
+        if (what == NULL)
+            continue;
+        n++;
+        tr_req_t *r = h->req;
+        if (r == NULL) {
+            tr_log_error("%s: a client (%s) has not taken its whole response; its connection is closed", who,
+                         c->peer[0] ? c->peer : "address not logged");
+            continue;
+        }
+        char id[TR_REQUEST_ID_MAX];
+        size_t id_len = tr_http_request_id(r, id);
+        tr_log_error("%s: request %.*s (%s %.*s) %s after %.1f s; its connection is closed", who, (int)id_len, id,
+                     http_method_str((enum http_method)r->pub.method), (int)(r->url.len > 256 ? 256 : r->url.len),
+                     tr_req_str(r, r->url), what, now - r->started);
+    }
+    return n;
 }
 
 void tr_conn_drain(tr_conn_server_t *srv)

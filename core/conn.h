@@ -137,8 +137,13 @@ void tr_conn_abandon(tr_conn_server_t *srv, tr_conn_answer_fn answer, void *data
  * handoff_fd (non-blocking). Returns how many. */
 unsigned tr_conn_adopt(tr_conn_server_t *srv, int handoff_fd);
 
-/* Stop keeping connections alive: idle ones close now, busy ones after their response; on_drained
+/* Stop keeping connections alive: idle ones close now (unless their next request has arrived: it is
+ * answered), busy ones after their response, new ones without a request after a second; on_drained
  * is called when the last one has closed (at once if there is none). */
 void tr_conn_drain(tr_conn_server_t *srv);
+
+/* Log (error log, prefixed with who) every connection whose request or response is unfinished: the
+ * server gives up on them (the shutdown timeout). Returns how many. */
+unsigned tr_conn_log_unfinished(tr_conn_server_t *srv, const char *who);
 
 #endif

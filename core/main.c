@@ -1,7 +1,8 @@
 /*
  * triage: serve an application (the master process), `triage reload` / `triage status` to ask a
- * running server to reload its code or for its status through the admin listener, or
- * `triage backup DEST` to copy its store.
+ * running server to reload its code or for its status through the admin listener, `triage backup
+ * DEST` to copy its store, or `triage upgrade` to replace a running server's binary without refusing
+ * a connection (upgrade.h).
  */
 #include <netdb.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "master.h"
 #include "privilege.h"
 #include "store.h"
+#include "upgrade.h"
 
 /*
  * A command talking to a running server's admin listener: `triage reload` (POST /_triage/reload) or
@@ -148,12 +150,15 @@ static int backup_command(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    tr_upgrade_remember(argc, argv);
     if (argc > 1 && strcmp(argv[1], "reload") == 0)
         return admin_command("reload", "POST", "/_triage/reload", argc - 2, argv + 2);
     if (argc > 1 && strcmp(argv[1], "status") == 0)
         return admin_command("status", "GET", "/_triage/status", argc - 2, argv + 2);
     if (argc > 1 && strcmp(argv[1], "backup") == 0)
         return backup_command(argc - 2, argv + 2);
+    if (argc > 1 && strcmp(argv[1], "upgrade") == 0)
+        return tr_upgrade_command(argc - 2, argv + 2);
     tr_config_t cfg;
     int rc = tr_config_parse(&cfg, argc, argv);
     if (rc != 0)

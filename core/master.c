@@ -5,6 +5,7 @@
  *   reload.c     preflight, --reload-check, publication of a new generation
  *   admin.c      the admin listener (status.c and metrics.c render its documents; admin_token.c
  *                its token)
+ *   upgrade.c    binary upgrade (SIGUSR2): the sockets handed to a new master; the pid file
  *
  * Signals reach the master through a signalfd watched by its loop (not libev signal watchers), so
  * that libev's per-process signal bookkeeping stays free for the workers it forks.
@@ -35,6 +36,7 @@
 #include "shared.h"
 #include "store.h"
 #include "supervise.h"
+#include "upgrade.h"
 #include "watch.h"
 #include "watchdog.h"
 
@@ -48,8 +50,10 @@ static struct {
     ev_io signal_io;
     ev_timer stop_timer;
     int stopping;
+    int exit_code;
     tr_supervisor_t workers;
     tr_watchdog_t watchdog;
+    tr_upgrade_t upgrade;
     tr_watch_t watch;
     /* A published reload is answered once every worker serves it, or after ROLLOUT_WAIT with the
      * workers that do not (tr_watchdog_behind). */
@@ -140,6 +144,7 @@ static void close_master_fds(void *data)
         close(m.reloader.check_fd);
     if (m.reloader.preflight_fd >= 0)
         close(m.reloader.preflight_fd);
+    tr_upgrade_close_fds(&m.upgrade);
 }
 
 static void reload_published(void *data, uint64_t generation)
@@ -202,6 +207,7 @@ static void begin_stop(void)
         return;
     m.stopping = 1;
     tr_log_info("stopping: finishing in-flight requests (up to %.0f s)", m.cfg->shutdown_timeout);
+    tr_upgrade_stop(&m.upgrade);
     tr_admin_stop(&m.admin);
     tr_watchdog_stop(&m.watchdog);
     ev_timer_stop(m.loop, &m.rollout_timer);
@@ -216,6 +222,21 @@ static void begin_stop(void)
         ev_break(m.loop, EVBREAK_ALL);
 }
 
+/* A new master serves (upgrade.h): this one drains as on SIGTERM. */
+static void upgrade_replaced(void *data)
+{
+    (void)data;
+    begin_stop();
+}
+
+/* This master, started by an upgrade, cannot start its workers: it stops, the old one serves on. */
+static void upgrade_failed(void *data)
+{
+    (void)data;
+    m.exit_code = 1;
+    begin_stop();
+}
+
 /* ---- signals ---- */
 
 static void on_signal(struct ev_loop *loop, ev_io *io, int revents)
@@ -228,7 +249,7 @@ static void on_signal(struct ev_loop *loop, ev_io *io, int revents)
             int status;
             pid_t pid;
             while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-                if (!tr_supervise_reap(&m.workers, pid, status))
+                if (!tr_supervise_reap(&m.workers, pid, status) && !tr_upgrade_reap(&m.upgrade, pid, status))
                     tr_reload_reap(&m.reloader, pid, status);
             if (m.stopping && tr_supervise_alive(&m.workers) == 0)
                 ev_break(loop, EVBREAK_ALL);
@@ -237,6 +258,11 @@ static void on_signal(struct ev_loop *loop, ev_io *io, int revents)
         case SIGTERM:
         case SIGINT: begin_stop(); break;
         case SIGHUP: tr_reload_start(&m.reloader); break;
+        case SIGUSR2:
+            tr_upgrade_begin(&m.upgrade,
+                             si.ssi_code == SI_QUEUE && si.ssi_int == TR_UPGRADE_ASK ? (pid_t)si.ssi_pid : 0,
+                             m.listen_fds, m.admin.fd);
+            break;
         }
     }
 }
@@ -257,12 +283,6 @@ int tr_master_run(const tr_config_t *cfg)
         return 1;
     }
     memset(m.shared, 0, sizeof(*m.shared));
-    pthread_mutexattr_t attr;
-    pthread_mutexattr_init(&attr);
-    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-    pthread_mutex_init(&m.shared->store_lock.mutex, &attr);
-    pthread_mutexattr_destroy(&attr);
     m.shared->metrics = tr_metrics_new(cfg->workers);
     if (m.shared->metrics == NULL) {
         tr_log_error("mmap: %s", strerror(errno));
@@ -272,6 +292,11 @@ int tr_master_run(const tr_config_t *cfg)
     m.shared->generation_loaded_at = m.started_at;
     /* Not the default loop: it would claim SIGCHLD. */
     m.loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (tr_upgrade_init(&m.upgrade, m.loop, cfg, err, sizeof(err)) != 0 ||
+        (m.shared->store_lock = tr_upgrade_store_lock(&m.upgrade, err, sizeof(err))) == NULL) {
+        tr_log_error("upgrade: %s; this master does not start", err);
+        return 1;
+    }
 
     /* The workers' user must reach the app and the framework before anything loads them (privilege.h). */
     if (cfg->run_as.root_requested)
@@ -333,14 +358,15 @@ int tr_master_run(const tr_config_t *cfg)
 
     m.listen_fds = tr_mem_alloc(sizeof(int) * (size_t)cfg->workers);
     for (int i = 0; i < cfg->workers; i++) {
-        m.listen_fds[i] = open_listener(cfg->listen_host, cfg->listen_port, 1, i == 0, err, sizeof(err));
+        m.listen_fds[i] = tr_upgrade_listener(&m.upgrade, i, open_listener, err, sizeof(err));
         if (m.listen_fds[i] < 0) {
             tr_log_error("cannot listen on %s", err);
             tr_reload_cleanup(&m.reloader);
             return 1;
         }
     }
-    int admin_fd = open_listener(cfg->admin_host, cfg->admin_port, 0, 1, err, sizeof(err));
+    tr_upgrade_drop_unused(&m.upgrade);
+    int admin_fd = tr_upgrade_listener(&m.upgrade, -1, open_listener, err, sizeof(err));
     if (admin_fd < 0) {
         tr_log_error("cannot open the admin listener on %s", err);
         tr_reload_cleanup(&m.reloader);
@@ -353,6 +379,7 @@ int tr_master_run(const tr_config_t *cfg)
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGUSR2);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     m.signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     ev_io_init(&m.signal_io, on_signal, m.signal_fd, EV_READ);
@@ -367,6 +394,7 @@ int tr_master_run(const tr_config_t *cfg)
     }
     tr_supervise_start(&m.workers, m.loop, cfg, m.shared, m.listen_fds, close_master_fds, NULL);
     tr_watchdog_start(&m.watchdog, m.loop, m.shared, &m.workers, cfg->handler_timeout);
+    tr_upgrade_started(&m.upgrade, &m.workers, m.shared, upgrade_replaced, upgrade_failed, NULL);
     tr_log_info("triage serving %s (%d routes) on %s:%d with %d workers (user %s); admin on %s:%d", cfg->app_dir,
                 nroutes, cfg->listen_host, cfg->listen_port, cfg->workers,
                 cfg->run_as.change           ? cfg->run_as.name
@@ -377,6 +405,7 @@ int tr_master_run(const tr_config_t *cfg)
     ev_run(m.loop, 0);
 
     tr_reload_cleanup(&m.reloader);
+    tr_upgrade_exit(&m.upgrade);
     tr_log_info("stopped");
-    return 0;
+    return m.exit_code;
 }

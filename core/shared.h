@@ -79,8 +79,8 @@ typedef struct tr_shared_s {
     /* The published generation's script environment, a JSON object: what the app asked for with
      * allow and the globals it assigned while loading (triage/sandbox.lua). */
     char script_environment[TR_SCRIPT_ENV_MAX];
-    struct tr_metrics_s *metrics; /* per-route counters (metrics.h): their own mapping */
-    tr_store_lock_t store_lock;
+    struct tr_metrics_s *metrics;          /* per-route counters (metrics.h): their own mapping */
+    tr_store_lock_t *store_lock;           /* in a mapping of its own, shared with a new master (upgrade.h) */
     volatile uint64_t worker_replacements; /* workers replaced by the watchdog (a handler it could not stop) */
     volatile uint32_t ncooldowns;          /* entries of cooldowns in use: workers look only when non-zero */
     tr_cooldown_t cooldowns[TR_MAX_COOLDOWNS];

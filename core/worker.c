@@ -242,8 +242,35 @@ static void on_shutdown_timeout(struct ev_loop *loop, ev_timer *t, int revents)
 {
     tr_worker_t *w = t->data;
     (void)revents;
-    tr_log_error("worker %d: %u connections still busy after the shutdown timeout; exiting", w->slot, w->conns.nconns);
+    char who[64];
+    snprintf(who, sizeof(who), "worker %d: shutdown timeout (%.0f s)", w->slot, w->cfg->shutdown_timeout);
+    unsigned n = tr_conn_log_unfinished(&w->conns, who);
+    tr_log_error("worker %d: %u connections still busy (%u unfinished) after the shutdown timeout; exiting", w->slot,
+                 w->conns.nconns, n);
     ev_break(loop, EVBREAK_ALL);
+}
+
+/* Stopping: take the connections already waiting in the accept queue before closing this copy of
+ * the socket, so that a client whose connection the kernel accepted gets its answer. (When this was
+ * the last copy, closing the socket would reset them.) */
+static void accept_queued(tr_worker_t *w)
+{
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(w->listen_fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE)
+                while (refuse_one(w)) /* no room for them: a 503 each beats a reset */
+                    ;
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        tr_conn_accept(&w->conns, fd, (struct sockaddr *)&ss);
+    }
 }
 
 static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
@@ -253,6 +280,8 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
     if (w->shutting_down)
         return;
     w->shutting_down = 1;
+    if (w->listen_fd >= 0)
+        accept_queued(w);
     stop_accepting(w);
     ev_timer_init(&w->shutdown_timer, on_shutdown_timeout, w->cfg->shutdown_timeout, 0.);
     w->shutdown_timer.data = w;
@@ -281,6 +310,7 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, const int han
         return 1;
     }
     prctl(PR_SET_PDEATHSIG, SIGTERM);
+    signal(SIGUSR2, SIG_IGN); /* the master's (binary upgrade); `systemctl kill` signals every process */
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (w->loop == NULL) {
         tr_log_error("worker %d: cannot create an event loop", slot);
@@ -322,8 +352,7 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, const int han
     tr_ffi_env.waits = &w->waits;
     tr_ffi_env.loop = w->loop;
     tr_ffi_env.slot = slot;
-    tr_ffi_env.store =
-        tr_store_open(cfg->data_dir, w->loop, &w->waits, w->stats, &shared->store_lock, err, sizeof(err));
+    tr_ffi_env.store = tr_store_open(cfg->data_dir, w->loop, &w->waits, w->stats, shared->store_lock, err, sizeof(err));
     if (tr_ffi_env.store == NULL) {
         tr_log_error("worker %d: %s", slot, err);
         return 1;
