@@ -77,6 +77,7 @@ describe("script environment in process", function()
       { "/debug", "debug", 'the global \'debug\' is not available to the app\'s scripts; ask for it with allow { "debug" }' },
       { "/write-file", "io.open write", 'ask for it with allow { "io.open" }' },
       { "/internal", "internal", "module 'triage.ffi' is internal to the framework" },
+      { "/pointer", "pointer", "attempt to perform arithmetic on" },
     }
     for _, c in ipairs(cases) do
       it(("GET %s: 500 naming %s, the line and how to ask"):format(c[1], c[2]), function()

@@ -43,8 +43,14 @@ local method_names = {}
 local Ctx = {}
 Ctx.__index = Ctx
 
+-- ctx._r is a reference to the request's public part, not a pointer: a script can read its fields
+-- but cannot do arithmetic or indexing on it, which would reach any memory of the worker (other
+-- requests' bytes among it) without the ffi module. The C functions take it as the pointer.
+local req_ref = ffi.typeof("tr_req_pub_t &")
+local cast = ffi.cast
+
 local function new(r)
-  return setmetatable({ _r = r, _s = r.serial }, Ctx)
+  return setmetatable({ _r = cast(req_ref, r), _s = r.serial }, Ctx)
 end
 
 local function req(self)
