@@ -43,6 +43,11 @@ int tr_log_open(const char *error_log, const char *access_log)
     return 0;
 }
 
+int tr_log_error_fd(void)
+{
+    return error_fd;
+}
+
 static void write_all(int fd, const char *p, size_t len)
 {
     while (len > 0) {

@@ -11,6 +11,9 @@
  * Returns 0 or -errno. */
 int tr_log_open(const char *error_log, const char *access_log);
 
+/* The error log's descriptor (a child that closes everything else keeps it). */
+int tr_log_error_fd(void);
+
 void tr_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void tr_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

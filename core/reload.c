@@ -218,6 +218,17 @@ static pid_t spawn_preflight(tr_reloader_t *r, uint64_t generation, const char *
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         close(pipefd[0]);
+        /* The app's code runs here: nothing of the master's (the listening and admin sockets, the
+         * signalfd, the store's lock) is left open to it but the pipe and the error log. */
+        int keep[2] = {pipefd[1], tr_log_error_fd()};
+        if (keep[0] > keep[1]) {
+            int t = keep[0];
+            keep[0] = keep[1];
+            keep[1] = t;
+        }
+        close_range(3, keep[0] > 3 ? (unsigned)keep[0] - 1 : 2, 0);
+        close_range((unsigned)keep[0] + 1, keep[1] > keep[0] + 1 ? (unsigned)keep[1] - 1 : (unsigned)keep[0], 0);
+        close_range((unsigned)keep[1] + 1, ~0U, 0);
         load_result_t *out = &result;
         memset(out, 0, sizeof(*out));
         out->nroutes = -1;

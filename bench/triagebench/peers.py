@@ -152,6 +152,27 @@ class Peer:
         return ""
 
 
+def traversable(path):
+    """Started as root, triage's workers run as nobody: the temporary directories above a --data
+    directory (made 0700 by mkdtemp) must let them through."""
+    top = tempfile.gettempdir()
+    d = os.path.abspath(path)
+    while d.startswith(top + os.sep):
+        st = os.stat(d)
+        if st.st_uid == os.geteuid():
+            os.chmod(d, st.st_mode | 0o711)
+        d = os.path.dirname(d)
+
+
+def nobody_can_read(path):
+    """Whether the user nobody can read path (the workers' user when triage starts as root)."""
+    try:
+        return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "test", "-r", path],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    except OSError:
+        return False
+
+
 class Triage(Peer):
     binary = os.environ.get("TRIAGE_BIN", os.path.join(ROOT, "build", "triage"))
     app = ROOT
@@ -189,6 +210,7 @@ class Triage(Peer):
         """keep_data: start again on the last start's --data dir (a restart); otherwise a fresh one."""
         if not (keep_data and self.data_dir):
             self.data_dir = tempfile.mkdtemp(prefix="data-", dir=self.workdir)
+            traversable(self.data_dir)
         super().start(extra_env)
 
     def command(self, port):
@@ -198,6 +220,8 @@ class Triage(Peer):
                "--shutdown-timeout", "2"]
         if self.has_store():
             cmd += ["--data", self.data_dir]
+        if os.geteuid() == 0 and not nobody_can_read(os.path.join(self.app, "routes")):
+            cmd += ["--user", "root"]  # a checkout the workers' default user cannot reach
         return cmd
 
     def status(self):
