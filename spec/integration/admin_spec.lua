@@ -309,4 +309,44 @@ describe("admin sockets", function()
       assert.is_nil(inodes[inode], "the --reload-check command holds admin socket " .. inode)
     end
   end)
+
+  it("are in no process that loads the app's code: the preflight of a reload", function()
+    local app = copy_app()
+    local dir = sys.mkdtemp("/tmp/triage-admin-load-")
+    os.execute(("chmod 755 %q; chmod 777 %q"):format(app, dir))
+    local srv = server.start { app = app, workers = 1, args = { "--no-watch" } }
+    local c
+    finally(function()
+      if c then c:close() end
+      srv:stop()
+      os.execute(("rm -rf %q %q"):format(app, dir))
+    end)
+    -- a route file that, each time the app is loaded, names the loading process and keeps it alive
+    -- for a while, so that its descriptors can be read (as root: a process that changed user cannot
+    -- read its own /proc/<pid>/fd)
+    local f = assert(io.open(app .. "/routes/zz_fds.lua", "w"))
+    f:write(('allow { "io.popen" }\nio.popen([[echo $PPID > %s/loader-$PPID; sleep 2]]):close()\n'):format(dir))
+    f:close()
+    c = assert(http.connect(srv.admin_port))
+    assert(c:send(http.build("POST", "/_triage/reload", { body = "", headers = srv:admin_headers() })))
+    local pid = server.eventually(10, function()
+      local p = io.popen(("ls %q"):format(dir))
+      local files = p:read("*a")
+      p:close()
+      return tonumber(files:match("loader%-(%d+)"))
+    end, 0.05)
+    assert.is_truthy(pid, "the preflight did not load the route file")
+    local held = socket_inodes_of(pid)
+    local inodes = admin_inodes(srv.admin_port,
+      { sys.read_all("/proc/net/tcp") or "", sys.read_all("/proc/net/tcp6") or "" })
+    local seen = 0
+    for _ in pairs(inodes) do seen = seen + 1 end
+    assert.is_true(seen >= 2, "the admin listener and the reload's connection were not found")
+    assert.is_true(#sys.read_all("/proc/" .. pid .. "/cmdline") > 0, "the loader exited before it was read")
+    for _, inode in ipairs(held) do
+      assert.is_nil(inodes[inode], ("the preflight (pid %d) holds admin socket %s"):format(pid, inode))
+    end
+    local r = assert(c:read_response { timeout = 20 })
+    assert.equals(200, r.status, r.body)
+  end)
 end)
