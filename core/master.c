@@ -63,6 +63,7 @@ static struct {
     tr_reloader_t reloader;
     tr_admin_t admin;
     char admin_token[TR_ADMIN_TOKEN_MAX];
+    int token_from_env; /* it came from $TRIAGE_ADMIN_TOKEN: an upgrade hands it on the same way */
 } m;
 
 /* ---- sockets ---- */
@@ -261,7 +262,7 @@ static void on_signal(struct ev_loop *loop, ev_io *io, int revents)
         case SIGUSR2:
             tr_upgrade_begin(&m.upgrade,
                              si.ssi_code == SI_QUEUE && si.ssi_int == TR_UPGRADE_ASK ? (pid_t)si.ssi_pid : 0,
-                             m.listen_fds, m.admin.fd);
+                             m.listen_fds, m.admin.fd, m.token_from_env ? m.admin_token : NULL);
             break;
         }
     }
@@ -352,6 +353,7 @@ int tr_master_run(const tr_config_t *cfg)
     /* Read: the workers' scripts and --reload-check need not see it. Wiped in place first, because a
      * forked worker's /proc/self/environ shows the strings the master started with, not environ. */
     char *env_value = getenv(TR_ADMIN_TOKEN_ENV);
+    m.token_from_env = env_value != NULL && *env_value != '\0';
     if (env_value != NULL)
         explicit_bzero(env_value, strlen(env_value));
     unsetenv(TR_ADMIN_TOKEN_ENV);

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin_token.h"
 #include "log.h"
 
 #define LOCK_MAGIC 0x74724c31u /* "trL1": the layout of lock_page_t */
@@ -467,7 +468,7 @@ static void clear_cloexec(int fd)
         fcntl(fd, F_SETFD, 0);
 }
 
-void tr_upgrade_begin(tr_upgrade_t *u, pid_t requester, const int *listen_fds, int admin_fd)
+void tr_upgrade_begin(tr_upgrade_t *u, pid_t requester, const int *listen_fds, int admin_fd, const char *env_token)
 {
     const char *refused = u->child > 0    ? "another upgrade is under way"
                           : u->stopped    ? "this master is stopping"
@@ -519,6 +520,8 @@ void tr_upgrade_begin(tr_upgrade_t *u, pid_t requester, const int *listen_fds, i
         clear_cloexec(u->lock_fd);
         clear_cloexec(pipefd[1]);
         setenv(TR_UPGRADE_ENV, env, 1);
+        if (env_token != NULL)
+            setenv(TR_ADMIN_TOKEN_ENV, env_token, 1);
         execv(exe_path, saved_argv);
         tr_log_error("upgrade failed: cannot run %s: %s", exe_path, strerror(errno));
         _exit(127);

@@ -94,8 +94,10 @@ void tr_upgrade_started(tr_upgrade_t *u, const tr_supervisor_t *workers, const t
                         void (*replaced)(void *data), void (*failed)(void *data), void *data);
 
 /* SIGUSR2: start a new master. requester: the pid of `triage upgrade` waiting for the outcome, or 0.
- * listen_fds: the workers' sockets (cfg->workers), admin_fd: the admin listener's. */
-void tr_upgrade_begin(tr_upgrade_t *u, pid_t requester, const int *listen_fds, int admin_fd);
+ * listen_fds: the workers' sockets (cfg->workers), admin_fd: the admin listener's. env_token: the
+ * admin token when it came from $TRIAGE_ADMIN_TOKEN (which the master has wiped from its environment),
+ * handed to the new master the same way; NULL otherwise. */
+void tr_upgrade_begin(tr_upgrade_t *u, pid_t requester, const int *listen_fds, int admin_fd, const char *env_token);
 
 /* A child exited: if it was the new master, log the failed upgrade and return 1; else 0. */
 int tr_upgrade_reap(tr_upgrade_t *u, pid_t pid, int status);

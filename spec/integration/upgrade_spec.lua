@@ -225,3 +225,37 @@ describe("binary upgrade", function()
     workers_of(srv, pid, 2)
   end)
 end)
+
+describe("binary upgrade with the admin token in the environment", function()
+  it("hands the token to the new master, which answers the admin API with it", function()
+    local dir = St.tempdir("/tmp/triage-upgrade-env-")
+    local bin = dir .. "/triage"
+    install(bin, S.bin)
+    local token = ("e"):rep(64)
+    local srv = S.start { app = S.root, bin = bin, workers = 1, data = dir .. "/data",
+                          env = { TRIAGE_ADMIN_TOKEN = token } }
+    local new
+    finally(function()
+      if new then stop_master(new) end
+      srv:stop()
+      St.remove_tree(dir)
+    end)
+    local data = srv.data or (dir .. "/data")
+    assert(S.eventually(10, function() return read_pid(data) == srv.pid end), "no pid file names the master")
+    assert(srv:signal(sys.SIGUSR2))
+    new = S.eventually(30, function()
+      local pid = read_pid(data)
+      return pid and pid ~= srv.pid and pid
+    end)
+    assert.is_truthy(new, srv:error_log())
+    assert.is_truthy(S.eventually(15, function() return not sys.alive(srv.pid) or srv:exited() end), "the old master did not stop")
+    local r = assert(S.http.request(srv.admin_port, "POST", "/_triage/reload",
+      { timeout = 10, headers = { Authorization = "Bearer " .. token } }))
+    assert.equals(200, r.status, r.body)
+    local st = assert(S.http.request(srv.admin_port, "GET", "/_triage/status", { timeout = 5 }))
+    assert.equals(new, S.json.decode(st.body).master_pid)
+    -- the new master, like the first, keeps it out of its environment
+    local environ = sys.read_all("/proc/" .. new .. "/environ") or ""
+    assert.is_nil(environ:find(token, 1, true), "the token is in the new master's environment")
+  end)
+end)
