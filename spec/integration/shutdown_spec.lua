@@ -1,4 +1,4 @@
--- SIGTERM drains (issue 10): under a steady load of 50 connections (keep-alive and new connections,
+-- SIGTERM drains: under a steady load of 50 connections (keep-alive and new connections,
 -- 50 ms handlers and durable ePRO submissions of the sample app on a temporary --data), SIGTERM to
 -- the master: every request sent before the signal is answered with a complete 200 (no reset, no
 -- truncated response, no retry), every acknowledged submission is in DATA/triage.db afterwards

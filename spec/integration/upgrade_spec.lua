@@ -1,4 +1,4 @@
--- Binary upgrade (issue 10), the server run from a copy of the binary in a temporary directory so
+-- Binary upgrade, the server run from a copy of the binary in a temporary directory so
 -- the file can be swapped, the sample app on a temporary --data, under a steady load of 50 slots
 -- (keep-alive and new connections, 50 ms GETs and durable ePRO submissions):
 -- - SIGUSR2, then `triage upgrade --data DIR`: zero failed requests and zero refused connections
