@@ -58,22 +58,9 @@ int tr_metrics_workers_up(const tr_shared_t *shared, int nworkers)
 
 /* ---- rendering (in the master, at scrape time) ---- */
 
-static void appendf(tr_bufpool_t *bp, tr_buf_t *out, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void appendf(tr_bufpool_t *bp, tr_buf_t *out, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        tr_buf_append(bp, out, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
-}
-
 static void header(tr_bufpool_t *bp, tr_buf_t *out, const char *name, const char *type, const char *help)
 {
-    appendf(bp, out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    tr_buf_appendf(bp, out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* A label value: backslash, double quote and newline escaped, as the text format wants. */
@@ -91,7 +78,7 @@ static void label_value(tr_bufpool_t *bp, tr_buf_t *out, const char *s)
 
 static void route_label(tr_bufpool_t *bp, tr_buf_t *out, const char *name, const char *route)
 {
-    appendf(bp, out, "%s{route=\"", name);
+    tr_buf_appendf(bp, out, "%s{route=\"", name);
     label_value(bp, out, route);
     tr_buf_append(bp, out, "\"", 1);
 }
@@ -177,11 +164,11 @@ static void render_routes(tr_bufpool_t *bp, tr_buf_t *out, const tr_metrics_t *m
         route_sum_t *s = &sums[j];
         for (unsigned i = 0; i < s->nstatus; i++) {
             route_label(bp, out, "triage_http_requests_total", s->label);
-            appendf(bp, out, ",status=\"%u\"} %llu\n", (unsigned)s->status[i], (unsigned long long)s->count[i]);
+            tr_buf_appendf(bp, out, ",status=\"%u\"} %llu\n", (unsigned)s->status[i], (unsigned long long)s->count[i]);
         }
         if (s->other > 0) {
             route_label(bp, out, "triage_http_requests_total", s->label);
-            appendf(bp, out, ",status=\"other\"} %llu\n", (unsigned long long)s->other);
+            tr_buf_appendf(bp, out, ",status=\"other\"} %llu\n", (unsigned long long)s->other);
         }
     }
 
@@ -199,14 +186,14 @@ static void render_routes(tr_bufpool_t *bp, tr_buf_t *out, const tr_metrics_t *m
             cumulative += s->buckets[b];
             route_label(bp, out, "triage_http_request_duration_seconds_bucket", s->label);
             if (b < TR_METRICS_BUCKETS - 1)
-                appendf(bp, out, ",le=\"%g\"} %llu\n", tr_metrics_bounds[b], (unsigned long long)cumulative);
+                tr_buf_appendf(bp, out, ",le=\"%g\"} %llu\n", tr_metrics_bounds[b], (unsigned long long)cumulative);
             else
-                appendf(bp, out, ",le=\"+Inf\"} %llu\n", (unsigned long long)cumulative);
+                tr_buf_appendf(bp, out, ",le=\"+Inf\"} %llu\n", (unsigned long long)cumulative);
         }
         route_label(bp, out, "triage_http_request_duration_seconds_sum", s->label);
-        appendf(bp, out, "} %.6f\n", s->seconds);
+        tr_buf_appendf(bp, out, "} %.6f\n", s->seconds);
         route_label(bp, out, "triage_http_request_duration_seconds_count", s->label);
-        appendf(bp, out, "} %llu\n", (unsigned long long)cumulative);
+        tr_buf_appendf(bp, out, "} %llu\n", (unsigned long long)cumulative);
     }
     tr_mem_free(sums);
 }
@@ -216,7 +203,7 @@ static void render_routes(tr_bufpool_t *bp, tr_buf_t *out, const tr_metrics_t *m
     do {                                                                                                               \
         header(bp, out, name, type, help);                                                                             \
         for (int i = 0; i < nworkers; i++)                                                                             \
-            appendf(bp, out, name "{worker=\"%d\"} %llu\n", i, (unsigned long long)shared->workers[i].field);          \
+            tr_buf_appendf(bp, out, name "{worker=\"%d\"} %llu\n", i, (unsigned long long)shared->workers[i].field);   \
     } while (0)
 
 void tr_metrics_render(tr_bufpool_t *bp, tr_buf_t *out, const tr_metrics_t *m, const tr_shared_t *shared, int nworkers)
@@ -225,18 +212,18 @@ void tr_metrics_render(tr_bufpool_t *bp, tr_buf_t *out, const tr_metrics_t *m, c
         render_routes(bp, out, m, nworkers);
 
     header(bp, out, "triage_workers", "gauge", "Worker slots configured (--workers).");
-    appendf(bp, out, "triage_workers %d\n", nworkers);
+    tr_buf_appendf(bp, out, "triage_workers %d\n", nworkers);
     header(bp, out, "triage_workers_up", "gauge", "Workers running.");
-    appendf(bp, out, "triage_workers_up %d\n", tr_metrics_workers_up(shared, nworkers));
+    tr_buf_appendf(bp, out, "triage_workers_up %d\n", tr_metrics_workers_up(shared, nworkers));
     header(bp, out, "triage_worker_replacements_total", "counter",
            "Workers replaced because a handler ran past --handler-timeout in code that could not be stopped.");
-    appendf(bp, out, "triage_worker_replacements_total %llu\n", (unsigned long long)shared->worker_replacements);
+    tr_buf_appendf(bp, out, "triage_worker_replacements_total %llu\n", (unsigned long long)shared->worker_replacements);
     header(bp, out, "triage_generation", "gauge", "The generation of the code the master has published.");
-    appendf(bp, out, "triage_generation %llu\n", (unsigned long long)shared->generation);
+    tr_buf_appendf(bp, out, "triage_generation %llu\n", (unsigned long long)shared->generation);
     header(bp, out, "triage_reloads_total", "counter", "Reloads that went live.");
-    appendf(bp, out, "triage_reloads_total %llu\n", (unsigned long long)shared->reloads);
+    tr_buf_appendf(bp, out, "triage_reloads_total %llu\n", (unsigned long long)shared->reloads);
     header(bp, out, "triage_reload_errors_total", "counter", "Reloads rejected (preflight or --reload-check).");
-    appendf(bp, out, "triage_reload_errors_total %llu\n", (unsigned long long)shared->reload_failures);
+    tr_buf_appendf(bp, out, "triage_reload_errors_total %llu\n", (unsigned long long)shared->reload_failures);
 
     PER_WORKER("triage_open_connections", "gauge", "Open client connections.", connections);
     PER_WORKER("triage_lua_memory_bytes", "gauge", "Memory of the worker's Lua states.", lua_memory);
@@ -245,24 +232,24 @@ void tr_metrics_render(tr_bufpool_t *bp, tr_buf_t *out, const tr_metrics_t *m, c
 
     header(bp, out, "triage_refusals_total", "counter", "Connections refused (503), by reason.");
     for (int i = 0; i < nworkers; i++)
-        appendf(bp, out, "triage_refusals_total{worker=\"%d\",reason=\"connection_cap\"} %llu\n", i,
-                (unsigned long long)shared->workers[i].connections_refused);
+        tr_buf_appendf(bp, out, "triage_refusals_total{worker=\"%d\",reason=\"connection_cap\"} %llu\n", i,
+                       (unsigned long long)shared->workers[i].connections_refused);
     header(bp, out, "triage_timeouts_total", "counter",
            "Deadlines that ended a connection or a request, by reason (connection: the header, body and "
            "write deadlines; handler: --handler-timeout).");
     for (int i = 0; i < nworkers; i++) {
         const tr_stats_t *s = &shared->workers[i];
-        appendf(bp, out, "triage_timeouts_total{worker=\"%d\",reason=\"connection\"} %llu\n", i,
-                (unsigned long long)s->timeouts);
-        appendf(bp, out, "triage_timeouts_total{worker=\"%d\",reason=\"handler\"} %llu\n", i,
-                (unsigned long long)s->handler_timeouts);
+        tr_buf_appendf(bp, out, "triage_timeouts_total{worker=\"%d\",reason=\"connection\"} %llu\n", i,
+                       (unsigned long long)s->timeouts);
+        tr_buf_appendf(bp, out, "triage_timeouts_total{worker=\"%d\",reason=\"handler\"} %llu\n", i,
+                       (unsigned long long)s->handler_timeouts);
     }
 
     PER_WORKER("triage_paused_route_refusals_total", "counter",
                "Requests answered 503 without running because their route was paused (--handler-timeout).",
                cooldown_refusals);
     header(bp, out, "triage_paused_routes", "gauge", "Routes paused after repeated handler timeouts.");
-    appendf(bp, out, "triage_paused_routes %u\n", (unsigned)shared->ncooldowns);
+    tr_buf_appendf(bp, out, "triage_paused_routes %u\n", (unsigned)shared->ncooldowns);
     PER_WORKER("triage_lua_memory_limit_errors_total", "counter", "Requests that failed on --lua-memory-limit.",
                lua_memory_errors);
 
@@ -273,10 +260,10 @@ void tr_metrics_render(tr_bufpool_t *bp, tr_buf_t *out, const tr_metrics_t *m, c
         uint64_t total[] = {s->pool_conn_total, s->pool_req_total, s->pool_buf_total};
         uint64_t free_[] = {s->pool_conn_free, s->pool_req_free, s->pool_buf_free};
         for (int p = 0; p < 3; p++) {
-            appendf(bp, out, "triage_pool_objects{worker=\"%d\",pool=\"%s\",state=\"in_use\"} %llu\n", i, pools[p],
-                    (unsigned long long)(total[p] >= free_[p] ? total[p] - free_[p] : 0));
-            appendf(bp, out, "triage_pool_objects{worker=\"%d\",pool=\"%s\",state=\"free\"} %llu\n", i, pools[p],
-                    (unsigned long long)free_[p]);
+            tr_buf_appendf(bp, out, "triage_pool_objects{worker=\"%d\",pool=\"%s\",state=\"in_use\"} %llu\n", i,
+                           pools[p], (unsigned long long)(total[p] >= free_[p] ? total[p] - free_[p] : 0));
+            tr_buf_appendf(bp, out, "triage_pool_objects{worker=\"%d\",pool=\"%s\",state=\"free\"} %llu\n", i, pools[p],
+                           (unsigned long long)free_[p]);
         }
     }
 }

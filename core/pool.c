@@ -1,5 +1,6 @@
 #include "pool.h"
 
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,4 +216,15 @@ uint64_t tr_pool_trim(tr_pool_t *pool, uint64_t keep)
         freed++;
     }
     return freed;
+}
+
+void tr_buf_appendf(tr_bufpool_t *bp, tr_buf_t *buf, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        tr_buf_append(bp, buf, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
 }

@@ -73,6 +73,10 @@ typedef struct tr_bufpool_s {
 int tr_buf_reserve(tr_bufpool_t *bp, tr_buf_t *buf, size_t extra);
 /* Append bytes, growing as needed (aborts only on OOM). */
 void tr_buf_append(tr_bufpool_t *bp, tr_buf_t *buf, const void *data, size_t len);
+
+/* Append printf-style text (one piece of at most 511 bytes: longer output is cut there). For the
+ * documents the master renders (status, metrics), not for the request path. */
+void tr_buf_appendf(tr_bufpool_t *bp, tr_buf_t *buf, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Give buf's storage back: to its pool, or to the system if it is larger than TR_BUF_KEEP_MAX (a
  * burst of large bodies or responses does not stay resident). Its first buf->len bytes are zeroed
  * first, so no later holder can read them: a holder that lowers len without releasing clears what it

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "spawn.h"
 #include "store.h"
 
 #define DEFAULT_USER "nobody"
@@ -183,26 +184,15 @@ int tr_privilege_check(const tr_identity_t *id, const tr_privilege_paths_t *path
         {"the store", store_path, R_OK | W_OK},
         {"the code snapshots (in $TMPDIR)", paths->code_root, R_OK | X_OK},
     };
-    int pipefd[2];
-    if (pipe2(pipefd, O_CLOEXEC) != 0) {
-        snprintf(err, err_size, "pipe: %s", strerror(errno));
+    int fd;
+    pid_t pid = tr_spawn_fork_piped(&fd, err, err_size);
+    if (pid < 0)
         return -1;
-    }
-    pid_t pid = fork();
-    if (pid < 0) {
-        snprintf(err, err_size, "fork: %s", strerror(errno));
-        close(pipefd[0]);
-        close(pipefd[1]);
-        return -1;
-    }
-    if (pid == 0) {
-        close(pipefd[0]);
-        check_as_user(id, needs, (int)(sizeof(needs) / sizeof(needs[0])), pipefd[1]);
-    }
-    close(pipefd[1]);
+    if (pid == 0)
+        check_as_user(id, needs, (int)(sizeof(needs) / sizeof(needs[0])), fd);
     size_t len = 0;
     ssize_t n;
-    while (len < err_size - 1 && (n = read(pipefd[0], err + len, err_size - 1 - len)) != 0) {
+    while (len < err_size - 1 && (n = read(fd, err + len, err_size - 1 - len)) != 0) {
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -210,7 +200,7 @@ int tr_privilege_check(const tr_identity_t *id, const tr_privilege_paths_t *path
         len += (size_t)n;
     }
     err[len] = '\0';
-    close(pipefd[0]);
+    close(fd);
     int status;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;

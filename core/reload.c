@@ -201,26 +201,17 @@ static void load_scratch(const tr_config_t *cfg, uint64_t generation, const char
 static pid_t spawn_preflight(tr_reloader_t *r, uint64_t generation, const char *dir, int *fd, char *err,
                              size_t err_size)
 {
-    int pipefd[2];
-    if (pipe2(pipefd, O_CLOEXEC) != 0) {
-        snprintf(err, err_size, "pipe: %s", strerror(errno));
+    int pipefd;
+    pid_t pid = tr_spawn_fork_piped(&pipefd, err, err_size);
+    if (pid < 0)
         return -1;
-    }
-    pid_t pid = fork();
-    if (pid < 0) {
-        snprintf(err, err_size, "fork: %s", strerror(errno));
-        close(pipefd[0]);
-        close(pipefd[1]);
-        return -1;
-    }
     if (pid == 0) {
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        close(pipefd[0]);
         /* The app's code runs here: nothing of the master's (the listening and admin sockets, the
          * signalfd, the store's lock) is left open to it but the pipe and the error log. */
-        int keep[2] = {pipefd[1], tr_log_error_fd()};
+        int keep[2] = {pipefd, tr_log_error_fd()};
         if (keep[0] > keep[1]) {
             int t = keep[0];
             keep[0] = keep[1];
@@ -239,7 +230,7 @@ static pid_t spawn_preflight(tr_reloader_t *r, uint64_t generation, const char *
         const char *p = (const char *)out;
         size_t left = sizeof(*out);
         while (left > 0) {
-            ssize_t n = write(pipefd[1], p, left);
+            ssize_t n = write(pipefd, p, left);
             if (n < 0 && errno == EINTR)
                 continue;
             if (n <= 0)
@@ -248,8 +239,7 @@ static pid_t spawn_preflight(tr_reloader_t *r, uint64_t generation, const char *
         }
         _exit(0);
     }
-    close(pipefd[1]);
-    *fd = pipefd[0];
+    *fd = pipefd;
     result_len = 0;
     return pid;
 }

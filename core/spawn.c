@@ -59,32 +59,40 @@ static void child(const char *command, const tr_spawn_opts_t *opts, int report_f
     child_fail(report_fd, STAGE_EXEC);
 }
 
-pid_t tr_spawn_shell(const char *command, const tr_spawn_opts_t *opts, char *err, size_t err_size)
+pid_t tr_spawn_fork_piped(int *fd, char *err, size_t err_size)
 {
-    int report[2];
-    if (pipe2(report, O_CLOEXEC) != 0) {
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) != 0) {
         snprintf(err, err_size, "pipe: %s", strerror(errno));
         return -1;
     }
     pid_t pid = fork();
     if (pid < 0) {
         snprintf(err, err_size, "fork: %s", strerror(errno));
-        close(report[0]);
-        close(report[1]);
+        close(pipefd[0]);
+        close(pipefd[1]);
         return -1;
     }
-    if (pid == 0) {
-        close(report[0]);
-        child(command, opts, report[1]);
-    }
-    close(report[1]);
+    close(pipefd[pid == 0 ? 0 : 1]);
+    *fd = pipefd[pid == 0 ? 1 : 0];
+    return pid;
+}
+
+pid_t tr_spawn_shell(const char *command, const tr_spawn_opts_t *opts, char *err, size_t err_size)
+{
+    int report;
+    pid_t pid = tr_spawn_fork_piped(&report, err, err_size);
+    if (pid < 0)
+        return -1;
+    if (pid == 0)
+        child(command, opts, report);
     /* The pipe closes at exec (success) or carries what failed. */
     int msg[2];
     ssize_t n;
     do
-        n = read(report[0], msg, sizeof(msg));
+        n = read(report, msg, sizeof(msg));
     while (n < 0 && errno == EINTR);
-    close(report[0]);
+    close(report);
     if (n == (ssize_t)sizeof(msg)) {
         int status;
         waitpid(pid, &status, 0);

@@ -20,6 +20,13 @@ typedef struct tr_spawn_opts_s {
     int new_process_group; /* the child leads a process group of its own (kill(-pid) reaches all) */
 } tr_spawn_opts_t;
 
+/*
+ * Fork a child that reports back through a pipe (close-on-exec). In the child, returns 0 with *fd the
+ * pipe's write end; in the parent, the child's pid with *fd the read end (the other end is closed on
+ * each side). Returns -1 with a message in err when the pipe or the fork fails.
+ */
+pid_t tr_spawn_fork_piped(int *fd, char *err, size_t err_size);
+
 /* Run `/bin/sh -c command` as a child. Returns its pid, or -1 with a message in err (fork failed, the
  * working directory cannot be entered, or sh could not be executed). Standard input is /dev/null. */
 pid_t tr_spawn_shell(const char *command, const tr_spawn_opts_t *opts, char *err, size_t err_size);

@@ -26,7 +26,7 @@ endif()
 file(GLOB TR_UNIT_SOURCES CONFIGURE_DEPENDS ${TR_UNIT_DIR}/*.c)
 # lua_alloc.c is the server's (it calls the Lua API, which triage_common must not: see triage_test).
 add_executable(triage_unit ${TR_UNIT_SOURCES} ${TR_UNIT_CORE_DIR}/testing.c ${TR_UNIT_CORE_DIR}/privilege.c
-  ${TR_UNIT_CORE_DIR}/lua_alloc.c)
+  ${TR_UNIT_CORE_DIR}/spawn.c ${TR_UNIT_CORE_DIR}/lua_alloc.c)
 target_include_directories(triage_unit PRIVATE ${TR_UNIT_DIR})
 target_link_libraries(triage_unit PRIVATE triage_common ${EV_LIBRARY} ${HTTP_PARSER_LIBRARY})
 
