@@ -1,9 +1,10 @@
 /*
  * triage: serve an application (the master process), `triage reload` / `triage status` to ask a
  * running server to reload its code or for its status through the admin listener, `triage backup
- * DEST` to copy its store, or `triage upgrade` to replace a running server's binary without refusing
- * a connection (upgrade.h).
+ * DEST` to copy its store, `triage audit verify|export` to check or export its audit trail, or
+ * `triage upgrade` to replace a running server's binary without refusing a connection (upgrade.h).
  */
+#include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "admin_token.h"
+#include "audit.h"
 #include "config.h"
 #include "log.h"
 #include "master.h"
@@ -148,6 +150,65 @@ static int backup_command(int argc, char **argv)
     return 0;
 }
 
+/*
+ * triage audit verify [--data DIR]: check the audit trail's hash chain; 0 intact, 1 broken or unreadable.
+ * triage audit export [--data DIR] [--format jsonl|csv] [--output FILE]: every entry, for a reviewer.
+ * Both read the store read-only, so they can run beside the server.
+ */
+static int audit_command(int argc, char **argv)
+{
+    const char *verb = argc > 0 ? argv[0] : "", *data = "data", *format = "jsonl", *output = NULL;
+    int verify = strcmp(verb, "verify") == 0;
+    if (!verify && strcmp(verb, "export") != 0) {
+        fprintf(stderr, "usage: triage audit verify [--data DIR]\n"
+                        "       triage audit export [--data DIR] [--format jsonl|csv] [--output FILE]\n");
+        return 2;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char **flag = NULL;
+        if (strcmp(argv[i], "--data") == 0)
+            flag = &data;
+        else if (!verify && strcmp(argv[i], "--format") == 0)
+            flag = &format;
+        else if (!verify && strcmp(argv[i], "--output") == 0)
+            flag = &output;
+        if (flag == NULL || i + 1 == argc) {
+            fprintf(stderr, "triage audit %s: unexpected argument '%s'%s\n", verb, argv[i],
+                    flag != NULL ? " (without its value)" : "");
+            return 2;
+        }
+        *flag = argv[++i];
+    }
+    char dir[4096], err[512];
+    if (tr_config_data_dir(data, dir, sizeof(dir)) != 0) {
+        fprintf(stderr, "triage audit %s: --data %s: path too long\n", verb, data);
+        return 2;
+    }
+    if (verify) {
+        int rc = tr_audit_verify(dir, stdout, err, sizeof(err));
+        if (rc < 0)
+            fprintf(stderr, "triage audit verify: %s\n", err);
+        return rc == 0 ? 0 : 1;
+    }
+    FILE *out = output != NULL ? fopen(output, "w") : stdout;
+    if (out == NULL) {
+        fprintf(stderr, "triage audit export: --output %s: %s\n", output, strerror(errno));
+        return 1;
+    }
+    long n = tr_audit_export(dir, format, out, err, sizeof(err));
+    if ((output != NULL ? fclose(out) : fflush(out)) != 0 && n >= 0) {
+        snprintf(err, sizeof(err), "writing %s: %s", output != NULL ? output : "the output", strerror(errno));
+        n = -1;
+    }
+    if (n < 0) {
+        fprintf(stderr, "triage audit export: %s\n", err);
+        return 1;
+    }
+    if (output != NULL)
+        fprintf(stderr, "triage audit export: %ld entries written to %s\n", n, output);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     tr_upgrade_remember(argc, argv);
@@ -157,6 +218,8 @@ int main(int argc, char **argv)
         return admin_command("status", "GET", "/_triage/status", argc - 2, argv + 2);
     if (argc > 1 && strcmp(argv[1], "backup") == 0)
         return backup_command(argc - 2, argv + 2);
+    if (argc > 1 && strcmp(argv[1], "audit") == 0)
+        return audit_command(argc - 2, argv + 2);
     if (argc > 1 && strcmp(argv[1], "upgrade") == 0)
         return tr_upgrade_command(argc - 2, argv + 2);
     tr_config_t cfg;

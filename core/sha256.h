@@ -1,6 +1,7 @@
 /*
- * SHA-256 (FIPS 180-4), for fingerprints of request bodies (idempotency keys) and, later, the audit
- * trail's hash chain.
+ * SHA-256 (FIPS 180-4), computed by libcrypto (OpenSSL): fingerprints of request bodies (idempotency
+ * keys), the admin token comparison and the audit trail's hash chain (audit.h). Both calls abort if
+ * libcrypto fails, which only a broken installation or no memory at all can cause.
  */
 #ifndef TR_SHA256_H
 #define TR_SHA256_H

@@ -1,6 +1,7 @@
 -- ePRO questionnaire intake: POST /api/epro/submit
 --   { "patientId": "P-0001", "reportData": { ... }, "capturedAt": "2026-11-27T07:59:12Z",
---     "submissionId": "…", "corrects": "<receipt id>" }   (the last three optional)
+--     "submissionId": "…", "corrects": "<receipt id>", "reason": "…" }
+-- (capturedAt, submissionId optional; a correction names the receipt it corrects and says why)
 -- with an optional Idempotency-Key header.
 --
 -- A 200 means the submission is committed to disk (synchronous=FULL): its receipt (the server's id and
@@ -8,6 +9,8 @@
 -- patient) gets the original receipt and stores nothing; the same key with another body is 422. A
 -- storage failure is 503 with Retry-After: nothing was acknowledged, and the retry is safe.
 -- Submissions are never changed: a correction is a new submission that names the one it corrects.
+-- Each is recorded in the audit trail in its own transaction (a correction with the corrected
+-- submission as its previous value, and its reason).
 local cjson = require "cjson"
 local db = require "triage.store"
 local triage = require "triage"
@@ -22,7 +25,9 @@ local INSERT = "INSERT INTO epro_submissions (receipt_id, patient_id, idempotenc
   .. " received_at, report_json, corrects) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 local BY_KEY = "SELECT receipt_id, received_at, fingerprint FROM epro_submissions"
   .. " WHERE patient_id = ? AND idempotency_key = ?"
-local BY_RECEIPT = "SELECT patient_id FROM epro_submissions WHERE receipt_id = ?"
+local BY_RECEIPT = "SELECT receipt_id, patient_id, captured_at, received_at, report_json, corrects"
+  .. " FROM epro_submissions WHERE receipt_id = ?"
+local MAX_REASON = 1000
 
 -- Receipt ids: "<ms since the epoch>-<worker>-<sequence>" in hex, unique across workers, reloads
 -- (the sequence is carried over) and restarts (the clock has moved on).
@@ -42,6 +47,14 @@ local function new_receipt()
     id = ("%x-%x-%x"):format(ms, math.max(triage.worker(), 0), seq.n),
     receivedAt = date_text .. (".%03dZ"):format(ms % 1000),
   }
+end
+
+-- A submission as the audit trail records it: JSON with its report embedded as stored (report_json
+-- is JSON already: spliced in, not encoded again).
+local function audit_value(r)
+  return ('{"receiptId":%s,"patientId":%s,"capturedAt":%s,"receivedAt":%s,"corrects":%s,"reportData":%s}')
+    :format(cjson.encode(r.receipt_id), cjson.encode(r.patient_id), cjson.encode(r.captured_at or cjson.null),
+            cjson.encode(r.received_at), cjson.encode(r.corrects or cjson.null), r.report_json)
 end
 
 local function key_ok(v)
@@ -88,6 +101,10 @@ function M.submit(ctx)
   if body.capturedAt ~= nil and not timestamp_ok(body.capturedAt) then failed[#failed + 1] = "capturedAt" end
   if body.submissionId ~= nil and not key_ok(body.submissionId) then failed[#failed + 1] = "submissionId" end
   if body.corrects ~= nil and not key_ok(body.corrects) then failed[#failed + 1] = "corrects" end
+  local reason_ok = type(body.reason) == "string" and body.reason:find("%S") and #body.reason <= MAX_REASON
+  if body.corrects ~= nil and not reason_ok or body.corrects == nil and body.reason ~= nil then
+    failed[#failed + 1] = "reason" -- required with corrects (1 to 1000 characters), and only there
+  end
   local header_key = ctx:header("Idempotency-Key")
   if header_key ~= nil and not key_ok(header_key) then failed[#failed + 1] = "Idempotency-Key" end
   if #failed > 0 then
@@ -100,8 +117,10 @@ function M.submit(ctx)
   local key = header_key or body.submissionId
   local fingerprint = db.sha256(ctx:body())
 
+  local original
   if body.corrects then
-    local original, err = db:first(BY_RECEIPT, body.corrects)
+    local err
+    original, err = db:first(BY_RECEIPT, body.corrects)
     if err then return unavailable(ctx, err) end
     if not original or original.patient_id ~= body.patientId then
       return ctx:status(422):json { success = false, error = "corrects names no submission of this patient",
@@ -110,8 +129,16 @@ function M.submit(ctx)
   end
 
   local receipt = new_receipt()
-  local ok, err, kind = db:exec(INSERT, receipt.id, body.patientId, key, fingerprint, body.capturedAt,
-    receipt.receivedAt, cjson.encode(body.reportData), body.corrects)
+  local report_json = cjson.encode(body.reportData)
+  local ok, err, kind = db:tx(function(tx)
+    tx:exec(INSERT, receipt.id, body.patientId, key, fingerprint, body.capturedAt, receipt.receivedAt, report_json,
+      body.corrects)
+    tx:audit { action = original and "correct" or "create", table = "epro_submissions", record = receipt.id,
+               before = original and audit_value(original), reason = body.reason,
+               after = audit_value { receipt_id = receipt.id, patient_id = body.patientId,
+                                     captured_at = body.capturedAt, received_at = receipt.receivedAt,
+                                     report_json = report_json, corrects = body.corrects } }
+  end)
   if not ok then
     if kind == "constraint" and key then
       -- The key is stored already (a retry, or a duplicate committed just before it on any worker;

@@ -20,14 +20,20 @@ local function now_rfc3339()
   return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(now)) .. (".%03dZ"):format(math.floor(now * 1000) % 1000)
 end
 
--- A tag the patient has already is reported (added = false), not stored twice.
+-- A tag the patient has already is reported (added = false), not stored twice. A tag added is
+-- recorded in the audit trail in the same transaction.
 function M.add(ctx)
   local body = validate.body(ctx, FIELDS)
   if not body then
     return
   end
-  local ok, err, kind = db:exec("INSERT INTO patient_tags (patient_id, tag, added_at) VALUES (?, ?, ?)",
-    body.patientId, body.tagName, now_rfc3339())
+  local added_at = now_rfc3339()
+  local ok, err, kind = db:tx(function(tx)
+    tx:exec("INSERT INTO patient_tags (patient_id, tag, added_at) VALUES (?, ?, ?)",
+      body.patientId, body.tagName, added_at)
+    tx:audit { action = "create", table = "patient_tags", record = cjson.encode { body.patientId, body.tagName },
+               after = { patientId = body.patientId, tag = body.tagName, addedAt = added_at } }
+  end)
   if ok then
     return ctx:json { success = true, added = true }
   end

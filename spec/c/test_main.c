@@ -57,6 +57,8 @@
     TEST_ENTRY(wait_cancel)                                                                                            \
     TEST_ENTRY(wait_park_again_from_resume)                                                                            \
     TEST_ENTRY(sha256_vectors)                                                                                         \
+    TEST_ENTRY(audit_canonical)                                                                                        \
+    TEST_ENTRY(audit_hash)                                                                                             \
     TEST_ENTRY(privilege_resolve)                                                                                      \
     TEST_ENTRY(privilege_drop)                                                                                         \
     TEST_ENTRY(privilege_check)                                                                                        \

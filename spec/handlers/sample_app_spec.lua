@@ -1,4 +1,5 @@
 -- The sample clinical app, in process: handlers, validation and middleware, on a temporary store.
+local cjson = require "cjson"
 local testing = require "triage.testing"
 local db = require "triage.store"
 
@@ -104,14 +105,50 @@ describe("sample app", function()
         json = { patientId = "P-0004", reportData = { q = 1 } } }
       local id = first:json().receipt.id
       local fix = app:request { method = "POST", path = "/api/epro/submit",
-        json = { patientId = "P-0004", reportData = { q = 0 }, corrects = id } }
+        json = { patientId = "P-0004", reportData = { q = 0 }, corrects = id, reason = "patient misread item 1" } }
       assert.equals(200, fix.status)
       local row = db:first("SELECT corrects FROM epro_submissions WHERE receipt_id = ?", fix:json().receipt.id)
       assert.equals(id, row.corrects)
       local bad = app:request { method = "POST", path = "/api/epro/submit",
-        json = { patientId = "P-0004", reportData = { q = 0 }, corrects = "no-such-receipt" } }
+        json = { patientId = "P-0004", reportData = { q = 0 }, corrects = "no-such-receipt", reason = "typo" } }
       assert.equals(422, bad.status)
       assert.same({ "corrects" }, bad:json().fields)
+      local unexplained = app:request { method = "POST", path = "/api/epro/submit",
+        json = { patientId = "P-0004", reportData = { q = 0 }, corrects = id } }
+      assert.equals(400, unexplained.status)
+      assert.same({ "reason" }, unexplained:json().fields)
+    end)
+
+    it("records each submission and correction in the audit trail, in its transaction", function()
+      local first = app:request { method = "POST", path = "/api/epro/submit", headers = { ["X-Request-Id"] = "req-a1" },
+        json = { patientId = "P-0005", reportData = { q = 2 } } }
+      local id = first:json().receipt.id
+      local fix = app:request { method = "POST", path = "/api/epro/submit",
+        json = { patientId = "P-0005", reportData = { q = 1 }, corrects = id, reason = "wrong item answered" } }
+      assert.equals(200, fix.status)
+      local created = db:first("SELECT * FROM audit_trail WHERE record_id = ?", id)
+      assert.equals("create", created.action)
+      assert.equals("epro_submissions", created.record_table)
+      assert.equals("POST /api/epro/submit", created.route)
+      assert.equals("req-a1", created.request_id)
+      assert.equals("anonymous", created.who)
+      assert.is_nil(created.before)
+      assert.same({ q = 2 }, cjson.decode(created.after).reportData)
+      local corrected = db:first("SELECT * FROM audit_trail WHERE record_id = ?", fix:json().receipt.id)
+      assert.equals("correct", corrected.action)
+      assert.equals("wrong item answered", corrected.reason)
+      assert.equals(created.seq + 1, corrected.seq)
+      assert.equals(created.hash, corrected.prev_hash)
+      assert.same({ q = 2 }, cjson.decode(corrected.before).reportData)
+      assert.equals(id, cjson.decode(corrected.before).receiptId)
+      assert.same({ q = 1 }, cjson.decode(corrected.after).reportData)
+      -- a replay stores nothing, and records nothing
+      local n = db:first("SELECT count(*) AS n FROM audit_trail").n
+      app:request { method = "POST", path = "/api/epro/submit", headers = { ["Idempotency-Key"] = "k-audit" },
+        json = { patientId = "P-0005", reportData = { q = 3 } } }
+      app:request { method = "POST", path = "/api/epro/submit", headers = { ["Idempotency-Key"] = "k-audit" },
+        json = { patientId = "P-0005", reportData = { q = 3 } } }
+      assert.equals(n + 1, db:first("SELECT count(*) AS n FROM audit_trail").n)
     end)
 
     it("names a missing patientId", function()
@@ -163,6 +200,15 @@ describe("sample app", function()
       assert.equals(1, #list.tags)
       assert.equals("high-risk", list.tags[1].tag)
       assert.equals("[]", app:request("/api/v1/patients/P-none/tags").body:match('"tags":(%[%])'))
+      -- the tag added is audited once; the refused duplicate left no entry
+      local entries = db:query("SELECT * FROM audit_trail WHERE record_table = 'patient_tags' AND record_id = ?",
+        cjson.encode { "P-0003", "high-risk" })
+      assert.equals(1, #entries)
+      assert.equals("create", entries[1].action)
+      assert.equals("POST /api/v1/tags/add", entries[1].route)
+      assert.equals(res.headers["x-request-id"], entries[1].request_id)
+      assert.same({ patientId = "P-0003", tag = "high-risk", addedAt = list.tags[1].addedAt },
+        cjson.decode(entries[1].after))
     end)
 
     it("refuses a missing tagName", function()

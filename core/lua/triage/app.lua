@@ -9,6 +9,7 @@ local routes = require "triage.routes"
 local sandbox = require "triage.sandbox"
 
 local new_ctx = ctxmod.new
+local running = ctxmod.running_by_coroutine
 local yield = coroutine.yield
 local xpcall, traceback = xpcall, debug.traceback
 
@@ -119,6 +120,7 @@ end
 local function request_loop(chains, not_found_chain, not_allowed_chain, code_dir)
   return function()
     local chain, i, ctx
+    local co = coroutine.running()
     local function nxt()
       i = i + 1
       local f = chain[i]
@@ -131,6 +133,8 @@ local function request_loop(chains, not_found_chain, not_allowed_chain, code_dir
       ctx = new_ctx(r)
       local h = r.handler
       chain = h > 0 and chains[h] or (h == -2 and not_allowed_chain or not_found_chain)
+      ctx._route = chain.route
+      running[co] = ctx
       i = 0
       local ok, err = xpcall(nxt, on_error)
       if not ok then
@@ -150,6 +154,7 @@ local function request_loop(chains, not_found_chain, not_allowed_chain, code_dir
         end
       end
       ctx:_finish()
+      running[co] = nil
       ctx, chain = nil, nil
       yield()
     end

@@ -284,4 +284,22 @@ function Ctx:_reset()
   C.tr_ffi_resp_reset(r, self._s)
 end
 
-return { new = new, Ctx = Ctx, STALE = STALE }
+-- The ctx of the request each request coroutine is running (kept by the request loop), so that code
+-- called by a handler can find its request without being handed the ctx (triage.store's tx:audit).
+local running_by_coroutine = setmetatable({}, { __mode = "k" })
+
+local function running()
+  local ctx = running_by_coroutine[coroutine.running()]
+  if ctx and ctx._r.serial == ctx._s then
+    return ctx
+  end
+  return nil
+end
+
+-- The route that served the request ("POST /api/epro/submit"), nil when none matched.
+function Ctx:route()
+  req(self)
+  return self._route
+end
+
+return { new = new, Ctx = Ctx, STALE = STALE, running = running, running_by_coroutine = running_by_coroutine }

@@ -188,7 +188,7 @@ function M.load(app_dir, router, files, code_dir, box)
     if C.tr_ffi_router_add(router, method, full, #full, id, errbuf, 512) ~= 0 then
       fail(at, ffi.string(errbuf))
     end
-    routes[id] = { handler = fn, middleware = group_middleware(), where = at }
+    routes[id] = { handler = fn, middleware = group_middleware(), where = at, route = method .. " " .. full }
   end
 
   local dsl = {}
@@ -265,6 +265,7 @@ function M.load(app_dir, router, files, code_dir, box)
       chain[#chain + 1] = mw
     end
     chain[#chain + 1] = r.handler
+    chain.route = r.route -- "POST /api/epro/submit", for the audit trail (triage.store, tx:audit)
     chains[id] = chain
   end
   return chains, globals

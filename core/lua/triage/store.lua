@@ -7,6 +7,7 @@
 --   local res, err, kind = db:tx(function(tx)
 --     tx:exec("INSERT INTO a(x) VALUES (?)", 1)
 --     tx:exec("INSERT INTO b(y) VALUES (?)", 2)
+--     tx:audit { action = "create", table = "a", record = 1, after = { x = 1 } } -- README, "Audit trail"
 --   end)
 --
 -- SQL takes parameters only through `?` placeholders, never by building strings; values are nil,
@@ -27,7 +28,9 @@
 -- Reads run at once on the worker's read connection (SQLite's WAL: readers never wait for writers)
 -- and see every committed write.
 local ffi = require "ffi"
+local cjson = require "cjson"
 local C = require("triage.ffi").C
+local ctx_running = require("triage.ctx").running
 
 ffi.cdef [[
 typedef struct sqlite3_stmt sqlite3_stmt;
@@ -312,6 +315,91 @@ function Tx.query()
   error("db:tx: reads inside a transaction would not see its writes (they are sent when it ends): read before", 2)
 end
 Tx.first = Tx.query
+
+-- ---- the audit trail ----
+
+-- One INSERT: the writer thread runs it inside the write transaction, so the last entry it reads
+-- (seq and hash) is the last one committed by any worker (SQLite's write lock serializes them), and
+-- triage_audit_hash (core/audit.h, registered on the writer's connection) chains the new entry to it.
+-- The time is the server's at the commit. ?1..?9: who, action, record_table, record_id, route,
+-- request_id, before, after, reason.
+local AUDIT_INSERT = "INSERT INTO audit_trail (seq, at, who, action, record_table, record_id, route,"
+  .. " request_id, before, after, reason, prev_hash, hash)"
+  .. " SELECT s, t, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, p,"
+  .. " triage_audit_hash(s, t, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, p)"
+  .. " FROM (SELECT coalesce((SELECT max(seq) FROM audit_trail), 0) + 1 AS s,"
+  .. " strftime('%Y-%m-%dT%H:%M:%fZ', 'now') AS t,"
+  .. " coalesce((SELECT hash FROM audit_trail ORDER BY seq DESC LIMIT 1), '" .. ("0"):rep(64) .. "') AS p)"
+
+-- The authenticated subject of the request: ctx:get("subject") (a string, as the authentication
+-- middleware sets it), else the sub or user of the principal in ctx:get("user"); "anonymous" if none.
+local function subject(ctx)
+  if not ctx then
+    return "anonymous"
+  end
+  local s = ctx:get("subject")
+  if type(s) == "string" and s ~= "" then
+    return s
+  end
+  local u = ctx:get("user")
+  if type(u) == "table" then
+    s = u.sub or u.user
+  elseif type(u) == "string" then
+    s = u
+  end
+  return type(s) == "string" and s ~= "" and s or "anonymous"
+end
+
+local function json_value(v, name)
+  local t = type(v)
+  if v == nil or t == "string" then
+    return v
+  elseif t == "table" then
+    return cjson.encode(v)
+  end
+  error(("tx:audit: %s is a %s (a table, encoded as JSON, or a string of JSON)"):format(name, t), 3)
+end
+
+local function text(v, name)
+  if v == nil or type(v) == "string" then
+    return v
+  elseif type(v) == "number" then
+    return tostring(v)
+  end
+  error(("tx:audit: %s is a %s (a string)"):format(name, type(v)), 3)
+end
+
+-- Record the change this transaction makes in the audit trail, in the same commit: if the change is
+-- refused, so is its entry, and the other way round.
+--   tx:audit { action = "create" | "correct" | ..., table = "epro_submissions", record = id,
+--              before = old (table or JSON text; nil for a new record), after = new,
+--              reason = "...",  -- required when action is "correct"
+--              who = "...", ctx = ctx }  -- who defaults to the request's authenticated subject
+-- The route and request id are the running request's. Counts as one statement of the tx (its
+-- result's last_id is the entry's seq).
+function Tx:audit(entry)
+  if self.closed then
+    error("tx:audit after its db:tx returned", 2)
+  end
+  if type(entry) ~= "table" then
+    error("tx:audit { action = ..., table = ..., record = ..., before = ..., after = ..., reason = ... }", 2)
+  end
+  local action = entry.action
+  if type(action) ~= "string" or action == "" then
+    error("tx:audit: action is required (a string such as \"create\" or \"correct\")", 2)
+  end
+  local reason = text(entry.reason, "reason")
+  if action == "correct" and (reason == nil or reason:find("^%s*$")) then
+    error("tx:audit: a correction needs a reason (reason = \"...\")", 2)
+  end
+  local ctx = entry.ctx or ctx_running()
+  local who = entry.who ~= nil and text(entry.who, "who") or subject(ctx)
+  add(self.job, "tx:audit", AUDIT_INSERT, who, action, text(entry.table, "table"), text(entry.record, "record"),
+    ctx and ctx._route, ctx and ctx:request_id(), json_value(entry.before, "before"),
+    json_value(entry.after, "after"), reason)
+  self.n = self.n + 1
+  return self
+end
 
 -- Statements added by fn(tx) with tx:exec, committed together: results (one per statement), or nil,
 -- message, kind. If fn raises, nothing is written and the error goes on.
