@@ -64,6 +64,15 @@ describe("sample app", function()
       assert.equals(j.receipt.receivedAt, row.received_at)
     end)
 
+    it("stores the report as it was sent, empty arrays and objects alike", function()
+      local res = app:request { method = "POST", path = "/api/epro/submit",
+        body = '{"patientId":"P-0001","reportData":{"meds":[],"notes":{},"q":[1]}}' }
+      assert.equals(200, res.status)
+      local row = db:first("SELECT report_json FROM epro_submissions WHERE receipt_id = ?", res:json().receipt.id)
+      assert.equals("[]", row.report_json:match('"meds":(%[%])'))
+      assert.equals("{}", row.report_json:match('"notes":({})'))
+    end)
+
     it("stores the device's capture time beside the server's", function()
       local res = app:request { method = "POST", path = "/api/epro/submit",
         json = { patientId = "P-0001", reportData = { q = 1 }, capturedAt = "2026-11-27T07:59:12Z" } }
