@@ -32,6 +32,7 @@ build = {
     ["triage.middleware"] = "core/lua/triage/middleware.lua",
     ["triage.routes"] = "core/lua/triage/routes.lua",
     ["triage.sandbox"] = "core/lua/triage/sandbox.lua",
+    ["triage.schema"] = "core/lua/triage/schema.lua",
     ["triage.testing"] = "core/lua/triage/testing.lua",
   },
   copy_directories = {},

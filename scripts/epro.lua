@@ -1,7 +1,7 @@
 -- ePRO questionnaire intake: POST /api/epro/submit
---   { "patientId": "P-0001", "reportData": { ... }, "capturedAt": "2026-11-27T07:59:12Z",
+--   { "patientId": "P-0001", "reportData": { ... }, "questionnaire": "phq9", "capturedAt": "2026-11-27T07:59:12Z",
 --     "submissionId": "…", "corrects": "<receipt id>", "reason": "…" }
--- (capturedAt, submissionId optional; a correction names the receipt it corrects and says why)
+-- (questionnaire, capturedAt, submissionId optional; a correction names the receipt it corrects and says why)
 -- with an optional Idempotency-Key header.
 --
 -- A 200 means the submission is committed to disk (synchronous=FULL): its receipt (the server's id and
@@ -9,17 +9,44 @@
 -- patient) gets the original receipt and stores nothing; the same key with another body is 422. A
 -- storage failure is 503 with Retry-After: nothing was acknowledged, and the retry is safe.
 -- Submissions are never changed: a correction is a new submission that names the one it corrects.
--- Each is recorded in the audit trail in its own transaction (a correction with the corrected
--- submission as its previous value, and its reason).
+--
+-- A submission that names a questionnaire (scripts/questionnaires/) answers it in reportData, keyed
+-- by the items' LOINC codes ({"44250-9": 0, "44255-8": 2, ...}; null or absent: unanswered); the
+-- answers are validated against it and scored, and the score, its band and flags are stored with the
+-- submission (epro_scores) and returned; a flag that needs a clinician (PHQ-9 item 9 above 0) adds a
+-- safety event (safety_events). Without a questionnaire, reportData is stored as it is (any non-empty
+-- object). Each submission is recorded in the audit trail (a correction with the corrected submission
+-- as its previous value, and its reason). The submission, its score, its safety events and its audit
+-- entry are written in one transaction: all of them or none.
 local cjson = require "cjson"
 local db = require "triage.store"
+local schema = require "triage.schema"
 local triage = require "triage"
-local validate = require "validate"
+local questionnaires = require "questionnaires"
 
 local M = {}
 
-local FIELDS = { { "patientId", "string" }, { "reportData", "object" } }
 local MAX_KEY = 128
+local MAX_REASON = 1000
+
+-- An idempotency key or a receipt id: 1 to 128 printable ASCII characters, no spaces.
+local KEY = { type = "string", pattern = "^[\33-\126]+$", max_length = MAX_KEY,
+  message = "must be 1 to 128 printable ASCII characters without spaces" }
+
+local SUBMISSION = schema.compile {
+  type = "object",
+  fields = {
+    patientId = { type = "string", required = true, pattern = "%S", max_length = MAX_KEY,
+      message = "must be a non-blank string of at most 128 characters" },
+    reportData = { type = "object", required = true, min_fields = 1 },
+    questionnaire = { type = "string", enum = questionnaires.names() },
+    capturedAt = { type = "string", format = "date-time" },
+    submissionId = KEY,
+    corrects = KEY,
+    reason = { type = "string", pattern = "%S", max_length = MAX_REASON,
+      message = "must be a non-blank string of at most 1000 characters" },
+  },
+}
 
 local INSERT = "INSERT INTO epro_submissions (receipt_id, patient_id, idempotency_key, fingerprint, captured_at,"
   .. " received_at, report_json, corrects) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -27,7 +54,12 @@ local BY_KEY = "SELECT receipt_id, received_at, fingerprint FROM epro_submission
   .. " WHERE patient_id = ? AND idempotency_key = ?"
 local BY_RECEIPT = "SELECT receipt_id, patient_id, captured_at, received_at, report_json, corrects"
   .. " FROM epro_submissions WHERE receipt_id = ?"
-local MAX_REASON = 1000
+local INSERT_SCORE = "INSERT INTO epro_scores (receipt_id, questionnaire, panel_code, total_code, total, band,"
+  .. " answered, prorated, flags, scored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+local INSERT_SAFETY = "INSERT INTO safety_events (receipt_id, patient_id, questionnaire, flag, item_code, answer,"
+  .. " raised_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+local SCORE_OF = "SELECT questionnaire, panel_code, total_code, total, band, answered, prorated, flags"
+  .. " FROM epro_scores WHERE receipt_id = ?"
 
 -- Receipt ids: "<ms since the epoch>-<worker>-<sequence>" in hex, unique across workers, reloads
 -- (the sequence is carried over) and restarts (the clock has moved on).
@@ -57,15 +89,22 @@ local function audit_value(r)
             cjson.encode(r.received_at), cjson.encode(r.corrects or cjson.null), r.report_json)
 end
 
-local function key_ok(v)
-  return type(v) == "string" and #v >= 1 and #v <= MAX_KEY and not v:find("[^\33-\126]")
+local KEY_HEADER = { type = "string", pattern = KEY.pattern, max_length = MAX_KEY, message = KEY.message }
+
+-- A JSON array of strings ("[]" when empty: cjson would write {}).
+local function string_array(list)
+  if #list == 0 then
+    return "[]"
+  end
+  return cjson.encode(list)
 end
 
--- RFC 3339 date-time: 2026-11-27T07:59:12Z, with optional fraction and offset.
-local function timestamp_ok(v)
-  return type(v) == "string"
-    and v:match("^%d%d%d%d%-%d%d%-%d%d[Tt]%d%d:%d%d:%d%d%.?%d*[Zz]$") ~= nil
-    or type(v) == "string" and v:match("^%d%d%d%d%-%d%d%-%d%d[Tt]%d%d:%d%d:%d%d%.?%d*[+-]%d%d:%d%d$") ~= nil
+-- A stored score (a row of epro_scores) as the response's "score" member.
+local function score_json(row)
+  return ('{"questionnaire":%s,"panel":%s,"code":%s,"total":%d,"band":%s,"answered":%d,"prorated":%s,'
+    .. '"flags":%s}'):format(cjson.encode(row.questionnaire), cjson.encode(row.panel_code),
+    cjson.encode(row.total_code), row.total, cjson.encode(row.band), row.answered,
+    (row.prorated == 1 or row.prorated == true) and "true" or "false", row.flags)
 end
 
 local function unavailable(ctx, err)
@@ -75,9 +114,14 @@ local function unavailable(ctx, err)
   }
 end
 
-local function accepted(ctx, receipt_id, received_at)
-  return ctx:json { success = true, message = "report accepted",
-                    receipt = { id = receipt_id, receivedAt = received_at } }
+-- score: the stored score (a row of epro_scores) or nil.
+local function accepted(ctx, receipt_id, received_at, score)
+  if not score then
+    return ctx:json { success = true, message = "report accepted",
+                      receipt = { id = receipt_id, receivedAt = received_at } }
+  end
+  return ctx:json_text(('{"success":true,"message":"report accepted","receipt":{"id":%s,"receivedAt":%s},'
+    .. '"score":%s}'):format(cjson.encode(receipt_id), cjson.encode(received_at), score_json(score)))
 end
 
 -- A submission with this key is stored already: the same body gets its receipt, another body 422.
@@ -87,28 +131,49 @@ local function replay(ctx, prior, fingerprint)
       success = false, error = "this idempotency key was used with a different body",
     }
   end
+  local score, err = db:first(SCORE_OF, prior.receipt_id)
+  if err then
+    return unavailable(ctx, err)
+  end
   ctx:set_header("Idempotent-Replayed", "true")
-  return accepted(ctx, prior.receipt_id, prior.received_at)
+  return accepted(ctx, prior.receipt_id, prior.received_at, score)
+end
+
+-- The submission's questionnaire and its score, checked: errors are appended to errs.
+local function score_of(body, errs)
+  local q = type(body.questionnaire) == "string" and questionnaires.get(body.questionnaire)
+  if not q or schema.kind(body.reportData) ~= "object" then
+    return nil
+  end
+  local result, failures = q.check(body.reportData, "reportData")
+  if not result then
+    for _, e in ipairs(failures) do
+      errs[#errs + 1] = e
+    end
+    return nil
+  end
+  return q, result
 end
 
 function M.submit(ctx)
-  local body = validate.body(ctx, FIELDS)
+  local body = schema.object_body(ctx)
   if not body then
     return
   end
-  local failed = {}
-  if #body.patientId > MAX_KEY then failed[#failed + 1] = "patientId" end
-  if body.capturedAt ~= nil and not timestamp_ok(body.capturedAt) then failed[#failed + 1] = "capturedAt" end
-  if body.submissionId ~= nil and not key_ok(body.submissionId) then failed[#failed + 1] = "submissionId" end
-  if body.corrects ~= nil and not key_ok(body.corrects) then failed[#failed + 1] = "corrects" end
-  local reason_ok = type(body.reason) == "string" and body.reason:find("%S") and #body.reason <= MAX_REASON
-  if body.corrects ~= nil and not reason_ok or body.corrects == nil and body.reason ~= nil then
-    failed[#failed + 1] = "reason" -- required with corrects (1 to 1000 characters), and only there
+  local _, errs = schema.validate(body, SUBMISSION)
+  -- A reason goes with a correction, and only there (the schema checks its form).
+  if body.corrects ~= nil and body.reason == nil then
+    errs[#errs + 1] = { path = "reason", reason = "is required with corrects" }
+  elseif body.corrects == nil and body.reason ~= nil then
+    errs[#errs + 1] = { path = "reason", reason = "is allowed only with corrects" }
   end
+  local q, result = score_of(body, errs)
   local header_key = ctx:header("Idempotency-Key")
-  if header_key ~= nil and not key_ok(header_key) then failed[#failed + 1] = "Idempotency-Key" end
-  if #failed > 0 then
-    return validate.reject(ctx, failed)
+  if header_key ~= nil and not schema.validate(header_key, KEY_HEADER) then
+    errs[#errs + 1] = { ["in"] = "header", path = "Idempotency-Key", reason = KEY.message }
+  end
+  if #errs > 0 then
+    return schema.reject(ctx, errs)
   end
   if header_key and body.submissionId and header_key ~= body.submissionId then
     return ctx:status(400):json { success = false, error = "Idempotency-Key and submissionId differ",
@@ -129,15 +194,29 @@ function M.submit(ctx)
   end
 
   local receipt = new_receipt()
-  local report_json = cjson.encode(body.reportData)
+  local report = schema.encode(body.reportData) -- [] stays [] (cjson alone writes {})
+  local score
+  if q then
+    score = { questionnaire = q.id, panel_code = q.panel, total_code = q.total_code, total = result.total,
+      band = result.band, answered = result.answered, prorated = result.prorated,
+      flags = string_array(result.flags) }
+  end
   local ok, err, kind = db:tx(function(tx)
-    tx:exec(INSERT, receipt.id, body.patientId, key, fingerprint, body.capturedAt, receipt.receivedAt, report_json,
+    tx:exec(INSERT, receipt.id, body.patientId, key, fingerprint, body.capturedAt, receipt.receivedAt, report,
       body.corrects)
+    if q then
+      tx:exec(INSERT_SCORE, receipt.id, q.id, q.panel, q.total_code, result.total, result.band, result.answered,
+        result.prorated, score.flags, receipt.receivedAt)
+      for _, event in ipairs(result.safety) do
+        tx:exec(INSERT_SAFETY, receipt.id, body.patientId, q.id, event.flag, event.item, event.answer,
+          receipt.receivedAt)
+      end
+    end
     tx:audit { action = original and "correct" or "create", table = "epro_submissions", record = receipt.id,
                before = original and audit_value(original), reason = body.reason,
                after = audit_value { receipt_id = receipt.id, patient_id = body.patientId,
                                      captured_at = body.capturedAt, received_at = receipt.receivedAt,
-                                     report_json = report_json, corrects = body.corrects } }
+                                     report_json = report, corrects = body.corrects } }
   end)
   if not ok then
     if kind == "constraint" and key then
@@ -150,7 +229,7 @@ function M.submit(ctx)
     end
     return unavailable(ctx, err)
   end
-  return accepted(ctx, receipt.id, receipt.receivedAt)
+  return accepted(ctx, receipt.id, receipt.receivedAt, score)
 end
 
 return M

@@ -1,12 +1,19 @@
 -- Patient tags: POST /api/v1/tags/add {patientId, tagName}; GET /api/v1/patients/:id/tags.
 local cjson = require "cjson"
 local db = require "triage.store"
+local schema = require "triage.schema"
 local triage = require "triage"
-local validate = require "validate"
 
 local M = {}
 
-local FIELDS = { { "patientId", "string" }, { "tagName", "string" } }
+local NON_BLANK = "must be a non-blank string of at most 128 characters"
+local TAG = schema.compile {
+  type = "object",
+  fields = {
+    patientId = { type = "string", required = true, pattern = "%S", max_length = 128, message = NON_BLANK },
+    tagName = { type = "string", required = true, pattern = "%S", max_length = 128, message = NON_BLANK },
+  },
+}
 
 local function unavailable(ctx, err)
   triage.log("tags: " .. tostring(err))
@@ -23,7 +30,7 @@ end
 -- A tag the patient has already is reported (added = false), not stored twice. A tag added is
 -- recorded in the audit trail in the same transaction.
 function M.add(ctx)
-  local body = validate.body(ctx, FIELDS)
+  local body = ctx:validate(TAG)
   if not body then
     return
   end

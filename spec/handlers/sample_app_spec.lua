@@ -65,6 +65,15 @@ describe("sample app", function()
       assert.equals(j.receipt.receivedAt, row.received_at)
     end)
 
+    it("stores the report as it was sent, empty arrays and objects alike", function()
+      local res = app:request { method = "POST", path = "/api/epro/submit",
+        body = '{"patientId":"P-0001","reportData":{"meds":[],"notes":{},"q":[1]}}' }
+      assert.equals(200, res.status)
+      local row = db:first("SELECT report_json FROM epro_submissions WHERE receipt_id = ?", res:json().receipt.id)
+      assert.equals("[]", row.report_json:match('"meds":(%[%])'))
+      assert.equals("{}", row.report_json:match('"notes":({})'))
+    end)
+
     it("stores the device's capture time beside the server's", function()
       local res = app:request { method = "POST", path = "/api/epro/submit",
         json = { patientId = "P-0001", reportData = { q = 1 }, capturedAt = "2026-11-27T07:59:12Z" } }
@@ -148,6 +157,28 @@ describe("sample app", function()
         json = { patientId = "P-0005", reportData = { q = 3 } } }
       app:request { method = "POST", path = "/api/epro/submit", headers = { ["Idempotency-Key"] = "k-audit" },
         json = { patientId = "P-0005", reportData = { q = 3 } } }
+      assert.equals(n + 1, db:first("SELECT count(*) AS n FROM audit_trail").n)
+    end)
+
+    it("writes a scored submission, its safety event and its audit entry together", function()
+      local n = db:first("SELECT count(*) AS n FROM audit_trail").n
+      local res = app:request { method = "POST", path = "/api/epro/submit",
+        json = { patientId = "P-0006", questionnaire = "phq9", reportData = {
+          ["44250-9"] = 0, ["44255-8"] = 0, ["44259-0"] = 0, ["44254-1"] = 0, ["44251-7"] = 0,
+          ["44258-2"] = 0, ["44252-5"] = 0, ["44253-3"] = 0, ["44260-8"] = 2 } } }
+      assert.equals(200, res.status)
+      local id = res:json().receipt.id
+      assert.equals(2, db:first("SELECT total FROM epro_scores WHERE receipt_id = ?", id).total)
+      assert.equals("44260-8", db:first("SELECT item_code FROM safety_events WHERE receipt_id = ?", id).item_code)
+      local entry = db:first("SELECT * FROM audit_trail WHERE record_id = ?", id)
+      assert.equals("create", entry.action)
+      assert.equals(2, cjson.decode(entry.after).reportData["44260-8"])
+      assert.equals(n + 1, db:first("SELECT count(*) AS n FROM audit_trail").n)
+      -- a reason without a correction is refused, and nothing of it is stored
+      local stray = app:request { method = "POST", path = "/api/epro/submit",
+        json = { patientId = "P-0006", reportData = { q = 1 }, reason = "no correction" } }
+      assert.equals(400, stray.status)
+      assert.same({ "reason" }, stray:json().fields)
       assert.equals(n + 1, db:first("SELECT count(*) AS n FROM audit_trail").n)
     end)
 

@@ -8,6 +8,7 @@ local ffi = require "ffi"
 local cjson = require "cjson"
 local cjson_safe = require "cjson.safe"
 local C = require("triage.ffi").C
+local schema = require "triage.schema"
 local bit = require "bit"
 
 local bor, band, bnot = bit.bor, bit.band, bit.bnot
@@ -169,11 +170,20 @@ function Ctx:json_body()
       v, err = cjson_strict.decode(b)
       if v == nil then
         err = "invalid JSON: " .. tostring(err)
+      else
+        schema.mark_empty_arrays(b, v) -- [] apart from {} (lua-cjson 2.1.0 decodes both as {})
       end
     end
   end
   self._json, self._json_err = v, err
   return v, err
+end
+
+-- The JSON body checked against a schema (triage.schema), or { body = s, query = s, params = s }.
+-- Returns the body (or { body, query, params }), or nil once a 400 naming every failure is set.
+function Ctx:validate(spec)
+  req(self)
+  return schema.request(self, spec, 2)
 end
 
 -- This request's id: the X-Request-Id the client sent (1 to 128 characters of letters, digits and
