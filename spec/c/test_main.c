@@ -57,6 +57,14 @@
     TEST_ENTRY(wait_cancel)                                                                                            \
     TEST_ENTRY(wait_park_again_from_resume)                                                                            \
     TEST_ENTRY(sha256_vectors)                                                                                         \
+    TEST_ENTRY(jwt_rfc_vector)                                                                                         \
+    TEST_ENTRY(jwt_tampered)                                                                                           \
+    TEST_ENTRY(jwt_alg)                                                                                                \
+    TEST_ENTRY(jwt_malformed)                                                                                          \
+    TEST_ENTRY(jwt_time_claims)                                                                                        \
+    TEST_ENTRY(jwt_rotation_and_kid)                                                                                   \
+    TEST_ENTRY(jwt_sign_verifies)                                                                                      \
+    TEST_ENTRY(jwt_key_file)                                                                                           \
     TEST_ENTRY(privilege_resolve)                                                                                      \
     TEST_ENTRY(privilege_drop)                                                                                         \
     TEST_ENTRY(privilege_check)                                                                                        \

@@ -50,7 +50,7 @@ M.capabilities = CAPABILITIES
 -- Libraries the framework offers to every app: real require, nothing to ask.
 local LIBRARIES = { ["cjson"] = true, ["cjson.safe"] = true, ["string.buffer"] = true }
 -- The framework's modules meant for apps; the other triage.* modules are internal.
-local PUBLIC = { ["triage"] = true, ["triage.store"] = true, ["triage.middleware"] = true }
+local PUBLIC = { ["triage"] = true, ["triage.store"] = true, ["triage.middleware"] = true, ["triage.auth"] = true }
 
 local SAFE_GLOBALS = {
   "assert", "error", "ipairs", "next", "pairs", "pcall", "print", "rawequal", "rawget", "rawset",
@@ -252,7 +252,7 @@ function M.new(code_dir, load_chunk)
     end
     if head == "triage" then
       error(("%s: module '%s' is internal to the framework; the app's scripts may require %s"):format(
-        where(2), name, "triage, triage.store, triage.middleware"), 0)
+        where(2), name, "triage, triage.store, triage.middleware, triage.auth"), 0)
     end
     local file = name:gsub("%.", "/")
     for _, rel in ipairs { "scripts/" .. file .. ".lua", "scripts/" .. file .. "/init.lua" } do
