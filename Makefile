@@ -31,8 +31,15 @@ build: deps
 RUN_USER := $(shell [ "$$(id -u)" != 0 ] || setpriv --reuid=nobody --regid=nogroup --clear-groups \
 	test -r "$(CURDIR)/routes/api.lua" 2>/dev/null || echo "--user root")
 
-run: build
-	$(BUILD)/triage --app . --listen 127.0.0.1:8080 --admin 127.0.0.1:9180 --access-log - $(RUN_USER)
+# The sample app's bearer-token key (README.md, "Authentication and permissions"), made once, mode 0600:
+# `$(BUILD)/triage token --keys $(BUILD)/token.keys --sub P-0001 --role patient --trial T1` makes a token.
+$(BUILD)/token.keys:
+	@mkdir -p $(BUILD)
+	@umask 077 && printf 'local %s\n' "$$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" > $@
+
+run: build $(BUILD)/token.keys
+	$(BUILD)/triage --app . --listen 127.0.0.1:8080 --admin 127.0.0.1:9180 --access-log - $(RUN_USER) \
+	  --token-keys $(BUILD)/token.keys
 
 # PREFIX/bin/triage, the Lua half in PREFIX/share/triage/lua, libtriage_test.so in PREFIX/lib/triage,
 # the sample app in PREFIX/share/triage/example (README.md, "Installing"). DESTDIR is honoured.

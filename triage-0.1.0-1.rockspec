@@ -27,6 +27,7 @@ build = {
   modules = {
     ["triage"] = "core/lua/triage/init.lua",
     ["triage.app"] = "core/lua/triage/app.lua",
+    ["triage.auth"] = "core/lua/triage/auth.lua",
     ["triage.ctx"] = "core/lua/triage/ctx.lua",
     ["triage.ffi"] = "core/lua/triage/ffi.lua",
     ["triage.middleware"] = "core/lua/triage/middleware.lua",

@@ -1,12 +1,12 @@
 /* The 8:00 burst: N phones, each opening a new TCP connection, sending one POST with a body of its
  * own and closing, at most C connections in flight at once, as fast as they can be opened.
  *
- *     burst HOST PORT PATH N C TIMEOUT_S RUNID
+ *     burst HOST PORT PATH N C TIMEOUT_S RUNID [AUTHORIZATION]
  *
  * Phone i sends {"patientId":"B-<i>","submissionId":"<RUNID>-<i>",...} with the same key in an
- * Idempotency-Key header and "Connection: close". One thread, one epoll set, non-blocking connect();
- * a phone's latency runs from its connect() to the last byte of its response (Content-Length, or the
- * server's close). No phone retries. On exit one JSON object goes to stdout:
+ * Idempotency-Key header, AUTHORIZATION (when given) as its Authorization header, and "Connection: close". One thread,
+ * one epoll set, non-blocking connect(); a phone's latency runs from its connect() to the last byte of its response
+ * (Content-Length, or the server's close). No phone retries. On exit one JSON object goes to stdout:
  *
  *     {"phones":N,"concurrency":C,"sent":..,"acknowledged":..,"responses":{"200":..},
  *      "errors":{"connect":..,"write":..,"read":..,"closed":..,"timeout":..,"status":..},
@@ -38,7 +38,7 @@ enum { E_CONNECT, E_WRITE, E_READ, E_CLOSED, E_TIMEOUT, E_STATUS, E_KINDS };
 static const char *kind_names[E_KINDS] = {"connect", "write", "read", "closed", "timeout", "status"};
 
 #define INBUF 16384
-#define OUTBUF 1024
+#define OUTBUF 2048
 
 typedef struct {
     int fd, state, status;
@@ -147,11 +147,12 @@ static int parse_response(phone_t *p)
 
 int main(int argc, char **argv)
 {
-    if (argc != 8) {
-        fprintf(stderr, "usage: %s HOST PORT PATH N CONCURRENCY TIMEOUT_S RUNID\n", argv[0]);
+    if (argc != 8 && argc != 9) {
+        fprintf(stderr, "usage: %s HOST PORT PATH N CONCURRENCY TIMEOUT_S RUNID [AUTHORIZATION]\n", argv[0]);
         return 2;
     }
     const char *host = argv[1], *path = argv[3], *run = argv[7];
+    const char *authorization = argc == 9 ? argv[8] : NULL;
     int port = atoi(argv[2]);
     long total = atol(argv[4]);
     int conc = atoi(argv[5]);
@@ -199,8 +200,10 @@ int main(int argc, char **argv)
             p->out_len = (size_t)snprintf(p->out, OUTBUF,
                                           "POST %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: burst\r\n"
                                           "Content-Type: application/json\r\nIdempotency-Key: %s-%ld\r\n"
+                                          "%s%s%s"
                                           "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
-                                          path, host, port, run, p->index, bl, body);
+                                          path, host, port, run, p->index, authorization ? "Authorization: " : "",
+                                          authorization ? authorization : "", authorization ? "\r\n" : "", bl, body);
             p->started = now_s();
             p->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
             if (p->fd < 0) {

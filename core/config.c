@@ -27,6 +27,8 @@ static void usage(FILE *out)
             "       triage status [--admin HOST:PORT] [--data DIR] [--admin-token-file FILE]\n"
             "                                   print a running server's status document\n"
             "       triage backup DEST [--data DIR]     copy the store, consistently, while it runs\n"
+            "       triage token --sub ID --role ROLE [--trial T]... [--ttl SEC] --keys FILE [--kid K]\n"
+            "                                   print a bearer token for local testing\n"
             "\n"
             "  --app DIR                 application directory (routes/, scripts/, migrations/); default .\n"
             "  --data DIR                the store (DIR/triage.db, created and migrated at start); default ./data\n"
@@ -39,6 +41,9 @@ static void usage(FILE *out)
             "                            DATA_DIR/admin.token, made at first start (mode 0600); $TRIAGE_ADMIN_TOKEN\n"
             "                            overrides it\n"
             "  --public-health           the public listener also answers GET /_triage/health\n"
+            "  --token-keys FILE         keys of the app's bearer tokens (HS256 JWT): lines `KID SECRET`, the\n"
+            "                            file readable by its owner only; read once at start; default none\n"
+            "  --token-skew SEC          clock difference allowed on a token's exp and nbf; default 60\n"
             "  --max-body BYTES          largest request body (k, m suffixes); default 1m\n"
             "  --max-header BYTES        largest header section; default 8k\n"
             "  --max-uri BYTES           longest request target; default 4k\n"
@@ -217,6 +222,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
     cfg->max_connections = 4096;
     cfg->lua_memory_limit = (size_t)1 << 30;
     cfg->watch = 1;
+    cfg->token_skew = 60;
     const char *data = "data";
     const char *token_file = NULL;
     const char *lua_dir = getenv("TRIAGE_LUA_DIR") && *getenv("TRIAGE_LUA_DIR") ? getenv("TRIAGE_LUA_DIR") : NULL;
@@ -251,6 +257,8 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         O_ADMIN_TOKEN_FILE,
         O_PUBLIC_HEALTH,
         O_ACCESS_LOG_FORMAT,
+        O_TOKEN_KEYS,
+        O_TOKEN_SKEW,
         O_HELP
     };
     static const struct option options[] = {
@@ -281,6 +289,8 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         {"version", no_argument, NULL, O_VERSION},
         {"admin-token-file", required_argument, NULL, O_ADMIN_TOKEN_FILE},
         {"public-health", no_argument, NULL, O_PUBLIC_HEALTH},
+        {"token-keys", required_argument, NULL, O_TOKEN_KEYS},
+        {"token-skew", required_argument, NULL, O_TOKEN_SKEW},
         {"access-log-format", required_argument, NULL, O_ACCESS_LOG_FORMAT},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
@@ -379,6 +389,11 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         case O_VERSION: version = 1; break;
         case O_ADMIN_TOKEN_FILE: token_file = optarg; break;
         case O_PUBLIC_HEALTH: cfg->public_health = 1; break;
+        case O_TOKEN_KEYS: cfg->token_keys = optarg; break;
+        case O_TOKEN_SKEW:
+            if (parse_seconds(optarg, &cfg->token_skew) != 0 || cfg->token_skew > 3600)
+                bad = "--token-skew wants seconds, at most 3600";
+            break;
         case O_ACCESS_LOG_FORMAT:
             if (strcmp(optarg, "json") == 0)
                 cfg->access_log_json = 1;

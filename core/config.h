@@ -45,6 +45,9 @@ typedef struct tr_config_s {
     /* The admin token file (admin_token.h): --admin-token-file, default DATA_DIR/admin.token */
     char admin_token_path[4096];
     int admin_token_given; /* --admin-token-file was given */
+    /* --token-keys FILE: the app's bearer-token keys (jwt.h), read by the master; NULL: none */
+    const char *token_keys;
+    double token_skew; /* --token-skew: seconds allowed on exp and nbf */
 } tr_config_t;
 
 /* How long loading the application may run Lua (the preflight, a worker loading a generation): three

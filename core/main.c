@@ -1,8 +1,9 @@
 /*
  * triage: serve an application (the master process), `triage reload` / `triage status` to ask a
  * running server to reload its code or for its status through the admin listener, `triage backup
- * DEST` to copy its store, `triage audit verify|export` to check or export its audit trail, or
- * `triage upgrade` to replace a running server's binary without refusing a connection (upgrade.h).
+ * DEST` to copy its store, `triage audit verify|export` to check or export its audit trail, `triage
+ * token` to make a bearer token for local testing (jwt.h), or `triage upgrade` to replace a running
+ * server's binary without refusing a connection (upgrade.h).
  */
 #include <errno.h>
 #include <netdb.h>
@@ -10,11 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "admin_token.h"
 #include "audit.h"
 #include "config.h"
+#include "jwt.h"
 #include "log.h"
 #include "master.h"
 #include "privilege.h"
@@ -209,6 +212,136 @@ static int audit_command(int argc, char **argv)
     return 0;
 }
 
+/* s as a JSON string (quotes included) appended at out; -1 when it does not fit. */
+static int json_string(char *out, size_t size, size_t *at, const char *s)
+{
+    size_t o = *at;
+    if (o + 1 >= size)
+        return -1;
+    out[o++] = '"';
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (o + 8 >= size)
+            return -1;
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c < 0x20) {
+            o += (size_t)snprintf(out + o, size - o, "\\u%04x", c);
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+    *at = o;
+    return 0;
+}
+
+/*
+ * triage token --sub ID --role ROLE [--trial T]... [--ttl SECONDS] --keys FILE [--kid K]: a token for
+ * local testing, signed with the key K of FILE (default its first), valid from now for SECONDS
+ * (default 3600). One --trial gives the claim "trial", more give "trials". Prints it on a line.
+ */
+static int token_command(int argc, char **argv)
+{
+    const char *sub = NULL, *role = NULL, *keys_path = NULL, *kid = NULL, *trials[16];
+    int ntrials = 0;
+    long ttl = 3600;
+    for (int i = 0; i < argc; i++) {
+        const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (value == NULL) {
+            fprintf(stderr, "triage token: %s wants a value\n", flag);
+            return 2;
+        }
+        i++;
+        if (strcmp(flag, "--sub") == 0)
+            sub = value;
+        else if (strcmp(flag, "--role") == 0)
+            role = value;
+        else if (strcmp(flag, "--keys") == 0)
+            keys_path = value;
+        else if (strcmp(flag, "--kid") == 0)
+            kid = value;
+        else if (strcmp(flag, "--trial") == 0 && ntrials < 16)
+            trials[ntrials++] = value;
+        else if (strcmp(flag, "--ttl") == 0) {
+            char *end;
+            ttl = strtol(value, &end, 10);
+            if (*end != '\0' || ttl < 1 || ttl > 366L * 86400) {
+                fprintf(stderr, "triage token: --ttl wants seconds from 1 to 31622400 (got '%s')\n", value);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "triage token: unexpected argument '%s'\n", flag);
+            return 2;
+        }
+    }
+    static const char *const roles[] = {"patient", "investigator", "monitor", "admin"};
+    int role_ok = 0;
+    for (size_t r = 0; role != NULL && r < sizeof(roles) / sizeof(roles[0]); r++)
+        role_ok |= strcmp(role, roles[r]) == 0;
+    if (sub == NULL || *sub == '\0' || role == NULL || keys_path == NULL) {
+        fprintf(stderr, "usage: triage token --sub ID --role ROLE [--trial T]... [--ttl SECONDS] --keys FILE "
+                        "[--kid K]\n");
+        return 2;
+    }
+    if (!role_ok) {
+        fprintf(stderr, "triage token: --role wants patient, investigator, monitor or admin (got '%s')\n", role);
+        return 2;
+    }
+    static tr_jwt_keys_t keys;
+    char err[512];
+    if (tr_jwt_keys_load(&keys, keys_path, err, sizeof(err)) != 0) {
+        fprintf(stderr, "triage token: %s\n", err + (strncmp(err, "--token-keys ", 13) == 0 ? 13 : 0));
+        return 2;
+    }
+    const tr_jwt_key_t *key = NULL;
+    for (int k = 0; k < keys.count && key == NULL; k++)
+        if (kid == NULL || strcmp(kid, keys.keys[k].kid) == 0)
+            key = &keys.keys[k];
+    if (key == NULL) {
+        fprintf(stderr, "triage token: --kid %s: no such key in %s\n", kid, keys_path);
+        tr_jwt_keys_wipe(&keys);
+        return 2;
+    }
+    long now = (long)time(NULL);
+    char payload[TR_JWT_PAYLOAD_MAX];
+    size_t at = 0;
+    int bad = 0;
+    at += (size_t)snprintf(payload, sizeof(payload), "{\"sub\":");
+    bad |= json_string(payload, sizeof(payload), &at, sub);
+    at += (size_t)snprintf(payload + at, sizeof(payload) - at, ",\"role\":");
+    bad |= json_string(payload, sizeof(payload), &at, role);
+    if (ntrials == 1) {
+        at += (size_t)snprintf(payload + at, sizeof(payload) - at, ",\"trial\":");
+        bad |= json_string(payload, sizeof(payload), &at, trials[0]);
+    } else if (ntrials > 1) {
+        at += (size_t)snprintf(payload + at, sizeof(payload) - at, ",\"trials\":[");
+        for (int t = 0; t < ntrials && !bad; t++) {
+            if (t > 0 && at + 1 < sizeof(payload))
+                payload[at++] = ',';
+            bad |= json_string(payload, sizeof(payload), &at, trials[t]);
+        }
+        if (at + 1 < sizeof(payload))
+            payload[at++] = ']';
+    }
+    if (!bad && at + 80 < sizeof(payload))
+        at += (size_t)snprintf(payload + at, sizeof(payload) - at, ",\"iat\":%ld,\"nbf\":%ld,\"exp\":%ld}", now, now,
+                               now + ttl);
+    else
+        bad = 1;
+    char token[TR_JWT_TOKEN_MAX];
+    int n = bad ? -1 : tr_jwt_sign(key, payload, at, token, sizeof(token));
+    tr_jwt_keys_wipe(&keys);
+    if (n < 0) {
+        fprintf(stderr, "triage token: the claims are too long for a token\n");
+        return 2;
+    }
+    printf("%s\n", token);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     tr_upgrade_remember(argc, argv);
@@ -220,6 +353,8 @@ int main(int argc, char **argv)
         return backup_command(argc - 2, argv + 2);
     if (argc > 1 && strcmp(argv[1], "audit") == 0)
         return audit_command(argc - 2, argv + 2);
+    if (argc > 1 && strcmp(argv[1], "token") == 0)
+        return token_command(argc - 2, argv + 2);
     if (argc > 1 && strcmp(argv[1], "upgrade") == 0)
         return tr_upgrade_command(argc - 2, argv + 2);
     tr_config_t cfg;

@@ -28,6 +28,7 @@
 
 #include "admin.h"
 #include "admin_token.h"
+#include "jwt.h"
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
@@ -63,7 +64,8 @@ static struct {
     tr_reloader_t reloader;
     tr_admin_t admin;
     char admin_token[TR_ADMIN_TOKEN_MAX];
-    int token_from_env; /* it came from $TRIAGE_ADMIN_TOKEN: an upgrade hands it on the same way */
+    tr_jwt_keys_t token_keys; /* --token-keys: inherited by the workers at fork (jwt.h) */
+    int token_from_env;       /* it came from $TRIAGE_ADMIN_TOKEN: an upgrade hands it on the same way */
 } m;
 
 /* ---- sockets ---- */
@@ -349,6 +351,18 @@ int tr_master_run(const tr_config_t *cfg)
         tr_log_error("%s", err);
         tr_reload_cleanup(&m.reloader);
         return 1;
+    }
+    /* The app's token keys, read while this process may still read a root-only file: the workers,
+     * forked after this, hold them in memory and never open the file as their unprivileged user. */
+    if (cfg->token_keys != NULL) {
+        if (tr_jwt_keys_load(&m.token_keys, cfg->token_keys, err, sizeof(err)) != 0) {
+            tr_log_error("cannot start: %s", err);
+            tr_reload_cleanup(&m.reloader);
+            return 1;
+        }
+        m.token_keys.skew = cfg->token_skew;
+        tr_jwt_use(&m.token_keys);
+        tr_log_info("token keys: %d from %s", m.token_keys.count, cfg->token_keys);
     }
     /* Read: the workers' scripts and --reload-check need not see it. Wiped in place first, because a
      * forked worker's /proc/self/environ shows the strings the master started with, not environ. */

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "ffi_api.h"
+#include "jwt.h"
 #include "store.h"
 
 /* Turns of the loop without progress after which a request is taken as incomplete. */
@@ -201,4 +202,25 @@ TR_FFI_EXPORT int tr_ffi_test_store_open(const char *data_dir, const char *app_d
     tr_store_close(tr_ffi_env.store); /* the store of an earlier app in this process */
     tr_ffi_env.store = st;
     return 0;
+}
+
+/* The keys of the in-process specs (a worker's come from the master instead: master.c). */
+static tr_jwt_keys_t test_keys;
+
+TR_FFI_EXPORT int tr_ffi_test_auth_keys(const char *path, double skew, char *err, size_t err_size)
+{
+    tr_jwt_use(NULL);
+    if (tr_jwt_keys_load(&test_keys, path, err, err_size) != 0)
+        return -1;
+    test_keys.skew = skew;
+    tr_jwt_use(&test_keys);
+    return 0;
+}
+
+TR_FFI_EXPORT int tr_ffi_test_auth_sign(const char *kid, const char *payload, size_t len, char *out, size_t size)
+{
+    for (int k = 0; k < test_keys.count; k++)
+        if (kid == NULL || strcmp(kid, test_keys.keys[k].kid) == 0)
+            return tr_jwt_sign(&test_keys.keys[k], payload, len, out, size);
+    return -1;
 }

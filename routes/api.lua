@@ -1,13 +1,39 @@
--- The sample clinical app's routes. See README.md, "Routes", for the syntax.
+-- The sample clinical app's routes. See README.md, "Routes", for the syntax, and "Authentication and
+-- permissions" for the bearer tokens the patient-data routes ask for.
 use "triage.middleware.request_id"
 
+-- Reference data and the demo: open to anyone.
 get("/api/v1/protocols/:id", "protocols.show")
-post("/api/epro/submit", "epro.submit")
-post("/api/v1/tags/add", "tags.add")
-get("/api/v1/patients/:id/tags", "tags.list")
 get("/api/v1/sleep", "demo.sleep")
 
--- The same protocol lookup behind authentication, permission and audit middleware.
-group("/api/v1/secure", { "auth.authenticate", "auth.require('protocol:read')", "audit.record" }, function()
+-- A patient submits their own reports; an investigator enters them at the site.
+group("/api/epro", {
+  "triage.auth.require{ roles = { 'patient', 'investigator' }, patient_field = 'patientId' }",
+}, function()
+  post("/submit", "epro.submit")
+end)
+
+group("/api/v1/tags", { "triage.auth.require{ roles = { 'investigator' } }" }, function()
+  post("/add", "tags.add")
+end)
+
+group("/api/v1/patients/:id", {
+  "triage.auth.require{ roles = { 'patient', 'investigator', 'monitor' }, patient_param = 'id' }",
+}, function()
+  get("/tags", "tags.list")
+end)
+
+-- A trial's records: its investigators and monitors, and each of its patients for their own.
+group("/api/v1/trials/:trialId", {
+  "triage.auth.require{ roles = { 'patient', 'investigator', 'monitor' }, trial_param = 'trialId', "
+    .. "patient_param = 'patientId' }",
+}, function()
+  get("/patients/:patientId/reports", "epro.list")
+end)
+
+-- The protocol lookup again, behind a token and the audit middleware.
+group("/api/v1/secure", {
+  "triage.auth.require{ roles = { 'investigator', 'monitor', 'admin' } }", "audit.record",
+}, function()
   get("/protocols/:id", "protocols.show")
 end)

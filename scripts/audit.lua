@@ -9,10 +9,10 @@ local ring, next_slot, total = {}, 1, 0
 
 function M.record(ctx, nxt)
   nxt()
-  local user = ctx:get("user")
+  local principal = ctx:principal()
   ring[next_slot] = {
     at = triage.now(),
-    user = user and user.user or "-",
+    user = principal and principal.sub or "-",
     method = ctx:method(),
     path = ctx:path(),
     status = ctx:status(),

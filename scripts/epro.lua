@@ -1,4 +1,7 @@
--- ePRO questionnaire intake: POST /api/epro/submit
+-- ePRO questionnaire intake: POST /api/epro/submit, and a patient's reports:
+-- GET /api/v1/trials/:trialId/patients/:patientId/reports. Both behind a bearer token (routes/api.lua).
+--
+-- POST /api/epro/submit
 --   { "patientId": "P-0001", "reportData": { ... }, "questionnaire": "phq9", "capturedAt": "2026-11-27T07:59:12Z",
 --     "submissionId": "…", "corrects": "<receipt id>", "reason": "…" }
 -- (questionnaire, capturedAt, submissionId optional; a correction names the receipt it corrects and says why)
@@ -230,6 +233,27 @@ function M.submit(ctx)
     return unavailable(ctx, err)
   end
   return accepted(ctx, receipt.id, receipt.receivedAt, score)
+end
+
+local BY_PATIENT = "SELECT receipt_id, captured_at, received_at, report_json, corrects FROM epro_submissions"
+  .. " WHERE patient_id = ? ORDER BY received_at, id"
+
+-- The patient's reports, oldest first: { patientId, reports = [{ receiptId, receivedAt, capturedAt,
+-- reportData, corrects }] }.
+function M.list(ctx)
+  local patient = ctx:param("patientId")
+  local rows, err = db:query(BY_PATIENT, patient)
+  if not rows then
+    return unavailable(ctx, err)
+  end
+  local reports = schema.array() -- (lua-cjson would encode an empty table as {})
+  for i, r in ipairs(rows) do
+    -- a report's empty arrays stay arrays: it is answered as it was sent
+    local data = schema.mark_empty_arrays(r.report_json, cjson.decode(r.report_json))
+    reports[i] = { receiptId = r.receipt_id, receivedAt = r.received_at, capturedAt = r.captured_at,
+                   reportData = data, corrects = r.corrects }
+  end
+  return ctx:json_text(schema.encode { patientId = patient, reports = reports })
 end
 
 return M

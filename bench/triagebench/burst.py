@@ -4,7 +4,7 @@ import json
 import os
 import subprocess
 
-from . import processes
+from . import auth, processes
 from .config import BENCH, BUILD, HOST
 from .measure import store_delta
 from .sampling import Sampler, tree, tree_pss, tree_usage
@@ -28,7 +28,8 @@ def run_burst(peer, path, phones, concurrency, timeout_s):
     cpu0, _ = tree_usage(tree(roots))
     sampler = Sampler(roots)
     sampler.start()
-    cmd = [BINARY, HOST, str(peer.port), path, str(phones), str(concurrency), "%g" % timeout_s, run_id]
+    cmd = [BINARY, HOST, str(peer.port), path, str(phones), str(concurrency), "%g" % timeout_s, run_id,
+           auth.header()]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     processes.clients.append(p)
     try:

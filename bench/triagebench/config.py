@@ -9,7 +9,6 @@ PEERS_DIR = os.path.join(BENCH, "peers")
 FIXTURE = os.path.join(ROOT, "data", "protocols.json")
 KNOWN_ID = "NCT04356798"
 HOST = "127.0.0.1"
-TOKEN = "demo-token"
 CPUS = os.cpu_count() or 1
 
 BENCH_APP = os.path.join(BENCH, "app")   # triage's in-memory ePRO intake, for the in-memory figure

@@ -5,13 +5,15 @@ import re
 import time
 import uuid
 
-from .config import FIXTURE, HOST, KNOWN_ID, TOKEN
+from . import auth
+from .config import FIXTURE, HOST, KNOWN_ID
 
 
 def http_request(port, method, path, body=None, headers=None, timeout=5):
     c = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        h = {"Content-Type": "application/json"} if body is not None else {}
+        # A body is patient data: it goes with the bearer token, to every peer alike (auth.py).
+        h = {"Content-Type": "application/json", "Authorization": auth.header()} if body is not None else {}
         h.update(headers or {})
         c.request(method, path, body=body, headers=h)
         r = c.getresponse()
@@ -103,7 +105,7 @@ def check_peer(peer):
            pred=lambda o, el: None if el >= 0.045 else "answered after %.1f ms, want >= 50 ms" % (el * 1000))
     if peer.name == "triage":
         expect("GET secure with token", "GET", "/api/v1/secure/protocols/" + KNOWN_ID, 200,
-               headers={"Authorization": "Bearer " + TOKEN}, want={"id": KNOWN_ID})
+               headers={"Authorization": auth.header()}, want={"id": KNOWN_ID})
         try:
             st, _, _ = http_request(port, "GET", "/api/v1/secure/protocols/" + KNOWN_ID)
             results.append(("GET secure without token", st == 401, "status %s, want 401" % st))

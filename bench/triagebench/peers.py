@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import time
 
-from . import processes
+from . import auth, processes
 from .config import BENCH_APP, BUILD, CPUS, FIXTURE, HOST, KNOWN_ID, LABELS, PEERS_DIR, ROOT
 from .correctness import http_request
 from .postgres import Postgres
@@ -177,6 +177,7 @@ class Triage(Peer):
     binary = os.environ.get("TRIAGE_BIN", os.path.join(ROOT, "build", "triage"))
     app = ROOT
     _has_store = {}
+    _has_tokens = {}
 
     def __init__(self, name, workdir):
         super().__init__(name, workdir)
@@ -199,6 +200,18 @@ class Triage(Peer):
                 cls._has_store[cls.binary] = False
         return cls._has_store[cls.binary]
 
+    @classmethod
+    def has_tokens(cls):
+        """Whether this binary verifies bearer tokens: it takes --token-keys FILE."""
+        if cls.binary not in cls._has_tokens:
+            try:
+                r = subprocess.run([cls.binary, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, timeout=20)
+                cls._has_tokens[cls.binary] = "--token-keys" in r.stdout
+            except (OSError, subprocess.SubprocessError):
+                cls._has_tokens[cls.binary] = False
+        return cls._has_tokens[cls.binary]
+
     @property
     def durable(self):
         return self.app == ROOT and self.has_store()
@@ -220,6 +233,8 @@ class Triage(Peer):
                "--shutdown-timeout", "2"]
         if self.has_store():
             cmd += ["--data", self.data_dir]
+        if self.has_tokens():
+            cmd += ["--token-keys", auth.keys_file()]
         if os.geteuid() == 0 and not nobody_can_read(os.path.join(self.app, "routes")):
             cmd += ["--user", "root"]  # a checkout the workers' default user cannot reach
         return cmd

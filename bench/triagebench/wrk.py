@@ -6,7 +6,8 @@ import subprocess
 import time
 
 from . import processes
-from .config import HOST, TOKEN
+from . import auth
+from .config import HOST
 
 DONE_LUA = r'''
 function done(summary, latency, requests)
@@ -28,7 +29,8 @@ function init(args)
     local body = string.format(
       '{"patientId":"P-%04d","reportData":{"q1":%d,"q2":"mild","fatigue":%d,"sleepHours":%d.5}}',
       i, i % 5, i % 10, 4 + i % 5)
-    reqs[i] = wrk.format("POST", "/api/epro/submit", {["Content-Type"] = "application/json"}, body)
+    reqs[i] = wrk.format("POST", "/api/epro/submit",
+      {["Content-Type"] = "application/json", ["Authorization"] = wrk.headers["Authorization"]}, body)
   end
   n = math.random(1, 300)
 end
@@ -53,6 +55,7 @@ local n = 0
 local headers = {["Content-Type"] = "application/json"}
 function init(args)
   run = args[1] or run
+  headers["Authorization"] = wrk.headers["Authorization"]
 end
 function request()
   n = n + 1
@@ -90,8 +93,9 @@ def write_scripts(workdir):
 def run_wrk(port, wl, conns, duration, scripts, timeout_s):
     cmd = ["wrk", "-t", "2", "-c", str(conns), "-d", "%ds" % duration, "--latency",
            "--timeout", "%ds" % max(1, int(round(timeout_s))), "-s", scripts[wl["script"]]]
-    if wl["script"] == "secure":
-        cmd += ["-H", "Authorization: Bearer " + TOKEN]
+    if wl["script"] in ("secure", "post", "epro_unique"):
+        # The same token to every peer (auth.py): wrk's scripts copy it into the requests they build.
+        cmd += ["-H", "Authorization: " + auth.header()]
     cmd.append("http://%s:%d%s" % (HOST, port, wl["path"]))
     if wl["script"] == "epro_unique":
         cmd += ["--", next_run_id()]

@@ -59,6 +59,14 @@
     TEST_ENTRY(sha256_vectors)                                                                                         \
     TEST_ENTRY(audit_canonical)                                                                                        \
     TEST_ENTRY(audit_hash)                                                                                             \
+    TEST_ENTRY(jwt_rfc_vector)                                                                                         \
+    TEST_ENTRY(jwt_tampered)                                                                                           \
+    TEST_ENTRY(jwt_alg)                                                                                                \
+    TEST_ENTRY(jwt_malformed)                                                                                          \
+    TEST_ENTRY(jwt_time_claims)                                                                                        \
+    TEST_ENTRY(jwt_rotation_and_kid)                                                                                   \
+    TEST_ENTRY(jwt_sign_verifies)                                                                                      \
+    TEST_ENTRY(jwt_key_file)                                                                                           \
     TEST_ENTRY(privilege_resolve)                                                                                      \
     TEST_ENTRY(privilege_drop)                                                                                         \
     TEST_ENTRY(privilege_check)                                                                                        \

@@ -18,7 +18,7 @@ describe("tx:audit", function()
 
   it("records the write with the request's route, id and subject, in the write's transaction", function()
     local res = app:request { method = "POST", path = "/items",
-      headers = { ["X-Request-Id"] = "r-1", ["X-Subject"] = "dr.chen" }, json = { name = "a", note = "first" } }
+      headers = { ["X-Request-Id"] = "r-1" }, as = { sub = "dr.chen", role = "investigator" }, json = { name = "a", note = "first" } }
     assert.equals(200, res.status, res.body)
     local e = entry(res:json().seq)
     assert.equals(1, e.seq)
@@ -31,8 +31,9 @@ describe("tx:audit", function()
     assert.is_nil(e.before)
     assert.same({ name = "a", note = "first" }, cjson.decode(e.after))
     assert.equals(("0"):rep(64), e.prev_hash)
-    -- the principal's sub when no subject string is set; "anonymous" without either
-    res = app:request { method = "POST", path = "/items", headers = { ["X-User"] = "cra.li" }, json = { name = "b" } }
+    -- the sub of the token's principal, whatever its role; "anonymous" without a token
+    res = app:request { method = "POST", path = "/items", as = { sub = "cra.li", role = "monitor", trial = "T1" },
+      json = { name = "b" } }
     assert.equals("cra.li", entry(res:json().seq).who)
     res = app:request { method = "POST", path = "/items", json = { name = "c" } }
     local c = entry(res:json().seq)

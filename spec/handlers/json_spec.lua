@@ -9,7 +9,7 @@ describe("strict JSON request bodies", function()
   local app
 
   setup(function()
-    app = testing.app(".")
+    app = testing.app(".", { as = { sub = "P-0001", role = "patient", trial = "T1" } })
   end)
 
   local function submit(body)

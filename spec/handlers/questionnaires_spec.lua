@@ -9,7 +9,7 @@ describe("questionnaires", function()
   local app, questionnaires, phq9, gad7
 
   setup(function()
-    app = testing.app(".")
+    app = testing.app(".", { as = { sub = "dr.chen", role = "investigator", trial = "T1" } })
     questionnaires = require "questionnaires"
     phq9, gad7 = questionnaires.get("phq9"), questionnaires.get("gad7")
   end)

@@ -7,7 +7,9 @@ describe("sample app", function()
   local app
 
   setup(function()
-    app = testing.app(".")
+    -- Every request carries an investigator's token unless it says otherwise (the routes that read
+    -- or write patient data ask for one; spec/integration/auth_spec.lua tests the permissions).
+    app = testing.app(".", { as = { sub = "dr.chen", role = "investigator", trial = "T1" } })
   end)
 
   describe("GET /api/v1/protocols/:id", function()
@@ -140,7 +142,7 @@ describe("sample app", function()
       assert.equals("epro_submissions", created.record_table)
       assert.equals("POST /api/epro/submit", created.route)
       assert.equals("req-a1", created.request_id)
-      assert.equals("anonymous", created.who)
+      assert.equals("dr.chen", created.who)
       assert.is_nil(created.before)
       assert.same({ q = 2 }, cjson.decode(created.after).reportData)
       local corrected = db:first("SELECT * FROM audit_trail WHERE record_id = ?", fix:json().receipt.id)
@@ -253,18 +255,20 @@ describe("sample app", function()
     local path = "/api/v1/secure/protocols/NCT04356798"
 
     it("answers 401 without a token", function()
-      local res = app:request(path)
+      local res = app:request { path = path, as = false }
       assert.equals(401, res.status)
-      assert.equals("Bearer", res.headers["www-authenticate"])
+      assert.equals('Bearer realm="triage"', res.headers["www-authenticate"])
+      assert.same({ error = "unauthorized", reason = "missing", message = "no Authorization: Bearer token" },
+        res:json())
     end)
 
-    it("answers 403 to a token without protocol:read", function()
-      local res = app:request { path = path, headers = { Authorization = "Bearer monitor-token" } }
+    it("answers 403 to a role the group does not admit", function()
+      local res = app:request { path = path, as = { sub = "P-0001", role = "patient", trial = "T1" } }
       assert.equals(403, res.status)
     end)
 
     it("serves the protocol to an authorized user and audits it", function()
-      local res = app:request { path = path, headers = { Authorization = "Bearer demo-token" } }
+      local res = app:request(path)
       assert.equals(200, res.status)
       assert.equals("NCT04356798", res:json().id)
       local entry = require("audit").recent(1)[1]

@@ -13,28 +13,35 @@ local http = S.http
 local loadgen = S.loadgen
 
 describe("core allocations", function()
-  local srv
+  local srv, mix, make_mix
 
   setup(function()
     srv = S.start{ app = S.root, workers = 2 }
+    make_mix()
   end)
 
   teardown(function()
     S.stop_all()
   end)
 
-  -- a mix of the app's requests: 200s, 400s, 404s, a 401 and a 405
-  local mix = {
-    http.build("GET", "/api/v1/protocols/NCT04356798"),
-    http.build("POST", "/api/epro/submit", { body = '{"patientId":"P-0001","reportData":{"q1":3}}' }),
-    http.build("POST", "/api/v1/tags/add", { body = '{"patientId":"P-0001","tagName":"high-risk"}' }),
-    http.build("GET", "/api/v1/protocols/NCT00000000?x=1"),
-    http.build("POST", "/api/epro/submit", { body = '{"patientId":""}' }),
-    http.build("GET", "/api/v1/secure/protocols/NCT04280705", { headers = { Authorization = "Bearer demo-token" } }),
-    http.build("GET", "/api/v1/secure/protocols/NCT04280705"),
-    http.build("GET", "/no/such/path"),
-    http.build("GET", "/api/epro/submit"),
-  }
+
+  -- a mix of the app's requests: 200s, 400s, 404s, a 401, a 403 and a 405
+  function make_mix()
+    local site = srv:bearer{ sub = "dr.chen", role = "investigator", trial = "T1" }
+    local patient = srv:bearer{ sub = "P-0002", role = "patient", trial = "T1" }
+    mix = {
+      http.build("GET", "/api/v1/protocols/NCT04356798"),
+      http.build("POST", "/api/epro/submit", { body = '{"patientId":"P-0001","reportData":{"q1":3}}', headers = site }),
+      http.build("POST", "/api/v1/tags/add", { body = '{"patientId":"P-0001","tagName":"high-risk"}', headers = site }),
+      http.build("GET", "/api/v1/protocols/NCT00000000?x=1"),
+      http.build("POST", "/api/epro/submit", { body = '{"patientId":""}', headers = site }),
+      http.build("GET", "/api/v1/secure/protocols/NCT04280705", { headers = site }),
+      http.build("GET", "/api/v1/secure/protocols/NCT04280705"),
+      http.build("POST", "/api/epro/submit", { body = '{"patientId":"P-0001","reportData":{"q1":3}}', headers = patient }),
+      http.build("GET", "/no/such/path"),
+      http.build("GET", "/api/epro/submit"),
+    }
+  end
 
   local function run(total, o)
     o = o or {}

@@ -72,9 +72,13 @@ end
 describe("the audit trail", function()
   local data, srv, copies = nil, nil, {}
 
+  -- A POST with an investigator's token (dr.chen), unless headers give another.
   local function post(path, body, headers)
     local h = headers or {}
     h["Content-Type"] = "application/json"
+    if not h.Authorization then
+      h.Authorization = srv:bearer { sub = "dr.chen", role = "investigator", trial = "T1" }.Authorization
+    end
     local r = assert(http.post(srv.port, path, cjson.encode(body), { headers = h }))
     return r, r.body ~= "" and cjson.decode(r.body) or nil
   end
@@ -121,8 +125,10 @@ describe("the audit trail", function()
   end)
 
   it("records who, what, when, the route, the request id, and before/after with the reason of a correction", function()
+    -- the patient submits with their own token, the site corrects and tags with an investigator's
+    local patient = srv:bearer { sub = "P-A1", role = "patient", trial = "T1" }.Authorization
     local r, j = post("/api/epro/submit", { patientId = "P-A1", reportData = { q1 = 2, q9 = 0 } },
-      { ["X-Request-Id"] = "audit-submit-1" })
+      { ["X-Request-Id"] = "audit-submit-1", Authorization = patient })
     assert.equals(200, r.status, r.body)
     local original = j.receipt.id
     local reason = 'item 1 misread, said "2", meant 1\nconfirmed by phone'
@@ -144,7 +150,7 @@ describe("the audit trail", function()
     for i, e in ipairs(list) do
       assert.equals(i, e.seq)
       assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$", e.at)
-      assert.equals("anonymous", e.who)
+      assert.equals(i == 1 and "P-A1" or "dr.chen", e.who)
       assert.matches("^%x+$", e.hash)
       assert.equals(64, #e.hash)
       assert.equals(i == 1 and ("0"):rep(64) or list[i - 1].hash, e.prev_hash)
@@ -191,18 +197,19 @@ describe("the audit trail", function()
   it("keeps one valid chain while both workers write at once", function()
     local before = #entries()
     local total = 240
+    local authorization = srv:bearer { sub = "dr.chen", role = "investigator", trial = "T1" }.Authorization
     local stats = S.loadgen.run {
       port = srv.port, concurrency = 24, total = total, deadline = 120,
       request = function(i)
         local body
         if i % 2 == 0 then
           body = cjson.encode { patientId = "P-C" .. i, reportData = { q1 = i % 4 } }
-          return "POST /api/epro/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
-            .. #body .. "\r\n\r\n" .. body
+          return "POST /api/epro/submit HTTP/1.1\r\nHost: x\r\nAuthorization: " .. authorization
+            .. "\r\nContent-Type: application/json\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body
         end
         body = cjson.encode { patientId = "P-C" .. i, tagName = "t" .. i }
-        return "POST /api/v1/tags/add HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
-          .. #body .. "\r\n\r\n" .. body
+        return "POST /api/v1/tags/add HTTP/1.1\r\nHost: x\r\nAuthorization: " .. authorization
+          .. "\r\nContent-Type: application/json\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body
       end,
     }
     local outcomes = {}

@@ -185,7 +185,8 @@ describe("error responses", function()
     it("accepts a 1000-byte body under --max-body 1k", function()
       local body = epro_body(1000)
       assert.are.equal(1000, #body)
-      local r = assert(http.post(small.port, "/api/epro/submit", body))
+      local r = assert(http.post(small.port, "/api/epro/submit", body,
+        { headers = small:bearer{ sub = "dr.chen", role = "investigator" } }))
       assert.are.equal(200, r.status, http.quote(r.body))
     end)
 

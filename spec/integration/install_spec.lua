@@ -138,7 +138,8 @@ describe("an installed triage", function()
 
     r = assert(http.post(srv.port, "/api/epro/submit",
       cjson.encode { patientId = "P-0001", reportData = { q1 = 3 } },
-      { headers = { ["Content-Type"] = "application/json" } }))
+      { headers = { ["Content-Type"] = "application/json",
+                    Authorization = srv:bearer{ sub = "dr.chen", role = "investigator" }.Authorization } }))
     assert.are.equal(200, r.status, r.body)
     local j = assert(http.json(r))
     assert.are.equal("report accepted", j.message)
@@ -181,7 +182,8 @@ describe("the installed triage.testing", function()
     local res = app:request "/api/v1/protocols/NCT04356798"
     assert.equals(200, res.status)
     assert.equals("NCT04356798", res:json().id)
-    res = app:request { method = "POST", path = "/api/epro/submit", json = { reportData = { q1 = 1 } } }
+    res = app:request { method = "POST", path = "/api/epro/submit", json = { reportData = { q1 = 1 } },
+                        as = { sub = "dr.chen", role = "investigator" } }
     assert.equals(400, res.status)
     assert.same({ "patientId" }, res:json().fields)
   end)

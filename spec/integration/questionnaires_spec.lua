@@ -34,7 +34,7 @@ describe("questionnaire submissions on the durable store", function()
   end)
 
   local function submit(body, key)
-    local headers = { ["Content-Type"] = "application/json" }
+    local headers = { ["Content-Type"] = "application/json", Authorization = St.AUTHORIZATION }
     if key then headers["Idempotency-Key"] = key end
     return St.send(srv.port, { body = cjson.encode(body), headers = headers })
   end

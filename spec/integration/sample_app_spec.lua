@@ -7,13 +7,14 @@ local http = S.http
 local cjson = require "cjson"
 
 describe("sample clinical app", function()
-  local srv, protocols
+  local srv, protocols, site -- site: an investigator's Authorization header (routes/api.lua)
 
   setup(function()
     local f = assert(io.open(S.root .. "/data/protocols.json", "rb"))
     protocols = cjson.decode(f:read("*a"))
     f:close()
     srv = S.start{ app = S.root }
+    site = srv:bearer{ sub = "dr.chen", role = "investigator", trial = "T1" }
   end)
 
   teardown(function()
@@ -32,8 +33,9 @@ describe("sample clinical app", function()
     return checked(assert(http.get(srv.port, path, { headers = headers })))
   end
 
+  -- A POST with the investigator's token unless headers are given.
   local function post(path, body, headers)
-    local h = headers or {}
+    local h = headers or { Authorization = site.Authorization }
     if not h["Content-Type"] then h["Content-Type"] = "application/json" end
     return checked(assert(http.post(srv.port, path, body, { headers = h })))
   end
@@ -185,15 +187,15 @@ describe("sample clinical app", function()
   end)
 
   describe("GET /api/v1/secure/protocols/:id", function()
-    it("answers the protocol with Authorization: Bearer demo-token", function()
-      local r = get("/api/v1/secure/protocols/NCT04356798", { Authorization = "Bearer demo-token" })
+    it("answers the protocol to an investigator's token", function()
+      local r = get("/api/v1/secure/protocols/NCT04356798", site)
       expect_status(r, 200)
       local public = json_of(get("/api/v1/protocols/NCT04356798"))
       assert.are.same(public, json_of(r))
     end)
 
     it("answers 404 for an unknown protocol with a valid token", function()
-      local r = get("/api/v1/secure/protocols/NCT00000000", { Authorization = "Bearer demo-token" })
+      local r = get("/api/v1/secure/protocols/NCT00000000", site)
       expect_status(r, 404)
     end)
 
@@ -202,7 +204,7 @@ describe("sample clinical app", function()
       { "a wrong token", "Bearer not-the-token" },
       { "an empty bearer token", "Bearer " },
       { "another scheme", "Basic ZGVtbzpkZW1v" },
-      { "the token without a scheme", "demo-token" },
+      { "the token without a scheme", "eyJhbGciOiJIUzI1NiJ9.e30.e30" },
     } do
       it("answers 401 with " .. case[1], function()
         local headers = case[2] and { Authorization = case[2] } or nil
@@ -225,7 +227,7 @@ describe("sample clinical app", function()
       { "GET", "/api/v1/protocols/nope", nil, 404 },
     }
     for i, s in ipairs(seq) do
-      local r = assert(c:request(s[1], s[2], { body = s[3] }))
+      local r = assert(c:request(s[1], s[2], { body = s[3], headers = s[1] == "POST" and site or nil }))
       assert.are.equal(s[4], r.status, ("request %d %s %s: %s"):format(i, s[1], s[2], http.quote(r.body)))
       checked(r)
     end

@@ -161,7 +161,9 @@ describe("strict HTTP/1.1", function()
     it("HTTP/1.9 with a chunked body", function()
       local body = '{"patientId":"P-0001","reportData":{"q1":3}}'
       local c = connect()
+      local token = srv:token{ sub = "dr.chen", role = "investigator" }
       assert(c:send("POST /api/epro/submit HTTP/1.9\r\nHost: a\r\nContent-Type: application/json\r\n" ..
+        "Authorization: Bearer " .. token .. "\r\n" ..
         "Transfer-Encoding: Chunked\r\n\r\n" .. ("%x\r\n%s\r\n0\r\n\r\n"):format(#body, body)))
       local r = assert(c:read_response())
       assert.are.equal(200, r.status, http.quote(r.body))

@@ -7,6 +7,9 @@
 --   srv:status()            -- /_triage/status decoded (or nil, err)
 --   srv:admin_token()       -- the admin token (DATA/admin.token, made by the server at start)
 --   srv:reload()            -- POST /_triage/reload with the token: the response (or nil, err)
+--   srv:token{ sub = "P-1", role = "patient", trial = "T1" }  -- a bearer token (`triage token`) for
+--                           -- the server's --token-keys (made for it unless token_keys = false)
+--   srv:bearer{ ... }       -- { Authorization = "Bearer " .. srv:token{ ... } }
 --   srv:error_log()         -- contents of the --error-log file
 --   srv:stop()              -- SIGTERM, wait, SIGKILL; returns exit info
 --   srv.user                -- the --user the server was given (nil: none)
@@ -230,6 +233,51 @@ function Server:admin_token()
 end
 
 -- Headers carrying the admin token, for http.request's opts.headers.
+local function random_hex()
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local bytes = f:read(16)
+  f:close()
+  return (bytes:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
+end
+
+-- A key file for a server's --token-keys, at path (mode 0600): two keys, as while rotating.
+function M.write_token_keys(path)
+  local f = assert(io.open(path, "wb"))
+  f:write("current ", random_hex(), "-spec-token-secret-of-32-bytes+\n")
+  f:write("previous ", random_hex(), "-older-spec-token-secret-32-bytes\n")
+  f:close()
+  sys.chmod(path, tonumber("600", 8))
+  return path
+end
+
+-- A token made by `triage token` (the build's binary) with the given key file. claims: sub, role,
+-- trial (a string or a list), ttl, kid.
+function M.token(keys, claims)
+  local argv = { M.bin, "token", "--keys", keys, "--sub", claims.sub, "--role", claims.role }
+  local trials = type(claims.trial) == "table" and claims.trial or { claims.trial }
+  for _, t in ipairs(trials) do
+    argv[#argv + 1] = "--trial"; argv[#argv + 1] = t
+  end
+  if claims.ttl then argv[#argv + 1] = "--ttl"; argv[#argv + 1] = tostring(claims.ttl) end
+  if claims.kid then argv[#argv + 1] = "--kid"; argv[#argv + 1] = claims.kid end
+  for i, a in ipairs(argv) do argv[i] = "'" .. tostring(a):gsub("'", "'\\''") .. "'" end
+  local p = assert(io.popen(table.concat(argv, " ") .. " 2>&1"))
+  local out = p:read("*a")
+  local ok = p:close()
+  local token = out:match("^([%w%-_]+%.[%w%-_]+%.[%w%-_]+)\n$")
+  assert(ok and token, "triage token failed: " .. out)
+  return token
+end
+
+function Server:token(claims)
+  assert(self.token_keys, "this server has no --token-keys (started with token_keys = false)")
+  return M.token(self.token_keys, claims)
+end
+
+function Server:bearer(claims)
+  return { Authorization = "Bearer " .. self:token(claims) }
+end
+
 function Server:admin_headers()
   return { Authorization = "Bearer " .. assert(self:admin_token(), "no admin token in " .. self.data) }
 end
@@ -302,7 +350,8 @@ end
 --   data (the store's directory, default a new one in the server's temporary directory),
 --   env (environment variables for the server: name = value to set, name = false to remove;
 --        default: this process's environment as it is),
---   user (--user NAME; false: no --user at all; default: see default_user above).
+--   user (--user NAME; false: no --user at all; default: see default_user above),
+--   token_keys (the --token-keys file; default a new one, M.write_token_keys; false: none).
 function M.start(opts)
   opts = opts or {}
   local bin = opts.bin or M.bin
@@ -350,6 +399,11 @@ function M.start(opts)
     self.access_log_path = dir .. "/access.log"
     argv[#argv + 1] = "--access-log"
     argv[#argv + 1] = self.access_log_path
+  end
+  if opts.token_keys ~= false then
+    self.token_keys = opts.token_keys or M.write_token_keys(dir .. "/token.keys")
+    argv[#argv + 1] = "--token-keys"
+    argv[#argv + 1] = self.token_keys
   end
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
   if opts.wrap then -- a command that runs the server (e.g. prlimit ... --): the same pid, exec'd

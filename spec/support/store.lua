@@ -5,7 +5,7 @@
 --   local St = require "support.store"
 --   local srv = St.start{ workers = 2, data = dir }         -- S.start, and a clear error if the
 --   St.require_store(srv, dir)                              -- binary has no store (St.NOT_IN_BUILD)
---   local sub = St.submission{ patient = "P-1", key = "k-1" }
+--   local sub = St.submission{ patient = "P-1", key = "k-1" }  -- with M.AUTHORIZATION, for M.start's servers
 --   local r = St.send(srv.port, sub); local receipt = St.receipt_of(r)
 --   local res = St.load{ port = srv.port, concurrency = 32, next = function(i) return sub_i end }
 --   St.rows(dir, "SELECT receipt_id FROM epro_submissions")  -- through `sqlite3 -readonly -json`
@@ -18,6 +18,15 @@ local cjson = require "cjson"
 local M = {}
 
 M.SUBMIT = "/api/epro/submit"
+
+-- Every server started here (M.start) takes the same --token-keys, so that a submission made once,
+-- its bearer token in its bytes, is taken by a server restarted on the same data too. The token is
+-- an investigator's: it may submit for any patient (routes/api.lua).
+M.TOKEN_KEYS = S.write_token_keys(os.tmpname())
+M.AUTHORIZATION = "Bearer " .. S.token(M.TOKEN_KEYS, { sub = "site-spec", role = "investigator", ttl = 86400 })
+local remove_keys = newproxy(true)
+getmetatable(remove_keys).__gc = function() os.remove(M.TOKEN_KEYS) end
+M._remove_keys = remove_keys
 M.NOT_IN_BUILD = "the durable store is not in this build"
 M.SQLITE3 = os.getenv("TRIAGE_SQLITE3") or "sqlite3"
 
@@ -65,7 +74,7 @@ function M.submission(o)
     submissionId = o.submission_id,
   }
   local text = cjson.encode(body)
-  local headers = { ["Content-Type"] = "application/json" }
+  local headers = { ["Content-Type"] = "application/json", Authorization = M.AUTHORIZATION }
   if o.key then headers["Idempotency-Key"] = o.key end
   return {
     patient = o.patient,
@@ -385,6 +394,7 @@ end
 
 -- S.start(opts), but a binary that does not take --data fails with M.NOT_IN_BUILD.
 function M.start(opts)
+  if opts.token_keys == nil then opts.token_keys = M.TOKEN_KEYS end
   local ok, srv = pcall(S.start, opts)
   if ok then return srv end
   local msg = tostring(srv)

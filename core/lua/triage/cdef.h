@@ -109,6 +109,21 @@ void tr_ffi_sha256_hex(const char *data, size_t len, char *out);
  * or TR_FFI_ERROR with *errmsg naming the problem and *at the byte where it starts (from 1). */
 int tr_ffi_json_check(const char *s, size_t len, size_t *at, const char **errmsg);
 
+/* Bearer tokens (core/jwt.h): HS256 JWTs checked against the keys the master read (--token-keys),
+ * which Lua never sees. tr_ffi_auth_verify returns TR_AUTH_OK with the decoded payload (JSON) at
+ * payload (size bytes, at least 4097) and its length at *payload_len, or another TR_AUTH_* code with
+ * *errmsg saying why. exp and nbf are checked against tr_ffi_now() with the configured skew. */
+enum {
+    TR_AUTH_OK = 0,
+    TR_AUTH_MALFORMED = -1,     /* not a JWT, bad base64url, header or payload not an object, no exp */
+    TR_AUTH_BAD_ALG = -2,       /* alg is not HS256 ("none" included) */
+    TR_AUTH_BAD_SIGNATURE = -3, /* no configured key (or not the kid's) made this signature */
+    TR_AUTH_EXPIRED = -4,
+    TR_AUTH_NOT_YET_VALID = -5,
+    TR_AUTH_NO_KEYS = -6        /* the server has no --token-keys */
+};
+int tr_ffi_auth_verify(const char *token, size_t len, char *payload, size_t size, size_t *payload_len, const char **errmsg);
+
 int tr_ffi_router_add(tr_router_t *router, const char *method, const char *pattern, size_t pattern_len, int handler, char *err, size_t err_size);
 
 tr_req_pub_t *tr_ffi_test_request(const char *raw, size_t len, tr_router_t *router, char *err, size_t err_size);
@@ -117,3 +132,8 @@ tr_router_t *tr_ffi_test_router_new(void);
 /* Migrate and open a store on data_dir for in-process specs (jobs run at once). 0, or -1 and err. */
 int tr_ffi_test_store_open(const char *data_dir, const char *app_dir, char *err, size_t err_size);
 void tr_ffi_test_router_free(tr_router_t *router);
+/* In-process specs: verify with the keys of the file at path (skew seconds). 0, or -1 and err. */
+int tr_ffi_test_auth_keys(const char *path, double skew, char *err, size_t err_size);
+/* In-process specs: a token for payload (JSON) signed with the key kid (NULL: the first) of those
+ * given to tr_ffi_test_auth_keys, at out (size bytes). Its length, or -1. */
+int tr_ffi_test_auth_sign(const char *kid, const char *payload, size_t len, char *out, size_t size);

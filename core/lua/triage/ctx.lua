@@ -217,6 +217,27 @@ function Ctx:set(key, value)
   return self
 end
 
+-- Who sent this request, once an auth middleware (triage.auth) has verified its token: a new table
+-- { sub = , role = , trial = (the first), trials = { ... } } on each call, or nil.
+function Ctx:principal()
+  req(self)
+  local p = self._principal
+  if not p then
+    return nil
+  end
+  local trials = {}
+  for i = 1, #p.trials do
+    trials[i] = p.trials[i]
+  end
+  return { sub = p.sub, role = p.role, trial = p.trial, trials = trials }
+end
+
+-- Internal (triage.auth): the verified principal of this request.
+local function set_principal(ctx, principal)
+  req(ctx)
+  ctx._principal = principal
+end
+
 function Ctx:status(code)
   local r = req(self)
   if code == nil then
@@ -312,4 +333,5 @@ function Ctx:route()
   return self._route
 end
 
-return { new = new, Ctx = Ctx, STALE = STALE, running = running, running_by_coroutine = running_by_coroutine }
+return { new = new, Ctx = Ctx, STALE = STALE, set_principal = set_principal, running = running,
+  running_by_coroutine = running_by_coroutine }

@@ -69,8 +69,9 @@ local function resolve_name(name, require)
   return f
 end
 
--- A handler or middleware reference: a function, "mod.fn", or "mod.factory(args)" which calls the
--- factory with the (constant) arguments and uses the function it returns.
+-- A handler or middleware reference: a function, "mod.fn", or "mod.factory(args)" (or, as in Lua,
+-- "mod.factory{ ... }" with one table) which calls the factory with the (constant) arguments and uses
+-- the function it returns.
 local function resolve(ref, what, require)
   if type(ref) == "function" then
     return ref
@@ -79,6 +80,9 @@ local function resolve(ref, what, require)
     error(("%s must be a function or a 'module.function' name, got %s"):format(what, type(ref)), 0)
   end
   local name, args = ref:match("^%s*([%w_%.]+)%s*%((.*)%)%s*$")
+  if not name then
+    name, args = ref:match("^%s*([%w_%.]+)%s*(%b{})%s*$")
+  end
   if not name then
     return resolve_name(ref, require)
   end

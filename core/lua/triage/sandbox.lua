@@ -51,7 +51,7 @@ M.capabilities = CAPABILITIES
 local LIBRARIES = { ["cjson"] = true, ["cjson.safe"] = true, ["string.buffer"] = true }
 -- The framework's modules meant for apps; the other triage.* modules are internal.
 local PUBLIC = { ["triage"] = true, ["triage.store"] = true, ["triage.middleware"] = true,
-  ["triage.schema"] = true }
+  ["triage.schema"] = true, ["triage.auth"] = true }
 
 local SAFE_GLOBALS = {
   "assert", "error", "ipairs", "next", "pairs", "pcall", "print", "rawequal", "rawget", "rawset",
@@ -253,7 +253,7 @@ function M.new(code_dir, load_chunk)
     end
     if head == "triage" then
       error(("%s: module '%s' is internal to the framework; the app's scripts may require %s"):format(
-        where(2), name, "triage, triage.store, triage.middleware, triage.schema"), 0)
+        where(2), name, "triage, triage.store, triage.middleware, triage.schema, triage.auth"), 0)
     end
     local file = name:gsub("%.", "/")
     for _, rel in ipairs { "scripts/" .. file .. ".lua", "scripts/" .. file .. "/init.lua" } do

@@ -331,23 +331,11 @@ local AUDIT_INSERT = "INSERT INTO audit_trail (seq, at, who, action, record_tabl
   .. " strftime('%Y-%m-%dT%H:%M:%fZ', 'now') AS t,"
   .. " coalesce((SELECT hash FROM audit_trail ORDER BY seq DESC LIMIT 1), '" .. ("0"):rep(64) .. "') AS p)"
 
--- The authenticated subject of the request: ctx:get("subject") (a string, as the authentication
--- middleware sets it), else the sub or user of the principal in ctx:get("user"); "anonymous" if none.
+-- Who made the request: the sub of the principal its bearer token carries (ctx:principal(), set by
+-- triage.auth), or "anonymous" on a route without authentication.
 local function subject(ctx)
-  if not ctx then
-    return "anonymous"
-  end
-  local s = ctx:get("subject")
-  if type(s) == "string" and s ~= "" then
-    return s
-  end
-  local u = ctx:get("user")
-  if type(u) == "table" then
-    s = u.sub or u.user
-  elseif type(u) == "string" then
-    s = u
-  end
-  return type(s) == "string" and s ~= "" and s or "anonymous"
+  local p = ctx and ctx:principal()
+  return p and p.sub or "anonymous"
 end
 
 local function json_value(v, name)

@@ -65,9 +65,56 @@ local function list_route_files(dir)
   return files
 end
 
+local function random_hex()
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local bytes = f:read(16)
+  f:close()
+  return (bytes:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
+end
+
+-- Token keys for the in-process specs: one key, in a file of this process's own (mode 0600), made
+-- once; what the workers get from --token-keys.
+local keys_ready = false
+local function test_keys()
+  if keys_ready then
+    return
+  end
+  local path = os.tmpname()
+  local f = assert(io.open(path, "wb"))
+  f:write("spec ", random_hex(), "-in-process-spec-secret-of-triage\n")
+  f:close()
+  os.execute(("chmod 600 '%s'"):format(path))
+  local err = ffi.new("char[512]")
+  local rc = C.tr_ffi_test_auth_keys(path, 60, err, 512)
+  os.remove(path)
+  if rc ~= 0 then
+    error("triage.testing: token keys: " .. ffi.string(err), 3)
+  end
+  keys_ready = true
+end
+
+-- A bearer token for { sub = , role = , trial = (or trials = { ... }), ttl = seconds (default 3600),
+-- nbf = , exp = (absolute, to test them) }, signed with the in-process specs' key.
+function M.token(claims)
+  test_keys()
+  local now = math.floor(triage.now())
+  local payload = assert(cjson.encode {
+    sub = claims.sub, role = claims.role, trial = claims.trial, trials = claims.trials,
+    iat = now, nbf = claims.nbf or now, exp = claims.exp or now + (claims.ttl or 3600),
+  })
+  local out = ffi.new("char[8192]")
+  local n = C.tr_ffi_test_auth_sign(nil, payload, #payload, out, 8192)
+  if n < 0 then
+    error("triage.testing.token: the claims do not fit in a token", 2)
+  end
+  return ffi.string(out, n)
+end
+
 -- Load the application in dir (absolute or relative to the current directory).
 -- opts.data: the data directory of its store (created and migrated; default: a new temporary
 -- directory, removed when the app is collected).
+-- opts.as: claims ({ sub = , role = , trial = }) of a bearer token every request carries unless it
+-- gives its own (request{ as = claims }, or as = false for none, or an Authorization header).
 function M.app(dir, opts)
   opts = opts or {}
   dir = dir or "."
@@ -92,11 +139,12 @@ function M.app(dir, opts)
   end
   local router = ffi.gc(C.tr_ffi_test_router_new(), C.tr_ffi_test_router_free)
   local loop = app_mod.boot(dir, router, 1, list_route_files(dir), nil, dir)
-  return setmetatable({ dir = dir, data = data, router = router, loop = loop, cleanup = cleanup }, App)
+  test_keys()
+  return setmetatable({ dir = dir, data = data, router = router, loop = loop, cleanup = cleanup, as = opts.as }, App)
 end
 
 -- Send one request: { method = "GET", path = "/x?y=1", headers = { Name = "v" }, body = "...",
--- json = table }. Returns a response { status, headers (lower-case names), body, json() }.
+-- json = table, as = claims of its bearer token (M.token) or false }. Returns a response { status, headers (lower-case names), body, json() }.
 function App:request(opts)
   if type(opts) == "string" then
     opts = { path = opts }
@@ -104,8 +152,17 @@ function App:request(opts)
   local method = opts.method or "GET"
   local body = opts.body
   local headers = {}
+  local authorization = false
   for k, v in pairs(opts.headers or {}) do
     headers[#headers + 1] = k .. ": " .. v .. "\r\n"
+    authorization = authorization or k:lower() == "authorization"
+  end
+  local as = opts.as
+  if as == nil then
+    as = self.as
+  end
+  if as and not authorization then
+    headers[#headers + 1] = "Authorization: Bearer " .. M.token(as) .. "\r\n"
   end
   if opts.json ~= nil then
     body = assert(cjson.encode(opts.json))
