@@ -1,5 +1,11 @@
--- The Lua half of triage (ctx, route DSL, middleware, testing helper) as a rock. The server itself is
--- built with CMake (see README.md); the rock lets other projects' specs `require "triage.testing"`.
+-- triage as a rock: `luarocks --lua-version=5.1 make` (from a checkout, offline) builds the server
+-- with CMake and installs it into the rocks tree: the binary in TREE/bin, the Lua half (triage.* with
+-- its cdef.h) among the tree's Lua modules, so that other projects' specs `require "triage.testing"`,
+-- and the in-process test library beside them. The C libraries and lua-cjson come from Debian
+-- (`make deps`: libluajit2-5.1-dev, libev-dev, libhttp-parser-dev, libsqlite3-dev, libssl-dev,
+-- lua-cjson), not from a rocks server: nothing is fetched. Every module of core/lua/triage is installed
+-- (triage.app, .auth, .check, .ctx, .ffi, .middleware, .report, .routes, .sandbox, .schema, .store,
+-- .testing, and triage itself).
 rockspec_format = "3.0"
 package = "triage"
 version = "0.1.0-1"
@@ -16,32 +22,34 @@ description = {
   license = "MIT",
 }
 dependencies = {
-  "lua == 5.1",
-  "lua-cjson >= 2.1.0",
+  "lua == 5.1", -- LuaJIT
+}
+external_dependencies = {
+  LUAJIT = { header = "luajit-2.1/luajit.h" },
+  LIBEV = { header = "ev.h" },
+  HTTP_PARSER = { header = "http_parser.h" },
+  SQLITE3 = { header = "sqlite3.h" },
+  LIBCRYPTO = { header = "openssl/hmac.h" },
+}
+build = {
+  type = "command",
+  -- A build directory of its own, so that a checkout's build/ is left as it is.
+  build_command = [[
+    cmake -S . -B build-rock -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null &&
+    cmake --build build-rock --target triage triage_test -j 2
+  ]],
+  -- PREFIX is the rock's directory: luarocks deploys its bin/ to TREE/bin, its lua/ to the tree's Lua
+  -- modules (TREE/share/lua/5.1) and its lib/ to TREE/lib/lua/5.1 (core/config.c and
+  -- core/lua/triage/ffi.lua find one another in that layout).
+  install_command = [[
+    mkdir -p "$(BINDIR)" "$(LUADIR)/triage" "$(LIBDIR)/triage" &&
+    cp build-rock/triage "$(BINDIR)/triage" &&
+    cp core/lua/triage/*.lua core/lua/triage/cdef.h "$(LUADIR)/triage/" &&
+    cp build-rock/libtriage_test.so "$(LIBDIR)/triage/libtriage_test.so"
+  ]],
 }
 test_dependencies = {
   "busted >= 2.0",
-}
-build = {
-  type = "builtin",
-  modules = {
-    ["triage"] = "core/lua/triage/init.lua",
-    ["triage.app"] = "core/lua/triage/app.lua",
-    ["triage.auth"] = "core/lua/triage/auth.lua",
-    ["triage.ctx"] = "core/lua/triage/ctx.lua",
-    ["triage.ffi"] = "core/lua/triage/ffi.lua",
-    ["triage.middleware"] = "core/lua/triage/middleware.lua",
-    ["triage.routes"] = "core/lua/triage/routes.lua",
-    ["triage.sandbox"] = "core/lua/triage/sandbox.lua",
-    ["triage.schema"] = "core/lua/triage/schema.lua",
-    ["triage.testing"] = "core/lua/triage/testing.lua",
-  },
-  copy_directories = {},
-  install = {
-    lua = {
-      ["triage.cdef"] = "core/lua/triage/cdef.h",
-    },
-  },
 }
 test = {
   type = "busted",

@@ -14,8 +14,10 @@
 #ifndef TR_LUA_DIR
 #define TR_LUA_DIR "core/lua"
 #endif
-/* Where `make install` puts the Lua half, relative to the directory holding the binary. */
+/* Where `make install` puts the Lua half, relative to the directory holding the binary; and where
+ * `luarocks make` deploys it in a rocks tree (triage-0.1.0-1.rockspec). */
 #define TR_INSTALLED_LUA_DIR "/../share/triage/lua"
+#define TR_ROCKS_LUA_DIR "/../share/lua/5.1"
 #define TR_VERSION "0.1.0"
 
 static void usage(FILE *out)
@@ -91,16 +93,20 @@ static int is_lua_dir(const char *dir)
 static const char *find_lua_dir(const char *given)
 {
     static char resolved[PATH_MAX];
+    /* `make install`'s layout, then a luarocks tree's (the rock deploys its modules among the tree's) */
+    static const char *const installed[] = {TR_INSTALLED_LUA_DIR, TR_ROCKS_LUA_DIR};
     const char *dir = given;
     if (dir == NULL) {
         char exe[PATH_MAX];
         ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-        char *slash;
+        char *slash = NULL;
         if (n > 0 && (size_t)n < sizeof(exe) - 1) {
             exe[n] = '\0';
-            if ((slash = strrchr(exe, '/')) != NULL &&
-                (size_t)(slash - exe) + sizeof(TR_INSTALLED_LUA_DIR) <= sizeof(exe)) {
-                memcpy(slash, TR_INSTALLED_LUA_DIR, sizeof(TR_INSTALLED_LUA_DIR));
+            slash = strrchr(exe, '/');
+        }
+        for (size_t i = 0; slash != NULL && i < sizeof(installed) / sizeof(installed[0]); i++) {
+            if ((size_t)(slash - exe) + strlen(installed[i]) < sizeof(exe)) {
+                memcpy(slash, installed[i], strlen(installed[i]) + 1); /* <dir of the binary><installed> */
                 if (is_lua_dir(exe) && realpath(exe, resolved) != NULL)
                     return resolved;
             }
@@ -110,6 +116,11 @@ static const char *find_lua_dir(const char *given)
     if (realpath(dir, resolved) != NULL)
         return resolved;
     return dir;
+}
+
+const char *tr_config_lua_dir(const char *given)
+{
+    return find_lua_dir(given);
 }
 
 /* A size in bytes with an optional k, m or g suffix, from 1 to max. */

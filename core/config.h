@@ -71,6 +71,11 @@ int tr_config_data_dir(const char *given, char *out, size_t size);
  * DATA_DIR/admin.token of the data directory given (default "data"). Returns 0, or -1 if too long. */
 int tr_config_admin_token_path(const char *given, const char *data, char *out, size_t size);
 
+/* The directory of the framework's Lua modules as the server finds it: given (--lua-dir or
+ * $TRIAGE_LUA_DIR; NULL: none), else the installed layout beside the binary, else the source tree.
+ * The result lives in a static buffer. */
+const char *tr_config_lua_dir(const char *given);
+
 /* Parse "HOST:PORT" (or ":PORT", or "PORT"). Returns 0 or -1. */
 int tr_config_parse_addr(const char *s, char *host, size_t host_size, int *port);
 

@@ -92,16 +92,32 @@ static void push_route_files(lua_State *L, const char *app_dir)
         free(list);
 }
 
-tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *code_dir, const char *carried, size_t carried_len,
-                     char *err, size_t err_size)
+/* A new state for an application whose code is in code_dir: the standard libraries, and the
+ * framework's and the app's modules on package.path. NULL when out of memory. */
+static lua_State *app_state(const tr_config_t *cfg, const char *code_dir)
 {
     tr_lua_alloc_set_limit(cfg->lua_memory_limit);
     lua_State *L = tr_lua_alloc_state_new();
+    if (L == NULL)
+        return NULL;
+    luaL_openlibs(L);
+    lua_getglobal(L, "package"); /* stack: package */
+    lua_getfield(L, -1, "path"); /* stack: package, path */
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/scripts/?.lua;%s/scripts/?/init.lua;%s", cfg->lua_dir, cfg->lua_dir,
+                    code_dir, code_dir, lua_tostring(L, -1)); /* stack: package, path, new */
+    lua_setfield(L, -3, "path");                              /* stack: package, path */
+    lua_pop(L, 2);                                            /* stack: (empty) */
+    return L;
+}
+
+tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *code_dir, const char *carried, size_t carried_len,
+                     char *err, size_t err_size)
+{
+    lua_State *L = app_state(cfg, code_dir);
     if (L == NULL) {
         snprintf(err, err_size, "cannot create a Lua state (out of memory)");
         return NULL;
     }
-    luaL_openlibs(L);
     *tr_vm_lua_loading = 1;
     enter_lua(L);
     tr_gen_t *gen = tr_mem_alloc(sizeof(*gen));
@@ -110,13 +126,6 @@ tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *code_dir, 
     gen->id = id;
     gen->router = tr_router_new();
     gen->dispatch_ref = LUA_NOREF;
-
-    lua_getglobal(L, "package"); /* stack: package */
-    lua_getfield(L, -1, "path"); /* stack: package, path */
-    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/scripts/?.lua;%s/scripts/?/init.lua;%s", cfg->lua_dir, cfg->lua_dir,
-                    code_dir, code_dir, lua_tostring(L, -1)); /* stack: package, path, new */
-    lua_setfield(L, -3, "path");                              /* stack: package, path */
-    lua_pop(L, 2);                                            /* stack: (empty) */
 
     lua_getglobal(L, "require");      /* stack: require */
     lua_pushliteral(L, "triage.app"); /* stack: require, name */
@@ -159,6 +168,53 @@ tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *code_dir, 
     lua_settop(L, 0);
     gen->loaded_at = tr_wall_clock();
     return gen;
+}
+
+int tr_gen_check(const tr_config_t *cfg, FILE *out, int *nroutes)
+{
+    *nroutes = 0;
+    lua_State *L = app_state(cfg, cfg->app_dir);
+    if (L == NULL) {
+        fprintf(out, "cannot create a Lua state (out of memory)\n");
+        return -1;
+    }
+    enter_lua(L);
+    tr_router_t *router = tr_router_new();
+    int count = -1, refused = 0;
+    lua_getglobal(L, "require");        /* stack: require */
+    lua_pushliteral(L, "triage.check"); /* stack: require, name */
+    if (limited_pcall(L, 1, 1, &refused) != 0) {
+        fprintf(out, "loading the framework: %s\n", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+        goto done;
+    }
+    lua_getfield(L, -1, "run");                  /* stack: check, run */
+    lua_pushstring(L, cfg->app_dir);             /* stack: check, run, dir */
+    lua_pushlightuserdata(L, router);            /* stack: check, run, dir, router */
+    push_route_files(L, cfg->app_dir);           /* stack: check, run, dir, router, files */
+    lua_pushstring(L, cfg->app_dir);             /* stack: check, run, dir, router, files, code */
+    if (limited_pcall(L, 4, 2, &refused) != 0) { /* stack: check, err */
+        if (refused) {
+            char err[512];
+            set_memory_error(err, sizeof(err), L);
+            fprintf(out, "%s\n", err);
+        } else {
+            fprintf(out, "%s\n", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+        }
+        goto done;
+    }
+    *nroutes = (int)lua_tointeger(L, -1); /* stack: check, problems, nroutes */
+    lua_pop(L, 1);                        /* stack: check, problems */
+    count = (int)lua_objlen(L, -1);
+    for (int i = 1; i <= count; i++) {
+        lua_rawgeti(L, -1, i); /* stack: check, problems, problem */
+        fprintf(out, "%s\n", lua_tostring(L, -1));
+        lua_pop(L, 1); /* stack: check, problems */
+    }
+done:
+    leave_lua();
+    tr_lua_alloc_state_close(L);
+    tr_router_free(router);
+    return count;
 }
 
 void tr_gen_free(tr_gen_t *gen)

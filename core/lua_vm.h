@@ -14,6 +14,7 @@
 
 #include <lua.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "config.h"
 #include "http.h"
@@ -60,6 +61,15 @@ struct tr_gen_s {
 tr_gen_t *tr_gen_new(const tr_config_t *cfg, uint64_t id, const char *code_dir, const char *carried, size_t carried_len,
                      char *err, size_t err_size);
 void tr_gen_free(tr_gen_t *gen);
+
+/*
+ * `triage check`: load the application in cfg->app_dir (read in place, no snapshot, no store) as
+ * tr_gen_new would, in a state freed before returning, collecting every problem rather than stopping
+ * at the first (triage/check.lua): each is written to out as "FILE:LINE: message", FILE relative to
+ * the app. Returns the number of problems (0: it loads cleanly, *nroutes routes), or -1 when the
+ * check itself could not run (the reason written to out).
+ */
+int tr_gen_check(const tr_config_t *cfg, FILE *out, int *nroutes);
 
 /* What gen's scripts asked for and assigned while loading (triage/sandbox.lua): a JSON object at json
  * ("" if unknown) and the preflight's warnings, one per line, at warnings ("" if none). Both are

@@ -2,11 +2,15 @@
  * triage: serve an application (the master process), `triage reload` / `triage status` to ask a
  * running server to reload its code or for its status through the admin listener, `triage backup
  * DEST` to copy its store, `triage audit verify|export` to check or export its audit trail, `triage
- * token` to make a bearer token for local testing (jwt.h), or `triage upgrade` to replace a running
- * server's binary without refusing a connection (upgrade.h).
+ * token` to make a bearer token for local testing (jwt.h), `triage check` to load an application and
+ * list its problems, or `triage upgrade` to replace a running server's binary without refusing a
+ * connection (upgrade.h).
  */
 #include <errno.h>
+#include <lauxlib.h>
+#include <lualib.h>
 #include <netdb.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,25 +23,62 @@
 #include "config.h"
 #include "jwt.h"
 #include "log.h"
+#include "lua_vm.h"
 #include "master.h"
 #include "privilege.h"
 #include "store.h"
 #include "upgrade.h"
 
 /*
+ * body (an admin answer's JSON) as text for a person, by triage/report.lua's function fn, printed on
+ * standard output. Returns 0, or -1 (nothing printed) when it cannot be made: the caller prints the
+ * JSON as it came.
+ */
+static int print_report(const char *fn, const char *body)
+{
+    const char *env = getenv("TRIAGE_LUA_DIR");
+    const char *lua_dir = tr_config_lua_dir(env != NULL && *env ? env : NULL);
+    lua_State *L = luaL_newstate();
+    if (L == NULL)
+        return -1;
+    luaL_openlibs(L);
+    lua_getglobal(L, "package");                                      /* stack: package */
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;;", lua_dir, lua_dir); /* stack: package, path */
+    lua_setfield(L, -2, "path");                                      /* stack: package */
+    lua_settop(L, 0);                                                 /* stack: (empty) */
+    lua_getglobal(L, "require");                                      /* stack: require */
+    lua_pushliteral(L, "triage.report");                              /* stack: require, name */
+    int rc = -1;
+    if (lua_pcall(L, 1, 1, 0) == 0) {                                       /* stack: report */
+        lua_getfield(L, -1, fn);                                            /* stack: report, fn */
+        lua_pushstring(L, body);                                            /* stack: report, fn, body */
+        if (lua_pcall(L, 1, 1, 0) == 0 && lua_type(L, -1) == LUA_TSTRING) { /* stack: report, text */
+            printf("%s\n", lua_tostring(L, -1));
+            rc = 0;
+        }
+    }
+    lua_close(L);
+    return rc;
+}
+
+/*
  * A command talking to a running server's admin listener: `triage reload` (POST /_triage/reload) or
  * `triage status` (GET /_triage/status). Both find the server and its token the way the server does:
- * --admin HOST:PORT, --data DIR or --admin-token-file FILE, $TRIAGE_ADMIN_TOKEN. Prints the answer's
- * body; returns 0 on a 200, 1 on another answer, 2 when the server cannot be asked.
+ * --admin HOST:PORT, --data DIR or --admin-token-file FILE, $TRIAGE_ADMIN_TOKEN. Prints the answer as
+ * text for a person (triage/report.lua's function `name`), or its JSON body as it came with --json;
+ * returns 0 on a 200, 1 on another answer, 2 when the server cannot be asked.
  */
 static int admin_command(const char *name, const char *method, const char *path, int argc, char **argv)
 {
+    int json = 0;
     char host[256] = "127.0.0.1";
     int port = 9180;
     const char *data = "data", *token_file = NULL;
     for (int i = 0; i < argc; i++) {
         const char *addr = NULL;
-        if (strcmp(argv[i], "--admin") == 0 && i + 1 < argc)
+        if (strcmp(argv[i], "--json") == 0)
+            json = 1;
+        else if (strcmp(argv[i], "--admin") == 0 && i + 1 < argc)
             addr = argv[++i];
         else if (strncmp(argv[i], "--admin=", 8) == 0)
             addr = argv[i] + 8;
@@ -51,7 +92,8 @@ static int admin_command(const char *name, const char *method, const char *path,
             token_file = argv[i] + 19;
         else {
             fprintf(stderr,
-                    "triage %s: unexpected argument '%s' (--admin HOST:PORT, --data DIR, --admin-token-file FILE)\n",
+                    "triage %s: unexpected argument '%s' (--admin HOST:PORT, --data DIR, --admin-token-file FILE, "
+                    "--json)\n",
                     name, argv[i]);
             return 2;
         }
@@ -109,8 +151,10 @@ static int admin_command(const char *name, const char *method, const char *path,
     }
     buf[len] = '\0';
     const char *body = strstr(buf, "\r\n\r\n");
-    printf("%s\n", body ? body + 4 : buf);
     int ok = strncmp(buf, "HTTP/1.1 200", 12) == 0;
+    int as_text = !json && body != NULL && (ok || strncmp(buf, "HTTP/1.1 409", 12) == 0);
+    if (!as_text || print_report(name, body + 4) != 0)
+        printf("%s\n", body ? body + 4 : buf);
     if (!ok && source == -2 && strncmp(buf, "HTTP/1.1 401", 12) == 0)
         fprintf(stderr,
                 "triage %s: no admin token: %s does not exist and $%s is not set (give --data DIR or "
@@ -118,6 +162,54 @@ static int admin_command(const char *name, const char *method, const char *path,
                 name, token_path, TR_ADMIN_TOKEN_ENV);
     free(buf);
     return ok ? 0 : 1;
+}
+
+static void check_took_too_long(int sig)
+{
+    (void)sig;
+    static const char msg[] = "triage check: loading the application took too long (3 x --handler-timeout, at "
+                              "least 5 s): an endless loop when a script or route file is loaded?\n";
+    ssize_t unused = write(2, msg, sizeof(msg) - 1);
+    (void)unused;
+    _exit(1);
+}
+
+/*
+ * triage check [--app DIR] [server flags]: load the application as the server's preflight does (the
+ * same sandbox and route loader; as root, as the workers' user, --user) without a data directory,
+ * and print every problem as FILE:LINE: message on standard output, for an editor or CI. Returns 0
+ * when it loads cleanly (a one-line summary printed), 1 on any problem, 2 on a usage error.
+ */
+static int check_command(int argc, char **argv)
+{
+    tr_config_t cfg;
+    int rc = tr_config_parse(&cfg, argc, argv);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+    char err[512];
+    tr_privilege_paths_t paths = {.app_dir = cfg.app_dir, .lua_dir = cfg.lua_dir};
+    if (tr_privilege_resolve(cfg.user, &cfg.run_as, err, sizeof(err)) != 0 ||
+        tr_privilege_check(&cfg.run_as, &paths, err, sizeof(err)) != 0 ||
+        tr_privilege_drop(&cfg.run_as, err, sizeof(err)) != 0) {
+        fprintf(stderr, "triage check: %s\n", err);
+        return 2;
+    }
+    signal(SIGALRM, check_took_too_long);
+    alarm((unsigned)tr_config_load_budget(cfg.handler_timeout));
+    int nroutes;
+    int problems = tr_gen_check(&cfg, stdout, &nroutes);
+    alarm(0);
+    if (problems < 0) {
+        fprintf(stderr, "triage check: the check could not run\n");
+        return 2;
+    }
+    if (problems > 0) {
+        fflush(stdout);
+        fprintf(stderr, "triage check: %d problem%s in %s\n", problems, problems == 1 ? "" : "s", cfg.app_dir);
+        return 1;
+    }
+    printf("triage check: %s: %d route%s, no problems\n", cfg.app_dir, nroutes, nroutes == 1 ? "" : "s");
+    return 0;
 }
 
 /* triage backup DEST [--data DIR]: a consistent copy of the store, taken while the server runs. */
@@ -349,6 +441,8 @@ int main(int argc, char **argv)
         return admin_command("reload", "POST", "/_triage/reload", argc - 2, argv + 2);
     if (argc > 1 && strcmp(argv[1], "status") == 0)
         return admin_command("status", "GET", "/_triage/status", argc - 2, argv + 2);
+    if (argc > 1 && strcmp(argv[1], "check") == 0)
+        return check_command(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "backup") == 0)
         return backup_command(argc - 2, argv + 2);
     if (argc > 1 && strcmp(argv[1], "audit") == 0)

@@ -404,7 +404,7 @@ int tr_master_run(const tr_config_t *cfg)
     tr_admin_options_t admin_opt = {.token = m.admin_token, .loopback = admin_loopback, .metrics = m.shared->metrics};
     tr_admin_start(&m.admin, m.loop, admin_fd, m.shared, cfg->workers, m.started_at, &admin_opt, reload_now, NULL);
     if (cfg->watch) {
-        int rc = tr_watch_start(&m.watch, m.loop, cfg->app_dir, reload_now, NULL);
+        int rc = tr_watch_start(&m.watch, m.loop, cfg->app_dir, cfg->reload_check != NULL, reload_now, NULL);
         if (rc != 0)
             tr_log_error("inotify: %s; file changes will not reload (SIGHUP still does)", strerror(-rc));
     }

@@ -49,6 +49,10 @@ static void watch_code(tr_watch_t *w)
     watch_tree(w, path);
     snprintf(path, sizeof(path), "%s/scripts", w->app_dir);
     watch_tree(w, path);
+    if (w->with_spec) {
+        snprintf(path, sizeof(path), "%s/spec", w->app_dir);
+        watch_tree(w, path);
+    }
 }
 
 static void on_debounce(struct ev_loop *loop, ev_timer *t, int revents)
@@ -83,10 +87,12 @@ static void on_inotify(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
-int tr_watch_start(tr_watch_t *w, struct ev_loop *loop, const char *app_dir, void (*on_change)(void *data), void *data)
+int tr_watch_start(tr_watch_t *w, struct ev_loop *loop, const char *app_dir, int with_spec,
+                   void (*on_change)(void *data), void *data)
 {
     w->loop = loop;
     w->app_dir = app_dir;
+    w->with_spec = with_spec;
     w->on_change = on_change;
     w->data = data;
     ev_timer_init(&w->debounce, on_debounce, DEBOUNCE, 0.);

@@ -117,7 +117,19 @@ end
 -- (`nxt`) is made once per coroutine, not per request. code_dir is stripped from the message of a
 -- failed request: positions in the app's files are relative already, but a message can list paths
 -- (require's "module 'x' not found: ... no file '<code_dir>/scripts/x.lua'").
-local function request_loop(chains, not_found_chain, not_allowed_chain, code_dir)
+-- A request whose handler chain returned without setting a response (no body and the status left at
+-- its 200): a slip, such as a forgotten ctx:json. The client gets a 500 rather than an empty 200 it
+-- would take for success, and the log names the route. site: where the route was declared.
+local function no_response(ctx, site)
+  local id = ctx:request_id()
+  local msg = ("request %s: %s %s: the handler of %s returned without setting a response (ctx:json, ctx:send, "
+    .. "ctx:json_text or ctx:status): answered 500"):format(id, ctx:method(), ctx:path(), site or "the route")
+  C.tr_ffi_log_error(msg, #msg)
+  ctx:_reset()
+  ctx:status(500):send_request_id():json { error = "the handler set no response", requestId = id }
+end
+
+local function request_loop(chains, not_found_chain, not_allowed_chain, code_dir, sites)
   return function()
     local chain, i, ctx
     local co = coroutine.running()
@@ -152,6 +164,8 @@ local function request_loop(chains, not_found_chain, not_allowed_chain, code_dir
         else
           ctx:status(500):send_request_id():json { error = "internal server error", requestId = id }
         end
+      elseif ctx._resp == nil and r.status == 200 then
+        no_response(ctx, sites[h])
       end
       ctx:_finish()
       running[co] = nil
@@ -164,8 +178,9 @@ end
 -- Load the application in app_dir into this state: route files (absolute paths, in order), their
 -- handlers and middleware, added to router; carried is what the previous generation exported for
 -- triage.carry (or nil); code_dir is where this generation's copy of routes/ and scripts/ lives (the
--- app directory itself in specs). Returns the request loop function.
-function M.boot(app_dir, router, generation, route_files, carried, code_dir)
+-- app directory itself in specs). on_problem (optional, `triage check`): reports each problem of the
+-- route files instead of raising at the first (routes.load). Returns the request loop function.
+function M.boot(app_dir, router, generation, route_files, carried, code_dir, on_problem)
   local jit_log = os.getenv("TRIAGE_JIT_LOG") -- trace compiler diagnostics, for profiling
   if jit_log and jit_log ~= "" then
     require("jit.v").start(jit_log)
@@ -179,10 +194,10 @@ function M.boot(app_dir, router, generation, route_files, carried, code_dir)
   code_dir = code_dir or app_dir
   add_script_dir(code_dir)
   local box = sandbox.new(code_dir, routes.load_chunk)
-  local chains, globals = routes.load(app_dir, router, route_files or {}, code_dir, box)
+  M.box = box
+  local chains, globals, sites = routes.load(app_dir, router, route_files or {}, code_dir, box, on_problem)
   box:done_loading()
   M.chains = chains
-  M.box = box
   -- Read by the core after a load (tr_gen_environment): what the app asked for and the globals it
   -- assigned while loading, for status and the preflight's warnings.
   M.environment = box:report()
@@ -192,7 +207,7 @@ function M.boot(app_dir, router, generation, route_files, carried, code_dir)
       :format(g.at, g.name)
   end
   M.environment_warnings = table.concat(warnings, "\n")
-  return request_loop(chains, with(globals, not_found), with(globals, method_not_allowed), code_dir)
+  return request_loop(chains, with(globals, not_found), with(globals, method_not_allowed), code_dir, sites)
 end
 
 return M

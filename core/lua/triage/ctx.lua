@@ -54,8 +54,70 @@ local function new(r)
   return setmetatable({ _r = cast(req_ref, r), _s = r.serial }, Ctx)
 end
 
+-- The app's code (its files are compiled as "@routes/..." and "@scripts/...") nearest to the top of
+-- the stack from level on, as "file:line", or nil.
+local function app_caller(level)
+  while true do
+    local info = debug.getinfo(level + 1, "Sl")
+    if not info then
+      return nil
+    end
+    if info.source:match("^@routes/") or info.source:match("^@scripts/") then
+      return ("%s:%d"):format(info.source:sub(2), info.currentline)
+    end
+    level = level + 1
+  end
+end
+
+-- Where the running request's handler is defined, as "file:line", or nil: for a slip in a tail call
+-- (`return ctx.json{...}`), which leaves no frame of the function that made it.
+local function running_handler()
+  local app = package.loaded["triage.app"]
+  local r = C.tr_ffi_req_running()
+  local chain = type(app) == "table" and app.chains and r ~= nil and app.chains[r.handler]
+  if chain then
+    local info = debug.getinfo(chain[#chain], "S")
+    return ("%s:%d"):format(info.source:gsub("^@", ""), info.linedefined)
+  end
+end
+
+-- Raise msg, a slip of the app's code, at the app's line that made it: the nearest frame of the app
+-- above the ctx method that found it, or, when the method was reached by a tail call
+-- (`return ctx.json{...}`, which leaves no frame of its caller), the first line of the running
+-- handler, saying so. level: the ctx method's stack level as raise_slip's caller counts it (1: the
+-- caller itself); name: the method's name.
+local function raise_slip(msg, level, name)
+  local at = app_caller(level + 1)
+  if not at then
+    at = running_handler()
+    msg = msg .. (" in `return ctx%s%s ...` of this handler or of a function it calls"):format(
+      msg:match("^ctx%.") and "." or ":", name)
+  end
+  error(at and (at .. ": " .. msg) or msg, 0)
+end
+
+-- A method called with '.' instead of ':' (`ctx.json{...}`): self is then the first argument, not a
+-- ctx. Reached only on that error path: names the method (the function two levels up) and the line
+-- of the app that called it.
+local function not_a_ctx(self)
+  local f = debug.getinfo(3, "f").func
+  local name = "method"
+  for k, v in pairs(Ctx) do
+    if v == f then
+      name = k
+    end
+  end
+  raise_slip(("ctx.%s called with '.', use ctx:%s(...) (got a %s as the ctx)"):format(name, name, type(self)), 3,
+    name)
+end
+
+-- The request of a live ctx. The type test and the nil test are the slip checks for a dot call:
+-- both are guards the JIT-compiled code tests anyway when it loads self._r.
 local function req(self)
-  local r = self._r
+  local r = type(self) == "table" and self._r
+  if not r then
+    not_a_ctx(self)
+  end
   if r.serial ~= self._s then
     error(STALE, 3)
   end
@@ -152,31 +214,53 @@ function Ctx:body()
   return b
 end
 
--- The body decoded as JSON, or nil and a message. Never raises on bad input.
-function Ctx:json_body()
-  if self._json ~= nil or self._json_err ~= nil then
-    req(self)
-    return self._json, self._json_err
+-- What json_body(kind) accepts at the top level of a body: kind "object" wants '{', "array" '[',
+-- nil either (a table, which a handler can index without raising); "any" takes scalars too.
+local JSON_KINDS = { object = "an object", array = "an array", any = true }
+local JSON_OPENERS = { object = "{", array = "[" }
+
+-- v (decoded from the body b) if it is of the kind asked for, else nil and a message naming both.
+local function of_kind(v, b, kind)
+  if kind == "any" or (type(v) == "table" and (kind == nil or b:match("^%s*(.)") == JSON_OPENERS[kind])) then
+    return v
+  end
+  local got = type(v) == "table" and (b:match("^%s*%[") and "an array" or "an object")
+    or (v == cjson.null and "null" or ("a %s (%s)"):format(type(v), tostring(v)))
+  return nil, ("invalid JSON: the body must be %s, got %s"):format(JSON_KINDS[kind] or "an object or an array", got)
+end
+
+-- The body decoded as JSON, or nil and a message. Never raises on bad input. kind: "object",
+-- "array", "any", or nil (an object or an array: a body of `5` or `null` is refused rather than
+-- handed to code that would index it).
+function Ctx:json_body(kind)
+  req(self)
+  if kind ~= nil and not JSON_KINDS[kind] then
+    error("ctx:json_body: kind must be \"object\", \"array\" or \"any\", got " .. tostring(kind), 2)
   end
   local b = self:body()
-  local v, err
-  if b == "" then
-    err = "invalid JSON: empty body"
-  else
-    local e = C.tr_ffi_json_check(b, #b, json_at, errmsg)
-    if e ~= FFI_OK then
-      err = "invalid JSON: " .. ffi_string(errmsg[0]) .. " at byte " .. tonumber(json_at[0])
+  if self._json == nil and self._json_err == nil then
+    local v, err
+    if b == "" then
+      err = "invalid JSON: empty body"
     else
-      v, err = cjson_strict.decode(b)
-      if v == nil then
-        err = "invalid JSON: " .. tostring(err)
+      local e = C.tr_ffi_json_check(b, #b, json_at, errmsg)
+      if e ~= FFI_OK then
+        err = "invalid JSON: " .. ffi_string(errmsg[0]) .. " at byte " .. tonumber(json_at[0])
       else
-        schema.mark_empty_arrays(b, v) -- [] apart from {} (lua-cjson 2.1.0 decodes both as {})
+        v, err = cjson_strict.decode(b)
+        if v == nil then
+          err = "invalid JSON: " .. tostring(err)
+        else
+          schema.mark_empty_arrays(b, v) -- [] apart from {} (lua-cjson 2.1.0 decodes both as {})
+        end
       end
     end
+    self._json, self._json_err = v, err
   end
-  self._json, self._json_err = v, err
-  return v, err
+  if self._json_err ~= nil then
+    return nil, self._json_err
+  end
+  return of_kind(self._json, b, kind)
 end
 
 -- The JSON body checked against a schema (triage.schema), or { body = s, query = s, params = s }.
@@ -244,6 +328,10 @@ function Ctx:status(code)
     return r.status
   end
   if type(code) ~= "number" or code < 100 or code > 599 or code % 1 ~= 0 then
+    if type(code) == "string" then
+      raise_slip(("ctx:status wants a number, got the string %q: use ctx:status(%s)")
+        :format(code, tonumber(code) and code or "400"), 1, "status")
+    end
     error("ctx:status: expected an HTTP status from 100 to 599, got " .. tostring(code), 2)
   end
   if code < 200 then

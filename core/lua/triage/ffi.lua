@@ -2,7 +2,8 @@
 -- returns the namespace its functions live in: the server executable itself, or, outside the server
 -- (handler specs under busted), the in-process test library: $TRIAGE_TEST_LIB if set; for an installed
 -- triage (PREFIX/share/triage/lua/triage/cdef.h), PREFIX/lib/triage/libtriage_test.so; in a checkout
--- (core/lua/triage/cdef.h), build/libtriage_test.so.
+-- (core/lua/triage/cdef.h), build/libtriage_test.so; in a rocks tree (TREE/share/lua/5.1/triage/cdef.h,
+-- `luarocks make`), TREE/lib/lua/5.1/triage/libtriage_test.so.
 local ffi = require "ffi"
 
 local M = {}
@@ -35,8 +36,11 @@ else
     -- PREFIX/share/triage/lua/triage/cdef.h -> PREFIX/lib/triage/libtriage_test.so
     local prefix = cdef_path:match("^(.*)/share/triage/lua/triage/cdef%.h$")
       or (cdef_path:match("^share/triage/lua/triage/cdef%.h$") and ".")
+    local tree = cdef_path:match("^(.*)/share/lua/5%.1/triage/cdef%.h$")
     if prefix then
       lib = prefix .. "/lib/triage/libtriage_test.so"
+    elseif tree then
+      lib = tree .. "/lib/lua/5.1/triage/libtriage_test.so"
     else
       -- core/lua/triage/cdef.h -> <repo>/build/libtriage_test.so
       local root = cdef_path:match("^(.*)/core/lua/triage/cdef%.h$") or "."

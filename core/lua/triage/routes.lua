@@ -126,8 +126,11 @@ end
 -- Load the route files (absolute paths, in order) of the app in app_dir, read from code_dir, into
 -- router; box is the app's sandbox (triage.sandbox): route files run in its route environment,
 -- handler names resolve through its require.
--- Returns chains (handler id -> array of functions, handler last) and globals (global middleware).
-function M.load(app_dir, router, files, code_dir, box)
+-- on_problem (optional, for `triage check`): called with each problem ("file:line: message") instead of
+-- raising at the first; the route, middleware or file that has it is skipped and loading goes on.
+-- Returns chains (handler id -> array of functions, handler last), globals (global middleware) and
+-- sites (handler id -> "routes/api.lua:12 (GET /x/:id)", where the route was declared).
+function M.load(app_dir, router, files, code_dir, box, on_problem)
   local routes, globals = {}, {}
   local groups = {} -- stack of { prefix = "/x", middleware = { ... } }
   local errbuf = ffi.new("char[512]")
@@ -192,8 +195,23 @@ function M.load(app_dir, router, files, code_dir, box)
     if C.tr_ffi_router_add(router, method, full, #full, id, errbuf, 512) ~= 0 then
       fail(at, ffi.string(errbuf))
     end
-    routes[id] = { handler = fn, middleware = group_middleware(), where = at, route = method .. " " .. full }
+    routes[id] = { handler = fn, middleware = group_middleware(), where = at, method = method, pattern = full,
+                   route = method .. " " .. full }
   end
+
+  -- f(...) raising at its first problem, or, with on_problem, reporting it and going on.
+  local function collecting(f)
+    if not on_problem then
+      return f
+    end
+    return function(...)
+      local ok, err = pcall(f, ...)
+      if not ok then
+        on_problem(rel(err))
+      end
+    end
+  end
+  add = collecting(add)
 
   local dsl = {}
   for _, m in ipairs(METHODS) do
@@ -208,15 +226,18 @@ function M.load(app_dir, router, files, code_dir, box)
   dsl.allow = function(list)
     box:grant(list, where(2))
   end
+  local use = collecting(function(at, ref)
+    local ok, fn = pcall(resolve, ref, "middleware", box.env.require)
+    if not ok then
+      fail(at, fn)
+    end
+    local target = #groups > 0 and groups[#groups].middleware or globals
+    target[#target + 1] = fn
+  end)
   dsl.use = function(...)
     local at = where(2)
     for i = 1, select("#", ...) do
-      local ok, fn = pcall(resolve, (select(i, ...)), "middleware", box.env.require)
-      if not ok then
-        fail(at, fn)
-      end
-      local target = #groups > 0 and groups[#groups].middleware or globals
-      target[#target + 1] = fn
+      use(at, (select(i, ...)))
     end
   end
   dsl.group = function(pfx, middleware, body)
@@ -228,12 +249,15 @@ function M.load(app_dir, router, files, code_dir, box)
       fail(at, "group(prefix, { middleware... }, function() ... end)")
     end
     local resolved = {}
-    for i, ref in ipairs(middleware) do
+    local resolve_one = collecting(function(ref)
       local ok, fn = pcall(resolve, ref, "middleware", box.env.require)
       if not ok then
         fail(at, fn)
       end
-      resolved[i] = fn
+      resolved[#resolved + 1] = fn
+    end)
+    for _, ref in ipairs(middleware) do
+      resolve_one(ref)
     end
     groups[#groups + 1] = { prefix = pfx, middleware = resolved }
     local ok, err = pcall(body)
@@ -253,17 +277,25 @@ function M.load(app_dir, router, files, code_dir, box)
       chunk, err = loadfile(path, "t")
     end
     if not chunk then
-      error(rel(err), 0)
-    end
-    setfenv(chunk, env)
-    local ok, run_err = pcall(chunk)
-    if not ok then
-      error(rel(run_err), 0)
+      if not on_problem then
+        error(rel(err), 0)
+      end
+      on_problem(rel(err))
+    else
+      setfenv(chunk, env)
+      local ok, run_err = pcall(chunk)
+      if not ok then
+        if not on_problem then
+          error(rel(run_err), 0)
+        end
+        on_problem(rel(run_err))
+      end
     end
   end
 
-  local chains = {}
+  local chains, sites = {}, {}
   for id, r in ipairs(routes) do
+    sites[id] = ("%s (%s %s)"):format(r.where, r.method, r.pattern)
     local chain = copy(globals)
     for _, mw in ipairs(r.middleware) do
       chain[#chain + 1] = mw
@@ -272,7 +304,7 @@ function M.load(app_dir, router, files, code_dir, box)
     chain.route = r.route -- "POST /api/epro/submit", for the audit trail (triage.store, tx:audit)
     chains[id] = chain
   end
-  return chains, globals
+  return chains, globals, sites
 end
 
 return M

@@ -115,6 +115,7 @@ function M.new(code_dir, load_chunk)
     granted = {},   -- capability -> "file:line" of its allow
     order = {},     -- capabilities in the order they were asked for
     globals = {},   -- load-time globals: { name = , at = "file:line" }
+    reads = {},     -- load-time reads of undeclared globals (nil then): { name = , at = "file:line" }
     loading = true, -- false once the app has loaded: from then on undeclared globals are errors
     loaded = {},    -- the app's modules (its own package.loaded)
   }
@@ -286,6 +287,7 @@ function M.new(code_dir, load_chunk)
       refuse(cap, ("the global '%s'"):format(tostring(name)))
     end
     if box.loading then
+      box.reads[#box.reads + 1] = { name = tostring(name), at = where(2) }
       return nil
     end
     error(("%s: read of undeclared global '%s' in a request; declare it with local (local %s = ...) in the "

@@ -568,7 +568,7 @@ end
 -- {"success":false,"error":"invalid JSON: ..."} or
 -- {"success":false,"error":"the body must be a JSON object, got an array"}.
 function M.object_body(ctx)
-  local body, err = ctx:json_body()
+  local body, err = ctx:json_body("any") -- any JSON value: what it is instead is named below
   if body == nil then
     ctx:status(400):json { success = false, error = err }
     return nil
@@ -699,7 +699,7 @@ function M.request(ctx, spec, level)
       body = M.object_body(ctx)
     else
       local err
-      body, err = ctx:json_body()
+      body, err = ctx:json_body("any") -- the schema says which values it takes
       if body == nil then
         ctx:status(400):json { success = false, error = err }
       end
