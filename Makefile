@@ -53,7 +53,7 @@ test: test-deps build
 # they find is kept in $(BUILD)/fuzz/runs/<harness>/ (spec/fuzz/README.md).
 FUZZ_SECONDS ?= 60
 fuzz: test-deps build
-	@for h in http conn router; do \
+	@for h in http conn router jwt; do \
 	  rm -rf $(BUILD)/fuzz/runs/$$h; \
 	  spec/fuzz/run-fuzzer $(BUILD)/fuzz/fuzz_$$h spec/fuzz/corpus/$$h $(FUZZ_SECONDS) $(BUILD)/fuzz/runs/$$h || exit 1; \
 	done

@@ -19,7 +19,7 @@ add_test(NAME layers_catches_a_cycle
 set_tests_properties(layers_catches_a_cycle PROPERTIES PASS_REGULAR_EXPRESSION "depend on each other in a circle: [abc] [abc] [abc]")
 
 # Each fuzz harness over its seed corpus for a few seconds (`make fuzz` runs them longer).
-foreach(harness http conn router)
+foreach(harness http conn router jwt)
   if(TRIAGE_FUZZ_DIR)
     add_test(NAME fuzz_${harness}
       COMMAND ${CMAKE_SOURCE_DIR}/spec/fuzz/run-fuzzer ${TRIAGE_FUZZ_DIR}/fuzz_${harness}
