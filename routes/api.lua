@@ -31,6 +31,20 @@ group("/api/v1/trials/:trialId", {
   get("/patients/:patientId/reports", "epro.list")
 end)
 
+-- A trial's safety events: its investigators and monitors list them, its investigators acknowledge
+-- them (scripts/safety.lua). Another trial's token is 403, whether the event exists or not.
+group("/api/v1/trials/:trialId", {
+  "triage.auth.require{ roles = { 'investigator', 'monitor' }, trial_param = 'trialId' }",
+}, function()
+  get("/safety-events", "safety.list")
+end)
+
+group("/api/v1/trials/:trialId", {
+  "triage.auth.require{ roles = { 'investigator' }, trial_param = 'trialId' }",
+}, function()
+  post("/safety-events/:eventId/ack", "safety.ack")
+end)
+
 -- The protocol lookup again, behind a token and the audit middleware.
 group("/api/v1/secure", {
   "triage.auth.require{ roles = { 'investigator', 'monitor', 'admin' } }", "audit.record",

@@ -3,8 +3,11 @@
 --
 -- POST /api/epro/submit
 --   { "patientId": "P-0001", "reportData": { ... }, "questionnaire": "phq9", "capturedAt": "2026-11-27T07:59:12Z",
---     "submissionId": "…", "corrects": "<receipt id>", "reason": "…" }
+--     "submissionId": "…", "corrects": "<receipt id>", "reason": "…", "trialId": "T1" }
 -- (questionnaire, capturedAt, submissionId optional; a correction names the receipt it corrects and says why)
+-- The submission is stored under the trial of the bearer token (its trial claim); trialId chooses one
+-- when the token names several (one it does not name is 403), and the safety events it raises are
+-- that trial's (scripts/safety.lua).
 -- with an optional Idempotency-Key header.
 --
 -- A 200 means the submission is committed to disk (synchronous=FULL): its receipt (the server's id and
@@ -48,19 +51,21 @@ local SUBMISSION = schema.compile {
     corrects = KEY,
     reason = { type = "string", pattern = "%S", max_length = MAX_REASON,
       message = "must be a non-blank string of at most 1000 characters" },
+    trialId = { type = "string", pattern = "^[%w._:-]+$", max_length = MAX_KEY,
+      message = "must be 1 to 128 letters, digits or . _ : -" },
   },
 }
 
 local INSERT = "INSERT INTO epro_submissions (receipt_id, patient_id, idempotency_key, fingerprint, captured_at,"
-  .. " received_at, report_json, corrects) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+  .. " received_at, report_json, corrects, trial_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 local BY_KEY = "SELECT receipt_id, received_at, fingerprint FROM epro_submissions"
   .. " WHERE patient_id = ? AND idempotency_key = ?"
-local BY_RECEIPT = "SELECT receipt_id, patient_id, captured_at, received_at, report_json, corrects"
+local BY_RECEIPT = "SELECT receipt_id, patient_id, captured_at, received_at, report_json, corrects, trial_id"
   .. " FROM epro_submissions WHERE receipt_id = ?"
 local INSERT_SCORE = "INSERT INTO epro_scores (receipt_id, questionnaire, panel_code, total_code, total, band,"
   .. " answered, prorated, flags, scored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 local INSERT_SAFETY = "INSERT INTO safety_events (receipt_id, patient_id, questionnaire, flag, item_code, answer,"
-  .. " raised_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+  .. " raised_at, trial_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 local SCORE_OF = "SELECT questionnaire, panel_code, total_code, total, band, answered, prorated, flags"
   .. " FROM epro_scores WHERE receipt_id = ?"
 
@@ -87,9 +92,11 @@ end
 -- A submission as the audit trail records it: JSON with its report embedded as stored (report_json
 -- is JSON already: spliced in, not encoded again).
 local function audit_value(r)
-  return ('{"receiptId":%s,"patientId":%s,"capturedAt":%s,"receivedAt":%s,"corrects":%s,"reportData":%s}')
-    :format(cjson.encode(r.receipt_id), cjson.encode(r.patient_id), cjson.encode(r.captured_at or cjson.null),
-            cjson.encode(r.received_at), cjson.encode(r.corrects or cjson.null), r.report_json)
+  return ('{"receiptId":%s,"patientId":%s,"trialId":%s,"capturedAt":%s,"receivedAt":%s,"corrects":%s,'
+    .. '"reportData":%s}')
+    :format(cjson.encode(r.receipt_id), cjson.encode(r.patient_id), cjson.encode(r.trial_id or cjson.null),
+            cjson.encode(r.captured_at or cjson.null), cjson.encode(r.received_at),
+            cjson.encode(r.corrects or cjson.null), r.report_json)
 end
 
 local KEY_HEADER = { type = "string", pattern = KEY.pattern, max_length = MAX_KEY, message = KEY.message }
@@ -183,6 +190,19 @@ function M.submit(ctx)
                                   fields = { "Idempotency-Key", "submissionId" } }
   end
   local key = header_key or body.submissionId
+  -- The trial: the token's, or the one of its trials the body names (an admin's token is for any).
+  local principal = ctx:principal()
+  local trial = principal and principal.trial
+  if body.trialId ~= nil then
+    local allowed = principal and principal.role == "admin"
+    for _, t in ipairs(principal and principal.trials or {}) do
+      allowed = allowed or t == body.trialId
+    end
+    if not allowed then
+      return ctx:status(403):json { error = "forbidden", message = "this token is not for trial " .. body.trialId }
+    end
+    trial = body.trialId
+  end
   local fingerprint = db.sha256(ctx:body())
 
   local original
@@ -206,20 +226,20 @@ function M.submit(ctx)
   end
   local ok, err, kind = db:tx(function(tx)
     tx:exec(INSERT, receipt.id, body.patientId, key, fingerprint, body.capturedAt, receipt.receivedAt, report,
-      body.corrects)
+      body.corrects, trial)
     if q then
       tx:exec(INSERT_SCORE, receipt.id, q.id, q.panel, q.total_code, result.total, result.band, result.answered,
         result.prorated, score.flags, receipt.receivedAt)
       for _, event in ipairs(result.safety) do
         tx:exec(INSERT_SAFETY, receipt.id, body.patientId, q.id, event.flag, event.item, event.answer,
-          receipt.receivedAt)
+          receipt.receivedAt, trial)
       end
     end
     tx:audit { action = original and "correct" or "create", table = "epro_submissions", record = receipt.id,
                before = original and audit_value(original), reason = body.reason,
                after = audit_value { receipt_id = receipt.id, patient_id = body.patientId,
                                      captured_at = body.capturedAt, received_at = receipt.receivedAt,
-                                     report_json = report, corrects = body.corrects } }
+                                     report_json = report, corrects = body.corrects, trial_id = trial } }
   end)
   if not ok then
     if kind == "constraint" and key then

@@ -474,11 +474,15 @@ def markdown(run, tg, date):
                      "that is the expected result, not a harness fault.")
         lines.append("")
     if "ginpg" in run.peers:
-        lines.append("Gin + PostgreSQL (bench/peers/ginpg) runs only the durable workloads: each submission is "
-                     "one INSERT through database/sql and lib/pq (a prepared statement, a pool of 100 "
+        lines.append("Gin + PostgreSQL (bench/peers/ginpg) runs only the durable workloads: each new submission is "
+                     "one transaction through database/sql and lib/pq (prepared statements, a pool of 100 "
                      "connections) into a throwaway PostgreSQL server on a unix socket, synchronous_commit=on, "
-                     "so its 200 comes once the commit's WAL is on disk; PostgreSQL's own group commit "
-                     "lets one WAL flush cover the commits waiting for it.")
+                     "so its 200 comes once the commit's WAL is on disk: the submission's INSERT and an audit "
+                     "entry chained by SHA-256 to the previous one (the chain's head row read with SELECT ... "
+                     "FOR UPDATE, held until the commit, so submissions take turns at it), as triage writes "
+                     "one per submission. Per submission, triage verifies the bearer token, validates the "
+                     "body and commits the submission with its audit entry (group commit); ginpg checks no "
+                     "token and commits the submission with its audit entry (bench/NOTES.md).")
         lines.append("")
     if "ceiling" in run.peers:
         lines.append("The ceiling parses nothing and answers every request with the same fixed 200 response "

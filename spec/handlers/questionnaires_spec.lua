@@ -186,8 +186,8 @@ describe("questionnaires", function()
       local events = db:query("SELECT * FROM safety_events WHERE receipt_id = ?", id)
       assert.equals(1, #events)
       assert.same({ id = events[1].id, receipt_id = id, patient_id = "P-Q1", questionnaire = "phq9",
-        flag = "phq9_item9_positive", item_code = "44260-8", answer = 1, raised_at = j.receipt.receivedAt },
-        events[1])
+        flag = "phq9_item9_positive", item_code = "44260-8", answer = 1, raised_at = j.receipt.receivedAt,
+        trial_id = "T1" }, events[1]) -- the trial of the token
     end)
 
     it("creates no safety event when item 9 is 0, and returns an empty flag list", function()

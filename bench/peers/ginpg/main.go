@@ -1,9 +1,14 @@
 // The sample clinical app on Gin, with durable ePRO submissions: what a Gin team would write so that
-// no acknowledged submission is ever lost. Each POST /api/epro/submit is one INSERT into PostgreSQL
-// (a prepared statement through database/sql with lib/pq, a pool of 100 connections, autocommit, the
-// server's synchronous_commit=on): the 200 is sent only once the row's commit is on disk. Retries carrying the
-// same Idempotency-Key header (or submissionId field) get the original receipt; the same key with
-// another body is refused with 422. The other routes are the Gin peer's, in memory.
+// no acknowledged submission is ever lost. Each POST /api/epro/submit is one transaction in
+// PostgreSQL (database/sql with lib/pq, a pool of 100 connections, the server's
+// synchronous_commit=on): the submission's INSERT and its audit entry, chained to the previous entry
+// by SHA-256 as triage's audit trail is (core/audit.h: the same canonical form), so that the two
+// peers do the same work per submission; the 200 is sent only once the commit is on disk. The chain's
+// head is one row read with SELECT ... FOR UPDATE: concurrent submissions take turns at it, so there
+// is one chain. Retries carrying the same Idempotency-Key header (or submissionId field) get the
+// original receipt and write nothing; the same key with another body is refused with 422. No bearer
+// token is checked (the audit entry's who is "anonymous"). The other routes are the Gin peer's, in
+// memory.
 //
 //	ginpg-peer -listen 127.0.0.1:8081 -protocols data/protocols.json \
 //	    -dsn 'host=/tmp/pg port=5432 user=postgres dbname=bench sslmode=disable'
@@ -18,9 +23,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"log"
 	"net/http"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -42,13 +49,17 @@ var (
 	db        *sql.DB
 	insertSt  *sql.Stmt // prepared once; database/sql prepares it again on each pooled connection
 	originSt  *sql.Stmt
+	headSt    *sql.Stmt
+	auditSt   *sql.Stmt
+	moveSt    *sql.Stmt
 
 	tagsMu sync.Mutex
 	tags   = map[string]map[string]struct{}{}
 	tagN   uint64
 )
 
-// The schema, applied at start (what a team's first migration would hold).
+// The schema, applied at start (what a team's first migration would hold). audit_head holds the
+// last entry's seq and hash (one row): locking it orders the entries.
 const schema = `
 CREATE TABLE IF NOT EXISTS epro_submissions (
 	id              bigserial PRIMARY KEY,
@@ -60,7 +71,37 @@ CREATE TABLE IF NOT EXISTS epro_submissions (
 	captured_at     text,
 	received_at     timestamptz NOT NULL,
 	UNIQUE (patient_id, idempotency_key)
-)`
+);
+CREATE TABLE IF NOT EXISTS audit_trail (
+	seq          bigint PRIMARY KEY,
+	at           text NOT NULL,
+	who          text NOT NULL,
+	action       text NOT NULL,
+	record_table text,
+	record_id    text,
+	route        text,
+	request_id   text,
+	before       text,
+	after        text,
+	reason       text,
+	prev_hash    text NOT NULL,
+	hash         text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_head (
+	one  boolean PRIMARY KEY DEFAULT true CHECK (one),
+	seq  bigint NOT NULL,
+	hash text NOT NULL
+);
+INSERT INTO audit_head (seq, hash) VALUES (0, repeat('0', 64)) ON CONFLICT DO NOTHING`
+
+const headSQL = `SELECT seq, hash FROM audit_head FOR UPDATE`
+
+const auditSQL = `
+INSERT INTO audit_trail
+	(seq, at, who, action, record_table, record_id, route, request_id, before, after, reason, prev_hash, hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, NULL, $10, $11)`
+
+const moveHeadSQL = `UPDATE audit_head SET seq = $1, hash = $2`
 
 const insertSQL = `
 INSERT INTO epro_submissions
@@ -153,6 +194,83 @@ func newReceiptID() string {
 
 const rfc3339Millis = "2006-01-02T15:04:05.000Z07:00"
 
+// auditHash is SHA-256 over an entry's canonical form, as core/audit.h defines it: "triage-audit-1",
+// then "name=" and "null" or "<length>:<value>" for each field in order (prev_hash last), one a line.
+// A nil field is SQL NULL.
+func auditHash(fields [12]*string) string {
+	names := [12]string{"seq", "at", "who", "action", "record_table", "record_id", "route", "request_id",
+		"before", "after", "reason", "prev_hash"}
+	h := sha256.New()
+	h.Write([]byte("triage-audit-1\n"))
+	for i, v := range fields {
+		if v == nil {
+			fmt.Fprintf(h, "%s=null\n", names[i])
+		} else {
+			fmt.Fprintf(h, "%s=%d:%s\n", names[i], len(*v), *v)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// store writes the submission and its audit entry in one transaction. inserted is false when the
+// key was stored already (nothing is written then).
+func store(c *gin.Context, receipt, pid string, idem sql.NullString, fp string, report []byte,
+	captured sql.NullString, now time.Time) (inserted bool, err error) {
+	ctx := c.Request.Context()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback() // a no-op once committed
+	var got string
+	if err = tx.StmtContext(ctx, insertSt).QueryRowContext(ctx, receipt, pid, idem, fp, report, captured,
+		now).Scan(&got); err != nil {
+		if err == sql.ErrNoRows {
+			return false, nil
+		}
+		return false, err
+	}
+	var seq int64
+	var prev string
+	if err = tx.StmtContext(ctx, headSt).QueryRowContext(ctx).Scan(&seq, &prev); err != nil {
+		return false, err
+	}
+	seq++
+	after, err := json.Marshal(struct {
+		ReceiptID  string          `json:"receiptId"`
+		PatientID  string          `json:"patientId"`
+		CapturedAt *string         `json:"capturedAt"`
+		ReceivedAt string          `json:"receivedAt"`
+		ReportData json.RawMessage `json:"reportData"`
+	}{receipt, pid, nullable(captured), now.Format(rfc3339Millis), report})
+	if err != nil {
+		return false, err
+	}
+	seqText, at, afterText := strconv.FormatInt(seq, 10), time.Now().UTC().Format(rfc3339Millis), string(after)
+	who, action, table, route := "anonymous", "create", "epro_submissions", "POST /api/epro/submit"
+	requestID := c.GetHeader("X-Request-Id")
+	if requestID == "" {
+		requestID = newReceiptID()
+	}
+	hash := auditHash([12]*string{&seqText, &at, &who, &action, &table, &receipt, &route, &requestID, nil,
+		&afterText, nil, &prev})
+	if _, err = tx.StmtContext(ctx, auditSt).ExecContext(ctx, seq, at, who, action, table, receipt, route,
+		requestID, afterText, prev, hash); err != nil {
+		return false, err
+	}
+	if _, err = tx.StmtContext(ctx, moveSt).ExecContext(ctx, seq, hash); err != nil {
+		return false, err
+	}
+	return true, tx.Commit()
+}
+
+func nullable(s sql.NullString) *string {
+	if !s.Valid {
+		return nil
+	}
+	return &s.String
+}
+
 func accepted(c *gin.Context, id string, at time.Time) {
 	c.JSON(http.StatusOK, gin.H{"success": true, "message": "report accepted",
 		"receipt": gin.H{"id": id, "receivedAt": at.UTC().Format(rfc3339Millis)}})
@@ -196,19 +314,17 @@ func submit(c *gin.Context) {
 	receipt := newReceiptID()
 	now := time.Now().UTC()
 
-	var got string
-	err := insertSt.QueryRowContext(c.Request.Context(), receipt, pid, idem, fp,
-		[]byte(obj["reportData"]), captured, now).Scan(&got)
-	if err == nil {
-		accepted(c, got, now)
-		return
-	}
-	if err != sql.ErrNoRows {
+	inserted, err := store(c, receipt, pid, idem, fp, []byte(obj["reportData"]), captured, now)
+	if err != nil {
 		unavailable(c, err)
 		return
 	}
+	if inserted {
+		accepted(c, receipt, now)
+		return
+	}
 	// the key was seen before: the original receipt, or 422 for another body under the same key
-	var origFP string
+	var got, origFP string
 	var origAt time.Time
 	if err := originSt.QueryRowContext(c.Request.Context(), pid, key).Scan(&got, &origFP, &origAt); err != nil {
 		unavailable(c, err)
@@ -247,6 +363,15 @@ func main() {
 		log.Fatalf("prepare: %v", err)
 	}
 	if originSt, err = db.Prepare(originalSQL); err != nil {
+		log.Fatalf("prepare: %v", err)
+	}
+	if headSt, err = db.Prepare(headSQL); err != nil {
+		log.Fatalf("prepare: %v", err)
+	}
+	if auditSt, err = db.Prepare(auditSQL); err != nil {
+		log.Fatalf("prepare: %v", err)
+	}
+	if moveSt, err = db.Prepare(moveHeadSQL); err != nil {
 		log.Fatalf("prepare: %v", err)
 	}
 
