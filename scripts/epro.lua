@@ -28,6 +28,7 @@ local cjson = require "cjson"
 local db = require "triage.store"
 local schema = require "triage.schema"
 local triage = require "triage"
+local replies = require "replies"
 local questionnaires = require "questionnaires"
 
 local M = {}
@@ -118,10 +119,7 @@ local function score_json(row)
 end
 
 local function unavailable(ctx, err)
-  triage.log("epro: " .. tostring(err))
-  return ctx:status(503):set_header("Retry-After", "1"):json {
-    success = false, error = "storage unavailable", retryAfter = 1,
-  }
+  return replies.unavailable(ctx, "epro", err)
 end
 
 -- score: the stored score (a row of epro_scores) or nil.

@@ -14,7 +14,7 @@
 local cjson = require "cjson"
 local db = require "triage.store"
 local schema = require "triage.schema"
-local triage = require "triage"
+local replies = require "replies"
 
 local M = {}
 
@@ -45,16 +45,10 @@ local ONE = COLUMNS .. " WHERE id = ? AND trial_id = ?"
 local ACK = "UPDATE safety_events SET acknowledged_by = ?, acknowledged_at = ?, acknowledged_note = ? WHERE id = ?"
 
 local function unavailable(ctx, err)
-  triage.log("safety: " .. tostring(err))
-  return ctx:status(503):set_header("Retry-After", "1"):json {
-    success = false, error = "storage unavailable", retryAfter = 1,
-  }
+  return replies.unavailable(ctx, "safety", err)
 end
 
-local function now_rfc3339()
-  local now = triage.now()
-  return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(now)) .. (".%03dZ"):format(math.floor(now * 1000) % 1000)
-end
+local now_rfc3339 = replies.now_rfc3339
 
 -- A row of safety_events as the API answers it (and as the audit trail records it).
 local function event_of(r)

@@ -2,7 +2,7 @@
 local cjson = require "cjson"
 local db = require "triage.store"
 local schema = require "triage.schema"
-local triage = require "triage"
+local replies = require "replies"
 
 local M = {}
 
@@ -16,16 +16,10 @@ local TAG = schema.compile {
 }
 
 local function unavailable(ctx, err)
-  triage.log("tags: " .. tostring(err))
-  return ctx:status(503):set_header("Retry-After", "1"):json {
-    success = false, error = "storage unavailable", retryAfter = 1,
-  }
+  return replies.unavailable(ctx, "tags", err)
 end
 
-local function now_rfc3339()
-  local now = triage.now()
-  return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(now)) .. (".%03dZ"):format(math.floor(now * 1000) % 1000)
-end
+local now_rfc3339 = replies.now_rfc3339
 
 -- A tag the patient has already is reported (added = false), not stored twice. A tag added is
 -- recorded in the audit trail in the same transaction.

@@ -9,14 +9,7 @@ local St = require "support.store"
 local cjson = require "cjson"
 local http = S.http
 
--- PHQ-9 answers keyed by LOINC item code, in item order
-local PHQ9 = { "44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5", "44253-3", "44260-8" }
-
-local function phq9(values)
-  local a = {}
-  for i, code in ipairs(PHQ9) do a[code] = values[i] end
-  return a
-end
+local phq9 = St.phq9
 
 describe("questionnaire submissions on the durable store", function()
   local srv, data

@@ -504,4 +504,13 @@ function M.set_fault(path, text)
   sys.sleep(0.05)
 end
 
+-- PHQ-9 answers keyed by LOINC item code, in item order: phq9 { 0, 1, 2, ... } (nil: unanswered).
+M.PHQ9 = { "44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5", "44253-3", "44260-8" }
+
+function M.phq9(values)
+  local a = {}
+  for i, code in ipairs(M.PHQ9) do a[code] = values[i] end
+  return a
+end
+
 return M
