@@ -24,6 +24,8 @@
 --
 -- Every server is also watched by a small shell process that stops it and removes its directory
 -- once this process is gone, however it ended.
+-- Needs spec/support/sys.lua of the same tree (sys.run, sys.quote, sys.SIGSTOP) and, for a free
+-- port, support/server.lua.
 local sys = require "support.sys"
 local cjson = require "cjson"
 
