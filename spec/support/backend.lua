@@ -12,6 +12,7 @@
 --   B.store_args(data_dir)         -- { "--store", url } or {}
 --   B.store_words(data_dir)        -- "--data DIR [--store URL]", quoted, for `triage audit ...`
 --   B.in_process()                 -- TRIAGE_TEST_STORE for the in-process library (triage.testing)
+--   B.in_process_url(schema)       -- that store's URL for the CLI, with an app's schema
 -- A spec that is SQLite by nature says so where it stops on PostgreSQL:
 --   if B.postgres then return pending("SQLite only: <why>") end
 local sys = require "support.sys"
@@ -122,6 +123,13 @@ function M.in_process()
   local url = pg:url(M.IN_PROCESS_DATABASE)
   sys.setenv("TRIAGE_TEST_STORE", url)
   return url
+end
+
+-- The URL of an in-process app's store for a `triage` subcommand: TRIAGE_TEST_STORE with the app's
+-- schema (`SELECT current_schema()` through its db) as the connection's search_path.
+function M.in_process_url(schema)
+  local url = assert(os.getenv("TRIAGE_TEST_STORE"), "TRIAGE_TEST_STORE is not set (B.in_process)")
+  return url .. (url:find("?", 1, true) and "&" or "?") .. "options=-csearch_path%3D" .. schema
 end
 
 return M
