@@ -1,6 +1,6 @@
 -- tx:audit in process (spec/fixtures/audit_app on a temporary database): an entry per write in its
 -- transaction, with who, route, request id, before/after and reason; none for a refused write; clear
--- errors for misuse; a chain `triage audit verify` accepts (on PostgreSQL: in the app's schema).
+-- errors for misuse; a chain `triage audit verify` accepts.
 local cjson = require "cjson"
 local testing = require "triage.testing"
 local db = require "triage.store"
