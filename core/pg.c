@@ -16,7 +16,7 @@
 #define READS_MAX 64    /* reads sent at once on one connection */
 #define RETRIES 3       /* re-runs of a group after a deadlock or serialization failure */
 #define BACKOFF_MIN 0.1 /* seconds before connecting again after a failure; doubles up to: */
-#define BACKOFF_MAX 5.0
+#define BACKOFF_MAX 2.0
 #define CONNECT_TIMEOUT 10.0
 #define UNIT_TIMEOUT TR_STORE_WAIT_SECONDS /* a connection that answers nothing for this long is dropped */
 
@@ -78,13 +78,21 @@ struct tr_pg_s {
 
 /* ---- outcomes ---- */
 
+/* Cut s at its first line: libpq's messages go on with hints on lines of their own ("Is the server
+ * running on that host...") and end in a newline. */
+static void first_line(char *s)
+{
+    s[strcspn(s, "\n")] = '\0';
+    size_t n = strlen(s);
+    while (n > 0 && s[n - 1] == ' ')
+        s[--n] = '\0';
+}
+
 static void set_error(tr_store_job_t *job, int kind, const char *msg)
 {
     job->kind = kind;
     snprintf(job->errmsg, sizeof(job->errmsg), "%s", msg);
-    size_t n = strlen(job->errmsg); /* libpq's messages end in a newline */
-    while (n > 0 && (job->errmsg[n - 1] == '\n' || job->errmsg[n - 1] == ' '))
-        job->errmsg[--n] = '\0';
+    first_line(job->errmsg);
 }
 
 /* The kind of a failed statement's error, from its SQLSTATE; *retry set for a deadlock or a
@@ -121,9 +129,7 @@ static void result_message(char *out, size_t size, const char *prefix, const PGr
     if ((msg == NULL || *msg == '\0') && conn != NULL)
         msg = PQerrorMessage(conn);
     snprintf(out, size, "%s%s", prefix, msg != NULL && *msg ? msg : "no answer from PostgreSQL");
-    size_t n = strlen(out);
-    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
-        out[--n] = '\0';
+    first_line(out);
 }
 
 /* Counts of a statement that succeeded: rows changed, and the first column of the first row it
@@ -330,6 +336,7 @@ static void conn_drop(pg_conn_t *c, const char *why)
     tr_pg_t *pg = c->pg;
     char msg[320];
     snprintf(msg, sizeof(msg), "storage unavailable: %s", why);
+    first_line(msg);
     for (tr_store_job_t *j = c->jobs, *next; j != NULL; j = next) {
         next = j->next;
         if (j->kind == TR_STORE_DONE)
@@ -350,8 +357,9 @@ static void conn_drop(pg_conn_t *c, const char *why)
     c->backoff = c->backoff < BACKOFF_MIN ? BACKOFF_MIN : c->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : c->backoff * 2;
     if (!any_working(pg)) {
         snprintf(pg->down_why, sizeof(pg->down_why), "%s", why);
+        first_line(pg->down_why);
         if (!pg->reported)
-            tr_log_error("store: PostgreSQL unreachable: %s", why);
+            tr_log_error("store: PostgreSQL unreachable: %s", pg->down_why);
         pg->reported = 1;
         set_down(pg, 1);
         fail_queued(pg);
