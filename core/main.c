@@ -221,7 +221,11 @@ static int backup_command(int argc, char **argv)
             data = argv[++i];
         else if (strncmp(argv[i], "--data=", 7) == 0)
             data = argv[i] + 7;
-        else if (dest == NULL && argv[i][0] != '-')
+        else if (strcmp(argv[i], "--store") == 0 || strncmp(argv[i], "--store=", 8) == 0) {
+            fprintf(stderr, "triage backup copies the SQLite store; a PostgreSQL store is backed up with PostgreSQL's "
+                            "own tools (pg_dump, or pg_basebackup and WAL archiving: README \"PostgreSQL\")\n");
+            return 2;
+        } else if (dest == NULL && argv[i][0] != '-')
             dest = argv[i];
         else {
             fprintf(stderr, "triage backup: unexpected argument '%s'\n", argv[i]);
