@@ -654,10 +654,15 @@ static void conn_read(pg_conn_t *c)
         conn_drop(c, why);
         return;
     }
+    int ends = 0;
     while (c->state == CONN_BUSY && c->next_expect < c->nexpect && !PQisBusy(c->conn)) {
         PGresult *r = PQgetResult(c->conn);
-        if (r == NULL)
-            continue; /* the end of one statement's results: the next one's follow */
+        if (r == NULL) {
+            if (++ends > 1)
+                break; /* (two ends in a row: nothing is pending; never spin here) */
+            continue;  /* the end of one statement's results: the next one's follow */
+        }
+        ends = 0;
         expect_t *e = &c->expect[c->next_expect++];
         if (e->kind == EXP_SYNC) {
             PQclear(r);
