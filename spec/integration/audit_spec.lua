@@ -1,8 +1,9 @@
 -- The audit trail (README.md, "Audit trail") on the sample app with a temporary --data: every write
 -- records a chained entry (who, what, when, route, request id, before/after, reason) in its own
--- transaction; two workers writing at once keep one valid chain; `triage audit verify` finds a changed,
--- a removed and a reordered entry, each by its sequence number, in copies of the database; `triage
--- audit export` writes JSON lines and CSV that parse back to the same entries.
+-- transaction, whatever UTF-8 text it holds; two workers writing at once keep one valid chain;
+-- `triage audit verify` finds a changed, a removed and a reordered entry, each by its sequence
+-- number, in copies of the database; `triage audit export` writes JSON lines and CSV that parse back
+-- to the same entries.
 local spec_root = debug.getinfo(1, "S").source:match("^@(.*)/integration/[^/]+$")
 if spec_root then package.path = spec_root .. "/?.lua;" .. package.path end
 local S = require "support.server"
@@ -182,6 +183,27 @@ describe("the audit trail", function()
     local code, out = audit(("verify --data %q"):format(data))
     assert.equals(0, code, out)
     assert.matches("intact: 3 entries (1 to 3), last hash " .. tagged.hash, out, 1, true)
+  end)
+
+  -- The store hashes what it stores (on PostgreSQL, the database's triage_audit_hash) and `triage audit
+  -- verify` recomputes it in C: text that either could mangle (multi-byte, line breaks, quotes, "0").
+  it("chains entries of any UTF-8 text that verify recomputes to the same hashes", function()
+    local names = { "é", "0", "日本語 🙂", "line 1\nline 2\r\n", "\226\128\168 (U+2028)", 'quote " and \\' }
+    local before = #entries()
+    for _, name in ipairs(names) do
+      local r = post("/api/v1/tags/add", { patientId = "P-Ü1", tagName = name })
+      assert.equals(200, r.status, r.body)
+    end
+    local list = entries()
+    assert.equals(before + #names, #list)
+    for i, name in ipairs(names) do
+      local e = list[before + i]
+      assert.equals(cjson.encode { "P-Ü1", name }, e.record_id)
+      assert.equals(name, cjson.decode(e.after).tag)
+    end
+    local code, out = audit(("verify --data %q"):format(data))
+    assert.equals(0, code, out)
+    assert.matches(("intact: %d entries"):format(#list), out, 1, true)
   end)
 
   it("refuses UPDATE and DELETE on the trail", function()
