@@ -1,7 +1,6 @@
 -- tx:audit in process (spec/fixtures/audit_app on a temporary database): an entry per write in its
 -- transaction, with who, route, request id, before/after and reason; none for a refused write; clear
--- errors for misuse; entries of any text stored as given; a chain `triage audit verify` accepts (on
--- PostgreSQL too, with TRIAGE_TEST_STORE).
+-- errors for misuse; entries of any text stored as given; a chain `triage audit verify` accepts.
 local cjson = require "cjson"
 local testing = require "triage.testing"
 local db = require "triage.store"
@@ -111,17 +110,9 @@ describe("tx:audit", function()
 
   it("leaves a chain that triage audit verify accepts", function()
     local bin = os.getenv("TRIAGE_BIN") or "build/triage"
-    -- The store the app uses: its data directory, or on PostgreSQL the database of TRIAGE_TEST_STORE
-    -- with the app's schema.
-    local store = ("--data %q"):format(app.data)
-    local url = os.getenv("TRIAGE_TEST_STORE")
-    if url and url:match("^postgres") then
-      local schema = db:first("SELECT current_schema() AS name").name
-      store = ("--store %q"):format(url .. (url:find("?", 1, true) and "&" or "?") .. "options=-csearch_path%3D" .. schema)
-    end
     -- (without this process's LD_PRELOAD: in a sanitizer build it preloads the test library, which
     -- shares globals with the binary)
-    local p = io.popen(("env -u LD_PRELOAD %q audit verify %s 2>&1; echo \"exit $?\""):format(bin, store))
+    local p = io.popen(("env -u LD_PRELOAD %q audit verify --data %q 2>&1; echo \"exit $?\""):format(bin, app.data))
     local out = p:read("*a")
     p:close()
     local n = db:first("SELECT count(*) AS n FROM audit_trail").n

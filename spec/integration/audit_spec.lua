@@ -187,7 +187,8 @@ describe("the audit trail", function()
 
   -- The store hashes what it stores (on PostgreSQL, the database's triage_audit_hash) and `triage audit
   -- verify` recomputes it in C: text that either could mangle (multi-byte, line breaks, quotes, "0").
-  it("chains entries of any UTF-8 text that verify recomputes to the same hashes", function()
+  -- The tests below verify the whole chain, these entries included, and recompute each hash in Lua.
+  it("stores entries of any UTF-8 text as given", function()
     local names = { "é", "0", "日本語 🙂", "line 1\nline 2\r\n", "\226\128\168 (U+2028)", 'quote " and \\' }
     local before = #entries()
     for _, name in ipairs(names) do
@@ -201,9 +202,6 @@ describe("the audit trail", function()
       assert.equals(cjson.encode { "P-Ü1", name }, e.record_id)
       assert.equals(name, cjson.decode(e.after).tag)
     end
-    local code, out = audit(("verify --data %q"):format(data))
-    assert.equals(0, code, out)
-    assert.matches(("intact: %d entries"):format(#list), out, 1, true)
   end)
 
   it("refuses UPDATE and DELETE on the trail", function()
