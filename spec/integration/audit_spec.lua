@@ -1,9 +1,8 @@
 -- The audit trail (README.md, "Audit trail") on the sample app with a temporary --data: every write
 -- records a chained entry (who, what, when, route, request id, before/after, reason) in its own
--- transaction, whatever UTF-8 text it holds; two workers writing at once keep one valid chain;
--- `triage audit verify` finds a changed, a removed and a reordered entry, each by its sequence
--- number, in copies of the database; `triage audit export` writes JSON lines and CSV that parse back
--- to the same entries.
+-- transaction; two workers writing at once keep one valid chain; `triage audit verify` finds a changed,
+-- a removed and a reordered entry, each by its sequence number, in copies of the database; `triage
+-- audit export` writes JSON lines and CSV that parse back to the same entries.
 local spec_root = debug.getinfo(1, "S").source:match("^@(.*)/integration/[^/]+$")
 if spec_root then package.path = spec_root .. "/?.lua;" .. package.path end
 local S = require "support.server"
