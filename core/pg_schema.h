@@ -29,7 +29,9 @@
  * primary key: should a transaction ever read a stale last entry (a caller under REPEATABLE READ), its
  * entry collides with the seq already taken and is refused, and the chain cannot fork. The lock is held
  * from the audited statement to COMMIT, so audited writes of all nodes commit one after the other; other
- * writes are not held up.
+ * writes are not held up. Like any lock it can close a cycle (a transaction holding it waits for a row
+ * that a transaction waiting for it has written): PostgreSQL's deadlock check then aborts one of them
+ * (SQLSTATE 40P01), which the store runs again (core/pg.c).
  */
 #ifndef TR_PG_SCHEMA_H
 #define TR_PG_SCHEMA_H
