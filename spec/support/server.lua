@@ -526,6 +526,17 @@ function M.contains(list, value)
   return false
 end
 
+-- A test that failed before stopping its servers: stop them when its spec file ends, while the Lua
+-- state is whole (a finalizer run as the state closes can no longer rely on the FFI: luajit crashed
+-- there, and the failure's report was lost with it).
+local has_busted, busted = pcall(require, "busted")
+if has_busted and type(busted) == "table" and busted.subscribe then
+  busted.subscribe({ "file", "end" }, function()
+    pcall(M.stop_all)
+    return nil, true
+  end)
+end
+
 -- Last line of defence: when this module is collected (busted drops it after
 -- each spec file) or the Lua state closes, stop whatever is still running.
 M._sentinel = newproxy(true)
