@@ -371,10 +371,11 @@ function M.start()
 end
 
 -- One server for the whole busted process: busted reloads spec modules for every file, so it is kept
--- in the registry, with a sentinel that sends it an immediate stop when the Lua state closes (busted
--- exits with os.exit(code, true)); the watchdog removes its directory once this process is gone. Only
--- a signal there: by then the C modules that Pg:stop leans on (lfs, for the process list) may be
--- unloaded already. A failed start is remembered and raised again, not retried per file.
+-- in the registry. It is stopped and removed when the run ends (busted's "suite end", while the Lua
+-- state is whole); failing that, a sentinel sends it an immediate stop as the Lua state closes (only
+-- a signal there, through a function pointer taken beforehand: the C modules Pg:stop leans on may be
+-- unloaded by then), and the watchdog removes its directory once this process is gone. A failed start
+-- is remembered and raised again, not retried per file.
 local REGISTRY_KEY = "triage.spec.postgres.shared"
 
 function M.shared()
@@ -386,9 +387,17 @@ function M.shared()
     local ok, pg = pcall(M.start)
     if ok then
       entry.pg = pg
+      local kill, sigquit = sys.C.kill, sys.SIGQUIT
       entry.sentinel = newproxy(true)
       getmetatable(entry.sentinel).__gc = function()
-        if pg.postmaster then sys.C.kill(pg.postmaster, sys.SIGQUIT) end
+        if pg.postmaster then kill(pg.postmaster, sigquit) end
+      end
+      local has_busted, busted = pcall(require, "busted")
+      if has_busted and type(busted) == "table" and busted.subscribe then
+        busted.subscribe({ "suite", "end" }, function()
+          pcall(pg.destroy, pg)
+          return nil, true
+        end)
       end
     else
       entry.err = tostring(pg)
