@@ -389,13 +389,17 @@ static void conn_drop(pg_conn_t *c, const char *why)
     char msg[320];
     snprintf(msg, sizeof(msg), "storage unavailable: %s", why);
     first_line(msg);
+    /* A group whose COMMIT was answered is stored: only its last Sync was lost. Anything else may or
+     * may not have committed; it is reported unavailable, never stored. */
+    int stored = c->writing && c->committed;
     for (tr_store_job_t *j = c->jobs, *next; j != NULL; j = next) {
         next = j->next;
-        if (j->kind == TR_STORE_DONE)
+        if (j->kind == TR_STORE_DONE && !stored)
             set_error(j, TR_STORE_UNAVAILABLE, msg);
         finish_job(pg, j);
     }
     c->jobs = NULL;
+    c->committed = 0;
     c->nexpect = c->next_expect = 0;
     for (int i = 0; i < STMT_CACHE; i++) /* a new connection has prepared nothing */
         stmt_free(&c->stmts[i]);
