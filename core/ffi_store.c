@@ -37,6 +37,11 @@ TR_FFI_EXPORT tr_store_job_t *tr_ffi_store_read_job(const char **errmsg)
     return job;
 }
 
+TR_FFI_EXPORT void tr_ffi_store_audited(tr_store_job_t *job)
+{
+    job->audited = 1;
+}
+
 TR_FFI_EXPORT struct pg_result *tr_ffi_store_rows(tr_store_job_t *job)
 {
     return job->result;
