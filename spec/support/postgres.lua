@@ -6,7 +6,8 @@
 --
 --   local PG = require "support.postgres"
 --   PG.available()              -- nil, or why there is no PostgreSQL to start
---   local pg = PG.shared()      -- one server per busted process, started on first use, stopped at exit
+--   local pg = PG.shared()      -- one server per busted process, started on first use, removed at the
+--                               -- end of the run
 --   local pg2 = PG.start()      -- a server of its own: the caller stops it (pg2:destroy() removes it)
 --   pg:url(db)                  -- "postgres://triage@127.0.0.1:PORT/db?sslmode=disable"
 --   pg:socket_url(db)           -- the same database through the unix socket
@@ -21,9 +22,11 @@
 --   pg:start_again()            -- the same data directory on the same port
 --   pg:pid()                    -- the postmaster's pid, nil while stopped
 --   pg:log()                    -- what the server wrote to its log
+--   pg:destroy()                -- stopped (fast) and its directory removed
 --
 -- Every server is also watched by a small shell process that stops it and removes its directory
--- once this process is gone, however it ended.
+-- once this process is gone, however it ended. TRIAGE_KEEP_LOGS keeps the directory of a destroyed
+-- server (its log, postgres.log, with it).
 -- Needs spec/support/sys.lua of the same tree (sys.run, sys.quote, sys.SIGSTOP) and, for a free
 -- port, support/server.lua.
 local sys = require "support.sys"
