@@ -51,8 +51,8 @@ local SETTINGS = {
 
 local q = sys.quote
 
--- A shell command for PostgreSQL's tools, without what the test process preloads (the sanitizer
--- runtimes and libtriage_test.so under make test-asan): exit status, stdout, stderr.
+-- A shell command, without what the test process preloads (the sanitizer runtimes and
+-- libtriage_test.so under make test-asan: a plain mkdir hung with them): exit status, stdout, stderr.
 local function run(cmd)
   return sys.run("unset LD_PRELOAD; " .. cmd)
 end
@@ -141,7 +141,7 @@ local function log_tail(self, lines)
 end
 
 function Pg:url(db)
-  return ("postgres://%s@127.0.0.1:%d/%s?sslmode=disable"):format(M.SUPERUSER, self.port, db or "postgres")
+  return ("postgres://%s@127.0.0.1:%d/%s?sslmode=disable&gssencmode=disable"):format(M.SUPERUSER, self.port, db or "postgres")
 end
 
 function Pg:socket_url(db)
@@ -158,7 +158,8 @@ function Pg:init()
   self.data = self.dir .. "/data"
   self.socket_dir = self.dir .. "/socket"
   self.logfile = self.dir .. "/postgres.log"
-  assert(os.execute("mkdir -m 0755 " .. q(self.socket_dir)))
+  local made, _, why = run("mkdir -m 0755 " .. q(self.socket_dir))
+  if made ~= 0 then error("mkdir " .. self.socket_dir .. ": " .. why, 0) end
   sys.chmod(self.dir, tonumber("711", 8)) -- the socket's directory is reachable by every user
   if self.user then
     local rc, out, err = run(("chown %s: %s %s"):format(self.user, q(self.dir), q(self.socket_dir)))
@@ -290,7 +291,7 @@ function Pg:destroy()
     end
     self.watchdog = nil
   end
-  if self.dir and os.getenv("TRIAGE_KEEP_LOGS") == nil then os.execute("rm -rf " .. q(self.dir)) end
+  if self.dir and os.getenv("TRIAGE_KEEP_LOGS") == nil then run("rm -rf " .. q(self.dir)) end
 end
 
 -- psql on database db with the SQL text (any number of statements, each in its own transaction
