@@ -121,19 +121,22 @@ end
 -- M.load{
 --   port = N,
 --   concurrency = 32,           -- connections in use at once (one new connection per submission)
---   next = function(i) ... end, -- the i-th submission (M.submission), or nil: no more
+--   next = function(i) ... end, -- the i-th submission (M.submission) and, optionally, the port to send
+--                               -- it to (default port); false: nothing to send yet (asked again about
+--                               -- every 10 ms); nil: no more
 --   timeout = 10,               -- per submission, seconds
 --   deadline = 60,              -- whole run, seconds
 --   on_tick = function(stats)   -- about every 10 ms; return false to start no more
+--   on_done = function(result)  -- as each submission finishes (the result below)
 -- }
 -- returns results (one per submission started, in order of completion:
---   { sub, resp = response or nil, status, err, start, finish }) and stats
+--   { sub, port, resp = response or nil, status, err, start, finish }) and stats
 --   { started, done, in_flight, statuses = {[code] = n}, errors = {[msg] = n}, elapsed }.
 
 local rbuf = ffi.new("char[65536]")
 
 function M.load(o)
-  assert(o.port and o.next, "port and next")
+  assert(o.next, "next")
   local concurrency = o.concurrency or 32
   local timeout = o.timeout or 10
   local t0 = sys.now()
@@ -157,22 +160,27 @@ function M.load(o)
     else
       stats.errors[err] = (stats.errors[err] or 0) + 1
     end
-    results[#results + 1] = {
-      sub = s.sub, resp = resp, status = resp and resp.status, err = err, start = s.start, finish = sys.now(),
+    local result = {
+      sub = s.sub, port = s.port, resp = resp, status = resp and resp.status, err = err, start = s.start,
+      finish = sys.now(),
     }
+    results[#results + 1] = result
+    if o.on_done then o.on_done(result) end
   end
 
   local function start(s)
-    local sub = o.next(stats.started + 1)
+    local sub, port = o.next(stats.started + 1)
+    if sub == false then return end
     if not sub then
       exhausted = true
       return
     end
+    assert(port or o.port, "no port: neither o.port nor a second value from next")
     stats.started = stats.started + 1
     stats.in_flight = stats.in_flight + 1
-    s.sub, s.start, s.out, s.outpos, s.inbuf = sub, sys.now(), sub.bytes, 0, ""
+    s.sub, s.port, s.start, s.out, s.outpos, s.inbuf = sub, port or o.port, sys.now(), sub.bytes, 0, ""
     s.req_deadline = s.start + timeout
-    local fd, how = sys.connect_start(o.port)
+    local fd, how = sys.connect_start(s.port)
     if not fd then return finish(s, nil, how) end
     s.fd = fd
     s.state = how == "connected" and "writing" or "connecting"
@@ -305,7 +313,11 @@ function M.sqlite_available()
 end
 
 -- Rows of a query on DATA/triage.db opened read-only (a list of { column = value }); raises on error.
+-- data_dir may also be a PostgreSQL database, { pg = <a support.postgres server>, db = name }: what
+-- several nodes share (spec/integration/cluster_spec.lua); M.value, M.stored_by_key and M.check_stored
+-- take it too.
 function M.rows(data_dir, sql)
+  if type(data_dir) == "table" then return data_dir.pg:rows(data_dir.db, sql) end
   local rc, out, err = M.run(("%s -readonly -batch -json -cmd %s %s %s"):format(
     q(M.SQLITE3), q(".timeout 10000"), q(M.db_path(data_dir)), q(sql)))
   if rc ~= 0 then error(("sqlite3 -readonly %s %q: exit status %d: %s"):format(M.db_path(data_dir), sql, rc, err), 2) end
