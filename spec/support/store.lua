@@ -30,22 +30,9 @@ M._remove_keys = remove_keys
 M.NOT_IN_BUILD = "the durable store is not in this build"
 M.SQLITE3 = os.getenv("TRIAGE_SQLITE3") or "sqlite3"
 
--- A word for the shell.
-function M.quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+M.quote = sys.quote -- a word for the shell
+M.run = sys.run -- a shell command: exit status, stdout, stderr
 local q = M.quote
-
--- Run a shell command: exit status (a number), stdout, stderr.
-function M.run(cmd)
-  local out, err, rc = os.tmpname(), os.tmpname(), os.tmpname()
-  os.execute(("(%s) >%s 2>%s; echo $? >%s"):format(cmd, q(out), q(err), q(rc)))
-  local o, e, r = sys.read_all(out) or "", sys.read_all(err) or "", sys.read_all(rc) or ""
-  os.remove(out)
-  os.remove(err)
-  os.remove(rc)
-  return tonumber(r:match("%d+")) or -1, o, e
-end
 
 -- A fresh directory that nothing else uses (for --data, control files).
 function M.tempdir(prefix)
