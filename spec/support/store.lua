@@ -102,6 +102,24 @@ function M.replayed(resp)
   return resp and (resp.headers["idempotent-replayed"] or ""):lower() == "true"
 end
 
+-- Send acknowledged submissions ({ sub, receipt }) again, one after the other, to port: each must get
+-- 200 with its original receipt and Idempotent-Replayed: true; raises naming the first that does not.
+function M.resend(port, list, label)
+  for _, a in ipairs(list) do
+    local what = ("%s: %s/%s sent again"):format(label, a.sub.patient, a.sub.key)
+    local r, err = M.send(port, a.sub)
+    if not r then error(what .. ": " .. tostring(err), 2) end
+    local receipt, why = M.receipt_of(r)
+    if not receipt then error(what .. ": " .. tostring(why), 2) end
+    if receipt.id ~= a.receipt.id or receipt.receivedAt ~= a.receipt.receivedAt then
+      error(("%s: receipt %s %s, acknowledged with %s %s"):format(what, receipt.id, receipt.receivedAt,
+        a.receipt.id, a.receipt.receivedAt), 2)
+    end
+    if not M.replayed(r) then error(what .. ": no Idempotent-Replayed: true in " .. http.quote(r.raw_head), 2) end
+  end
+  return #list
+end
+
 ---------------------------------------------------------------------------------------------------
 -- Many submissions at once, every response kept
 --
