@@ -352,7 +352,9 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, const int han
     tr_ffi_env.waits = &w->waits;
     tr_ffi_env.loop = w->loop;
     tr_ffi_env.slot = slot;
-    tr_ffi_env.store = tr_store_open(cfg->data_dir, w->loop, &w->waits, w->stats, shared->store_lock, err, sizeof(err));
+    tr_store_config_t store_cfg = {
+        .data_dir = cfg->data_dir, .url = cfg->store_url, .connections = cfg->store_connections};
+    tr_ffi_env.store = tr_store_open(&store_cfg, w->loop, &w->waits, w->stats, shared->store_lock, err, sizeof(err));
     if (tr_ffi_env.store == NULL) {
         tr_log_error("worker %d: %s", slot, err);
         return 1;
