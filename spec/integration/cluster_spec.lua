@@ -417,7 +417,8 @@ describe("two triage nodes on one PostgreSQL database", function()
       assert.is_true(stored > 0, w.label .. ": nothing stored")
       local rc, out, err = St.run(("%s audit verify --store %s"):format(St.quote(S.bin), St.quote(w.url)))
       assert.are.equal(0, rc, ("%s: triage audit verify --store %s: %s%s"):format(w.label, w.url, out, err))
-      assert.matches(("intact: %d entries (1 to %d)"):format(stored, stored), out, 1, true)
+      assert.matches(("intact: %d entries (1 to %d)"):format(stored, stored), out, 1, true,
+        ("%s: %d submissions stored, and the audit trail says: %s"):format(w.label, stored, out))
     end
   end)
 end)
