@@ -56,6 +56,25 @@ int tr_metrics_workers_up(const tr_shared_t *shared, int nworkers)
     return up;
 }
 
+int tr_metrics_health(const tr_shared_t *shared, int nworkers, const char **body, size_t *len)
+{
+    static const char ok[] = "{\"status\":\"ok\"}", down[] = "{\"status\":\"unavailable\"}",
+                      store[] = "{\"status\":\"unavailable\",\"store\":\"unreachable\"}";
+    int store_down = 0;
+    for (int i = 0; i < nworkers; i++)
+        store_down |= shared->workers[i].pid != 0 && shared->workers[i].store_down;
+    if (tr_metrics_workers_up(shared, nworkers) != nworkers) {
+        *body = down, *len = sizeof(down) - 1;
+        return 503;
+    }
+    if (store_down) {
+        *body = store, *len = sizeof(store) - 1;
+        return 503;
+    }
+    *body = ok, *len = sizeof(ok) - 1;
+    return 200;
+}
+
 /* ---- rendering (in the master, at scrape time) ---- */
 
 static void header(tr_bufpool_t *bp, tr_buf_t *out, const char *name, const char *type, const char *help)
@@ -252,6 +271,11 @@ void tr_metrics_render(tr_bufpool_t *bp, tr_buf_t *out, const tr_metrics_t *m, c
     tr_buf_appendf(bp, out, "triage_paused_routes %u\n", (unsigned)shared->ncooldowns);
     PER_WORKER("triage_lua_memory_limit_errors_total", "counter", "Requests that failed on --lua-memory-limit.",
                lua_memory_errors);
+    PER_WORKER("triage_store_commits_total", "counter", "Group commits of the store (one transaction each).",
+               store_commits);
+    PER_WORKER("triage_store_writes_total", "counter", "Write jobs (db:exec, db:tx) committed by them.", store_writes);
+    PER_WORKER("triage_store_down", "gauge", "1 while the worker cannot reach its store (PostgreSQL), else 0.",
+               store_down);
 
     header(bp, out, "triage_pool_objects", "gauge", "Pooled objects of each worker, by pool and state.");
     for (int i = 0; i < nworkers; i++) {

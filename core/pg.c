@@ -10,26 +10,46 @@
 
 #include "ffi_cdef.h"
 #include "log.h"
+#include "pg_schema.h"
 #include "store_job.h"
 
 #define BATCH_MAX 256   /* write jobs in one transaction at most */
 #define READS_MAX 64    /* reads sent at once on one connection */
 #define RETRIES 3       /* re-runs of a group after a deadlock or serialization failure */
 #define BACKOFF_MIN 0.1 /* seconds before connecting again after a failure; doubles up to: */
-#define BACKOFF_MAX 5.0
+#define BACKOFF_MAX 2.0
 #define CONNECT_TIMEOUT 10.0
 #define UNIT_TIMEOUT TR_STORE_WAIT_SECONDS /* a connection that answers nothing for this long is dropped */
 
 enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_IDLE, CONN_BUSY };
 
 /* What the next result on a connection answers, in the order the pipeline was sent. */
-enum expect_kind { EXP_BEGIN, EXP_ROLLBACK, EXP_STMT, EXP_COMMIT, EXP_SYNC };
+enum expect_kind { EXP_BEGIN, EXP_ROLLBACK, EXP_PREPARE, EXP_STMT, EXP_COMMIT, EXP_SYNC, EXP_IGNORE };
 
 typedef struct expect_s {
     enum expect_kind kind;
-    int index; /* the statement's index in its job */
+    int index; /* the statement's index in its job; EXP_PREPARE: its slot in the statement cache */
     tr_store_job_t *job;
 } expect_t;
+
+/*
+ * Statements prepared on a connection, by SQL text: PostgreSQL parses and plans each once per
+ * connection instead of once per request. A slot's PREPARE is sent in the same pipeline as the
+ * statement's first execution (the pipeline keeps them in order); a PREPARE that fails or is skipped
+ * frees its slot again.
+ */
+#define STMT_CACHE 64
+enum { STMT_FREE, STMT_SENT, STMT_READY };
+
+typedef struct pg_stmt_s {
+    char *sql;
+    size_t len;
+    uint32_t hash;
+    int nparams; /* sql is followed by its NUL and the parameters' signature (params_t) */
+    unsigned id; /* its name: "t<id>" */
+    int state;
+    uint64_t used;
+} pg_stmt_t;
 
 typedef struct pg_conn_s {
     tr_pg_t *pg;
@@ -50,14 +70,28 @@ typedef struct pg_conn_s {
     char group_why[300];
     expect_t *expect;
     unsigned nexpect, next_expect, expect_cap;
+    pg_stmt_t stmts[STMT_CACHE];
+    uint64_t stmt_clock;
+    unsigned stmt_ids;
 } pg_conn_t;
 
-/* Parameters of one statement, as libpq takes them (text format). */
+/*
+ * Parameters of one statement, as libpq takes them: values in text format, with their types. A Lua
+ * integer is sent as bigint and a float as double precision, so that they are numbers wherever SQL
+ * uses them (SELECT ? AS n gives a number, as on SQLite); a text or NULL is sent with no type, and
+ * PostgreSQL takes the type the statement gives it (a text, timestamp or boolean column). sig has a
+ * letter per parameter for those types ('i', 'd', 'u'): a statement is prepared once per signature.
+ */
 typedef struct params_s {
     const char **values;
+    Oid *types;
+    char *sig;
     char *numbers; /* the text of integer and float parameters */
     unsigned cap;
 } params_t;
+
+#define INT8_OID 20
+#define FLOAT8_OID 701
 
 struct tr_pg_s {
     char *url;
@@ -76,15 +110,29 @@ struct tr_pg_s {
     void (*release)(tr_store_job_t *job);
 };
 
+static void stmt_free(pg_stmt_t *st)
+{
+    free(st->sql);
+    memset(st, 0, sizeof(*st));
+}
+
 /* ---- outcomes ---- */
+
+/* Cut s at its first line: libpq's messages go on with hints on lines of their own ("Is the server
+ * running on that host...") and end in a newline. */
+static void first_line(char *s)
+{
+    s[strcspn(s, "\n")] = '\0';
+    size_t n = strlen(s);
+    while (n > 0 && s[n - 1] == ' ')
+        s[--n] = '\0';
+}
 
 static void set_error(tr_store_job_t *job, int kind, const char *msg)
 {
     job->kind = kind;
     snprintf(job->errmsg, sizeof(job->errmsg), "%s", msg);
-    size_t n = strlen(job->errmsg); /* libpq's messages end in a newline */
-    while (n > 0 && (job->errmsg[n - 1] == '\n' || job->errmsg[n - 1] == ' '))
-        job->errmsg[--n] = '\0';
+    first_line(job->errmsg);
 }
 
 /* The kind of a failed statement's error, from its SQLSTATE; *retry set for a deadlock or a
@@ -121,9 +169,7 @@ static void result_message(char *out, size_t size, const char *prefix, const PGr
     if ((msg == NULL || *msg == '\0') && conn != NULL)
         msg = PQerrorMessage(conn);
     snprintf(out, size, "%s%s", prefix, msg != NULL && *msg ? msg : "no answer from PostgreSQL");
-    size_t n = strlen(out);
-    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
-        out[--n] = '\0';
+    first_line(out);
 }
 
 /* Counts of a statement that succeeded: rows changed, and the first column of the first row it
@@ -139,20 +185,27 @@ static void record(tr_store_job_t *job, int k, const PGresult *r)
 
 /* ---- parameters ---- */
 
-/* The statement k of a job starting at *p: its SQL, and its parameters in pp. Advances *p past it.
+/* The statement k of a job starting at *p: its SQL (and length), and its parameters in pp. Advances *p past it.
  * Returns the number of parameters, or -1 with the job failed (a text with a NUL byte). */
-static int statement(params_t *pp, tr_store_job_t *job, const char **p, const char **sql)
+static int statement(params_t *pp, tr_store_job_t *job, const char **p, const char **sql, size_t *sql_len_out)
 {
     uint32_t sql_len = tr_store_job_u32(p);
     *sql = *p;
+    *sql_len_out = sql_len;
     *p += sql_len + 1;
     uint32_t n = tr_store_job_u32(p);
     if (n > pp->cap) {
         unsigned cap = n < 16 ? 16 : n;
         const char **values = realloc(pp->values, cap * sizeof(*values));
-        char *numbers = values ? realloc(pp->numbers, (size_t)cap * 32) : NULL;
         if (values != NULL)
             pp->values = values;
+        Oid *types = values ? realloc(pp->types, cap * sizeof(*types)) : NULL;
+        if (types != NULL)
+            pp->types = types;
+        char *sig = types ? realloc(pp->sig, cap) : NULL;
+        if (sig != NULL)
+            pp->sig = sig;
+        char *numbers = sig ? realloc(pp->numbers, (size_t)cap * 32) : NULL;
         if (numbers == NULL) {
             set_error(job, TR_STORE_UNAVAILABLE, "storage unavailable: out of memory for the parameters");
             return -1;
@@ -170,15 +223,18 @@ static int statement(params_t *pp, tr_store_job_t *job, const char **p, const ch
             *p += 8;
             snprintf(num, 32, "%lld", (long long)v);
             pp->values[i] = num;
+            pp->types[i] = INT8_OID, pp->sig[i] = 'i';
         } else if (type == TR_STORE_DOUBLE) {
             double v;
             memcpy(&v, *p, 8);
             *p += 8;
             snprintf(num, 32, "%.17g", v);
             pp->values[i] = num;
+            pp->types[i] = FLOAT8_OID, pp->sig[i] = 'd';
         } else if (type == TR_STORE_TEXT) {
             uint32_t len = tr_store_job_u32(p);
             pp->values[i] = *p;
+            pp->types[i] = 0, pp->sig[i] = 'u';
             if (strlen(*p) != len && !bad) {
                 char msg[160];
                 snprintf(msg, sizeof(msg), "parameter %u holds a NUL byte, which PostgreSQL text cannot store", i + 1);
@@ -188,6 +244,7 @@ static int statement(params_t *pp, tr_store_job_t *job, const char **p, const ch
             *p += len + 1;
         } else {
             pp->values[i] = NULL;
+            pp->types[i] = 0, pp->sig[i] = 'u';
         }
     }
     return bad ? -1 : (int)n;
@@ -224,10 +281,11 @@ static void run_sync(tr_pg_t *pg, tr_store_job_t *job)
     const char *p = job->stmts.data;
     for (int k = 0; k < job->nstmts; k++) {
         const char *sql;
-        int n = statement(&pg->params, job, &p, &sql);
+        size_t sql_len;
+        int n = statement(&pg->params, job, &p, &sql, &sql_len);
         if (n < 0)
             break;
-        PGresult *r = PQexecParams(pg->sync_conn, sql, n, NULL, pg->params.values, NULL, NULL, 0);
+        PGresult *r = PQexecParams(pg->sync_conn, sql, n, pg->params.types, pg->params.values, NULL, NULL, 0);
         ExecStatusType s = PQresultStatus(r);
         if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
             int retry, drop;
@@ -330,14 +388,21 @@ static void conn_drop(pg_conn_t *c, const char *why)
     tr_pg_t *pg = c->pg;
     char msg[320];
     snprintf(msg, sizeof(msg), "storage unavailable: %s", why);
+    first_line(msg);
+    /* A group whose COMMIT was answered is stored: only its last Sync was lost. Anything else may or
+     * may not have committed; it is reported unavailable, never stored. */
+    int stored = c->writing && c->committed;
     for (tr_store_job_t *j = c->jobs, *next; j != NULL; j = next) {
         next = j->next;
-        if (j->kind == TR_STORE_DONE)
+        if (j->kind == TR_STORE_DONE && !stored)
             set_error(j, TR_STORE_UNAVAILABLE, msg);
         finish_job(pg, j);
     }
     c->jobs = NULL;
+    c->committed = 0;
     c->nexpect = c->next_expect = 0;
+    for (int i = 0; i < STMT_CACHE; i++) /* a new connection has prepared nothing */
+        stmt_free(&c->stmts[i]);
     if (ev_is_active(&c->io))
         ev_io_stop(pg->loop, &c->io);
     PQfinish(c->conn);
@@ -350,8 +415,9 @@ static void conn_drop(pg_conn_t *c, const char *why)
     c->backoff = c->backoff < BACKOFF_MIN ? BACKOFF_MIN : c->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : c->backoff * 2;
     if (!any_working(pg)) {
         snprintf(pg->down_why, sizeof(pg->down_why), "%s", why);
+        first_line(pg->down_why);
         if (!pg->reported)
-            tr_log_error("store: PostgreSQL unreachable: %s", why);
+            tr_log_error("store: PostgreSQL unreachable: %s", pg->down_why);
         pg->reported = 1;
         set_down(pg, 1);
         fail_queued(pg);
@@ -377,19 +443,76 @@ static int send_plain(pg_conn_t *c, const char *sql, enum expect_kind kind)
     return PQsendQueryParams(c->conn, sql, 0, NULL, NULL, NULL, NULL, 0) == 1 ? expect(c, kind, NULL, 0) : -1;
 }
 
+static uint32_t sql_hash(const char *sql, size_t len, const char *sig, int nparams)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)sql[i]) * 16777619u;
+    for (int i = 0; i < nparams; i++)
+        h = (h ^ (unsigned char)sig[i]) * 16777619u;
+    return h;
+}
+
+/* The name of sql's prepared statement on c (for the parameters' types in pp) at name, sending its
+ * PREPARE (and a DEALLOCATE of the statement whose slot it takes) first when it has none. Returns 0,
+ * or -1 when the connection failed. */
+static int prepared(pg_conn_t *c, tr_store_job_t *job, const char *sql, size_t len, const params_t *pp, int nparams,
+                    char name[16])
+{
+    uint32_t h = sql_hash(sql, len, pp->sig, nparams);
+    pg_stmt_t *victim = &c->stmts[0];
+    for (int i = 0; i < STMT_CACHE; i++) {
+        pg_stmt_t *st = &c->stmts[i];
+        if (st->state != STMT_FREE && st->hash == h && st->len == len && st->nparams == nparams &&
+            memcmp(st->sql, sql, len) == 0 && memcmp(st->sql + len + 1, pp->sig, (size_t)nparams) == 0) {
+            st->used = ++c->stmt_clock;
+            snprintf(name, 16, "t%u", st->id);
+            return 0;
+        }
+        if (victim->state != STMT_FREE && (st->state == STMT_FREE || st->used < victim->used))
+            victim = st;
+    }
+    if (victim->state != STMT_FREE) {
+        char drop[32];
+        snprintf(drop, sizeof(drop), "DEALLOCATE t%u", victim->id);
+        if (PQsendQueryParams(c->conn, drop, 0, NULL, NULL, NULL, NULL, 0) != 1 || expect(c, EXP_IGNORE, NULL, 0) != 0)
+            return -1;
+        stmt_free(victim);
+    }
+    victim->sql = malloc(len + 1 + (size_t)nparams);
+    if (victim->sql == NULL)
+        return -1;
+    memcpy(victim->sql, sql, len + 1);
+    memcpy(victim->sql + len + 1, pp->sig, (size_t)nparams);
+    victim->len = len;
+    victim->nparams = nparams;
+    victim->hash = h;
+    victim->id = ++c->stmt_ids;
+    victim->state = STMT_SENT;
+    victim->used = ++c->stmt_clock;
+    snprintf(name, 16, "t%u", victim->id);
+    if (PQsendPrepare(c->conn, name, sql, nparams, pp->types) != 1 ||
+        expect(c, EXP_PREPARE, job, (int)(victim - c->stmts)) != 0)
+        return -1;
+    return 0;
+}
+
 /* Send the statements of job. Returns 0, or -1 when the connection failed. A job whose parameters
  * cannot be sent is failed and left out (none of its statements is sent). */
 static int send_job(pg_conn_t *c, tr_store_job_t *job)
 {
     tr_pg_t *pg = c->pg;
     const char *p = job->stmts.data, *sql;
+    size_t len;
     for (int k = 0; k < job->nstmts; k++) /* all its parameters can be sent, or none of it is */
-        if (statement(&pg->params, job, &p, &sql) < 0)
+        if (statement(&pg->params, job, &p, &sql, &len) < 0)
             return 0;
     p = job->stmts.data;
     for (int k = 0; k < job->nstmts; k++) {
-        int n = statement(&pg->params, job, &p, &sql);
-        if (PQsendQueryParams(c->conn, sql, n, NULL, pg->params.values, NULL, NULL, 0) != 1 ||
+        int n = statement(&pg->params, job, &p, &sql, &len);
+        char name[16];
+        if (prepared(c, job, sql, len, &pg->params, n, name) != 0 ||
+            PQsendQueryPrepared(c->conn, name, n, pg->params.values, NULL, NULL, 0) != 1 ||
             expect(c, EXP_STMT, job, k) != 0)
             return -1;
     }
@@ -408,6 +531,15 @@ static void send_unit(pg_conn_t *c)
         c->rollback_first = 0;
         if (rc == 0)
             rc = send_plain(c, "BEGIN", EXP_BEGIN);
+        /* A group that appends to the audit trail takes the chain's lock before it writes anything
+         * (triage_audit_append takes it again, at no cost): a group then never holds a row another
+         * group waits for while it waits for the lock (a deadlock PostgreSQL would break only after
+         * deadlock_timeout). Groups with no audit entry do not wait for it. */
+        int audited = 0;
+        for (tr_store_job_t *j = c->jobs; j != NULL; j = j->next)
+            audited |= j->audited && j->kind == TR_STORE_DONE;
+        if (rc == 0 && audited)
+            rc = send_plain(c, "SELECT pg_advisory_xact_lock(" TR_PG_AUDIT_LOCK_KEY ")", EXP_BEGIN);
         for (tr_store_job_t *j = c->jobs; j != NULL && rc == 0; j = j->next)
             if (j->kind == TR_STORE_DONE)
                 rc = send_job(c, j);
@@ -487,14 +619,34 @@ static int on_result(pg_conn_t *c, expect_t *e, PGresult *r, char *why, size_t w
 {
     ExecStatusType s = PQresultStatus(r);
     int ok = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
-    if (s == PGRES_PIPELINE_ABORTED)
+    if (e->kind == EXP_PREPARE) {
+        pg_stmt_t *st = &c->stmts[e->index];
+        if (ok)
+            st->state = STMT_READY;
+        else if (st->state == STMT_SENT)
+            stmt_free(st); /* prepared again at its next use; its executions here fail or were skipped */
+        if (s != PGRES_FATAL_ERROR)
+            return 0;
+        /* A statement that does not parse: the error is its job's (the execution is skipped). */
+    }
+    if (e->kind == EXP_IGNORE || s == PGRES_PIPELINE_ABORTED)
         return 0; /* skipped after an earlier error of the same pipeline */
     int retry = 0, drop = 0, kind = ok ? 0 : classify(r, &retry, &drop);
     if (!ok && drop) {
         result_message(why, why_size, "", r, c->conn);
         return -1;
     }
+    const char *state = ok ? NULL : PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (state != NULL && strcmp(state, "26000") == 0 && c->retries < RETRIES) {
+        /* A prepared statement the connection no longer has: forget them all, and send again. */
+        for (int i = 0; i < STMT_CACHE; i++)
+            stmt_free(&c->stmts[i]);
+        c->retries++;
+        c->rerun = 1;
+        return 0;
+    }
     switch (e->kind) {
+    case EXP_PREPARE: /* (failed: its error is its job's, as an execution's would be) */
     case EXP_STMT:
         if (ok) {
             record(e->job, e->index, r);
@@ -530,7 +682,8 @@ static int on_result(pg_conn_t *c, expect_t *e, PGresult *r, char *why, size_t w
             result_message(c->group_why, sizeof(c->group_why), "storage unavailable: ", r, c->conn);
         }
         break;
-    case EXP_SYNC: break;
+    case EXP_SYNC:
+    case EXP_IGNORE: break;
     }
     return 0;
 }
@@ -544,10 +697,15 @@ static void conn_read(pg_conn_t *c)
         conn_drop(c, why);
         return;
     }
+    int ends = 0;
     while (c->state == CONN_BUSY && c->next_expect < c->nexpect && !PQisBusy(c->conn)) {
         PGresult *r = PQgetResult(c->conn);
-        if (r == NULL)
-            continue; /* the end of one statement's results: the next one's follow */
+        if (r == NULL) {
+            if (++ends > 1)
+                break; /* (two ends in a row: nothing is pending; never spin here) */
+            continue;  /* the end of one statement's results: the next one's follow */
+        }
+        ends = 0;
         expect_t *e = &c->expect[c->next_expect++];
         if (e->kind == EXP_SYNC) {
             PQclear(r);
@@ -769,6 +927,8 @@ void tr_pg_close(tr_pg_t *pg)
         }
         PQfinish(c->conn);
         free(c->expect);
+        for (int k = 0; k < STMT_CACHE; k++)
+            stmt_free(&c->stmts[k]);
     }
     for (tr_store_job_t *j = pg->writes_head; j != NULL; j = j->next)
         j->state = TR_JOB_DONE;
@@ -776,6 +936,8 @@ void tr_pg_close(tr_pg_t *pg)
         j->state = TR_JOB_DONE;
     PQfinish(pg->sync_conn);
     free(pg->params.values);
+    free(pg->params.types);
+    free(pg->params.sig);
     free(pg->params.numbers);
     free(pg->conns);
     free(pg->url);

@@ -16,7 +16,7 @@
  * Reads: jobs too (one statement each, each in its own implicit transaction), pipelined on a free
  * connection; the job keeps the PGresult for the caller to read (core/lua/triage/store.lua, FFI).
  *
- * Outage: a lost connection is made again with backoff (0.1 s doubling to 5 s). While no connection
+ * Outage: a lost connection is made again with backoff (at once, then 0.1 s doubling to 2 s). While no connection
  * works, jobs fail at once as unavailable (the sample app answers 503 with Retry-After) and the worker
  * reports the store down in its stats slot (/_triage/health answers 503).
  *

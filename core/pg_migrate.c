@@ -24,11 +24,10 @@ static int exec(PGconn *conn, const char *sql, const char *what, char *err, size
     ExecStatusType s = PQresultStatus(r);
     int ok = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
     if (!ok) {
-        snprintf(err, err_size, "%s: %s", what,
-                 PQresultErrorMessage(r)[0] ? PQresultErrorMessage(r) : PQerrorMessage(conn));
-        size_t n = strlen(err);
-        while (n > 0 && err[n - 1] == '\n')
-            err[--n] = '\0';
+        /* PostgreSQL's primary message, as SQLite's would read ("relation \"x\" does not exist") */
+        const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+        snprintf(err, err_size, "%s: %s", what, msg != NULL ? msg : PQerrorMessage(conn));
+        err[strcspn(err, "\n")] = '\0';
     }
     PQclear(r);
     return ok ? 0 : -1;
@@ -218,11 +217,39 @@ int tr_pg_exec_once(const char *url, const char *sql, char *err, size_t err_size
     return rc;
 }
 
+/*
+ * A 2xx means the write is on disk: refuse a server that answers COMMIT before that
+ * (synchronous_commit = off, or fsync = off), naming the setting. Returns 0, or -1 with err.
+ */
+static int check_durable(PGconn *conn, char *err, size_t err_size)
+{
+    static const char *const settings[] = {"synchronous_commit", "fsync"};
+    for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
+        char sql[64];
+        snprintf(sql, sizeof(sql), "SHOW %s", settings[i]);
+        PGresult *r = PQexec(conn, sql);
+        int off = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "off") == 0;
+        PQclear(r);
+        if (off) {
+            snprintf(err, err_size,
+                     "PostgreSQL runs with %s = off: a commit it reports may be lost in a crash, so a submission "
+                     "acknowledged to a device could vanish. Set %s = on (README \"PostgreSQL\")",
+                     settings[i], settings[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int tr_pg_migrate(const char *url, const char *app_dir, char *err, size_t err_size)
 {
     PGconn *conn = connect_to(url, err, err_size);
     if (conn == NULL)
         return -1;
+    if (check_durable(conn, err, err_size) != 0) {
+        PQfinish(conn);
+        return -1;
+    }
     char lock[128], unlock[128];
     snprintf(lock, sizeof(lock), "SELECT pg_advisory_lock(%lld)", TR_PG_MIGRATION_LOCK);
     snprintf(unlock, sizeof(unlock), "SELECT pg_advisory_unlock(%lld)", TR_PG_MIGRATION_LOCK);

@@ -10,6 +10,9 @@
  * Before the app's migrations, the core's own SQL (pg_schema.h: the audit trail's functions) is
  * (re)created, in one transaction.
  *
+ * A server with synchronous_commit = off or fsync = off is refused: it reports commits that a crash
+ * can still take back.
+ *
  * A migration's text is migrations/postgres/NNN_name.sql when that exists, else migrations/NNN_name.sql
  * (migrations.h). triage_app_file('data/x.json') in it (a literal path inside the application) is
  * replaced by the file's text as a dollar-quoted literal.

@@ -140,11 +140,11 @@ static void on_request_with_health(void *data, tr_req_t *r)
     static const char path[] = "/_triage/health";
     if (r->path_len == sizeof(path) - 1 && memcmp(tr_req_str(r, r->url), path, sizeof(path) - 1) == 0 &&
         (r->pub.method == HTTP_GET || r->pub.method == HTTP_HEAD)) {
-        int up = tr_metrics_workers_up(w->shared, w->cfg->workers) == w->cfg->workers;
-        static const char ok[] = "{\"status\":\"ok\"}", down[] = "{\"status\":\"unavailable\"}";
-        r->pub.status = up ? 200 : 503;
+        const char *body;
+        size_t len;
+        r->pub.status = tr_metrics_health(w->shared, w->cfg->workers, &body, &len);
         r->pub.flags |= TR_RESP_JSON;
-        tr_http_respond(r, up ? ok : down, up ? sizeof(ok) - 1 : sizeof(down) - 1);
+        tr_http_respond(r, body, len);
         r->state = TR_REQ_FINISHED;
         return;
     }

@@ -12,6 +12,7 @@
 --   pg:socket_url(db)           -- the same database through the unix socket
 --   pg:create_database(name)    -- dropped first if it exists; returns pg:url(name)
 --   pg:ensure_database(name)    -- created if missing, kept if there; returns pg:url(name)
+--   pg:copy_database(from, to)  -- to (dropped first) as a pg_dump of from; returns pg:url(to)
 --   pg:psql(db, sql)            -- runs sql (psql -X -q -v ON_ERROR_STOP=1): stdout, or raises
 --   pg:try_psql(db, sql)        -- the same, never raises: exit status, stdout, stderr
 --   pg:rows(db, sql)            -- the rows of a query, as Lua tables (json_agg; NULL is cjson.null)
@@ -23,6 +24,8 @@
 --
 -- Every server is also watched by a small shell process that stops it and removes its directory
 -- once this process is gone, however it ended.
+-- Needs spec/support/sys.lua of the same tree (sys.run, sys.quote, sys.SIGSTOP) and, for a free
+-- port, support/server.lua.
 local sys = require "support.sys"
 local cjson = require "cjson"
 
@@ -45,6 +48,13 @@ local SETTINGS = {
 
 local q = sys.quote
 
+-- A shell command for PostgreSQL's tools, without what the test process preloads (the sanitizer
+-- runtimes and libtriage_test.so under make test-asan): exit status, stdout, stderr.
+local function run(cmd)
+  return sys.run("unset LD_PRELOAD; " .. cmd)
+end
+local CLEAN_ENV = { LC_ALL = "C", LANG = "C", TZ = "UTC", LD_PRELOAD = false }
+
 local function exists(path)
   local f = io.open(path, "rb")
   if f then f:close() end
@@ -52,7 +62,7 @@ local function exists(path)
 end
 
 local function command_path(name)
-  local rc, out = sys.run("command -v " .. q(name))
+  local rc, out = run("command -v " .. q(name))
   return rc == 0 and out:match("^(%S+)") or nil
 end
 
@@ -61,7 +71,7 @@ local function bindir()
   local env = os.getenv("TRIAGE_PG_BIN")
   if env and env ~= "" then return env end
   local best, best_major
-  local _, out = sys.run("ls -d /usr/lib/postgresql/*/bin 2>/dev/null")
+  local _, out = run("ls -d /usr/lib/postgresql/*/bin 2>/dev/null")
   for dir in out:gmatch("[^\n]+") do
     local major = tonumber(dir:match("^/usr/lib/postgresql/(%d+)/bin$"))
     if major and exists(dir .. "/postgres") and (not best_major or major > best_major) then
@@ -92,8 +102,8 @@ end
 -- As root: the `postgres` user the server runs as, created like the package does when missing.
 local function server_user()
   if not sys.is_root() then return nil end
-  if sys.run("id -u postgres") ~= 0 then
-    local rc, out, err = sys.run("useradd --system --user-group --no-create-home --home-dir /var/lib/postgresql"
+  if run("id -u postgres") ~= 0 then
+    local rc, out, err = run("useradd --system --user-group --no-create-home --home-dir /var/lib/postgresql"
       .. " --shell /usr/sbin/nologin postgres")
     if rc ~= 0 then error("useradd postgres: " .. out .. err, 0) end
   end
@@ -148,12 +158,12 @@ function Pg:init()
   assert(os.execute("mkdir -m 0755 " .. q(self.socket_dir)))
   sys.chmod(self.dir, tonumber("711", 8)) -- the socket's directory is reachable by every user
   if self.user then
-    local rc, out, err = sys.run(("chown %s: %s %s"):format(self.user, q(self.dir), q(self.socket_dir)))
+    local rc, out, err = run(("chown %s: %s %s"):format(self.user, q(self.dir), q(self.socket_dir)))
     if rc ~= 0 then error("chown " .. self.dir .. ": " .. out .. err, 0) end
   end
   self:watch()
   -- --no-sync: only initdb's own flush of the new cluster is skipped; every commit is flushed later.
-  local rc, out, err = sys.run(("cd %s && LC_ALL=C LANG=C TZ=UTC %s"):format(q(self.dir), shell_words(self:as_user {
+  local rc, out, err = run(("cd %s && LC_ALL=C LANG=C TZ=UTC %s"):format(q(self.dir), shell_words(self:as_user {
     self.bin .. "/initdb", "-D", self.data, "-U", M.SUPERUSER, "--auth=trust", "--encoding=UTF8",
     "--locale=C", "--no-sync",
   })))
@@ -191,12 +201,12 @@ function Pg:watch()
     table.insert(argv, 1, "--pdeathsig=clear")
     table.insert(argv, 1, self.setpriv)
   end
-  self.watchdog = sys.spawn(argv, "/dev/null")
+  self.watchdog = sys.spawn(argv, "/dev/null", nil, CLEAN_ENV)
 end
 
 -- Is the server accepting connections on its TCP port?
 function Pg:ready()
-  return sys.run(("%s -q -h 127.0.0.1 -p %d -U %s -d postgres"):format(q(self.bin .. "/pg_isready"),
+  return run(("%s -q -h 127.0.0.1 -p %d -U %s -d postgres"):format(q(self.bin .. "/pg_isready"),
     self.port, M.SUPERUSER)) == 0
 end
 
@@ -205,7 +215,7 @@ end
 function Pg:start_again(timeout)
   assert(not self.postmaster, "the PostgreSQL server is already running (pid " .. tostring(self.postmaster) .. ")")
   local argv = self:as_user { self.bin .. "/postgres", "-D", self.data }
-  self.postmaster = sys.spawn(argv, self.logfile, self.dir, { LC_ALL = "C", LANG = "C", TZ = "UTC" })
+  self.postmaster = sys.spawn(argv, self.logfile, self.dir, CLEAN_ENV)
   local deadline = sys.now() + (timeout or 60)
   while true do
     local e = sys.reap(self.postmaster)
@@ -287,7 +297,7 @@ function Pg:try_psql(db, sql, extra)
   local f = assert(io.open(file, "wb"))
   f:write(sql)
   f:close()
-  local rc, out, err = sys.run(("PGCONNECT_TIMEOUT=10 %s -X -q -v ON_ERROR_STOP=1 %s -h 127.0.0.1 -p %d -U %s -d %s -f %s")
+  local rc, out, err = run(("PGCONNECT_TIMEOUT=10 %s -X -q -v ON_ERROR_STOP=1 %s -h 127.0.0.1 -p %d -U %s -d %s -f %s")
     :format(q(self.bin .. "/psql"), extra or "", self.port, M.SUPERUSER, q(db), q(file)))
   os.remove(file)
   return rc, out, err
@@ -327,6 +337,24 @@ function Pg:ensure_database(name)
     tostring(name):gsub("'", "''")), "-At")
   if not there:match("1") then self:psql("postgres", ("CREATE DATABASE %s;"):format(ident(name))) end
   return self:url(name)
+end
+
+-- A copy of database from (pg_dump, while it is in use) as database to, which is dropped first if it
+-- exists; returns pg:url(to).
+function Pg:copy_database(from, to)
+  self:create_database(to)
+  local dump = os.tmpname()
+  local rc, out, err = run(("%s -h 127.0.0.1 -p %d -U %s -d %s --no-owner -f %s"):format(
+    q(self.bin .. "/pg_dump"), self.port, M.SUPERUSER, q(from), q(dump)))
+  if rc ~= 0 then
+    os.remove(dump)
+    error(("pg_dump -d %s: exit status %d: %s"):format(from, rc, out .. err), 2)
+  end
+  rc, out, err = run(("%s -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p %d -U %s -d %s -f %s"):format(
+    q(self.bin .. "/psql"), self.port, M.SUPERUSER, q(to), q(dump)))
+  os.remove(dump)
+  if rc ~= 0 then error(("restoring a dump of %s into %s: exit status %d: %s"):format(from, to, rc, out .. err), 2) end
+  return self:url(to)
 end
 
 -- A new server of its own (the caller stops it). Raises naming why when none can start.
