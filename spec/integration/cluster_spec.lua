@@ -37,7 +37,7 @@ local function start_nodes(url, n, opts)
   opts = opts or {}
   local nodes = {}
   for i = 1, n or 2 do
-    nodes[i] = St.start { app = S.root, workers = 2, args = { "--store", url }, ready_timeout = 30,
+    nodes[i] = St.start { app = S.root, workers = 2, store = url, ready_timeout = 30,
                           wait = opts.wait, env = opts.env }
   end
   return nodes
