@@ -4,7 +4,7 @@
 -- - kill -9 of one node (master and workers) under a load of ePRO submissions spread over both
 --   nodes: a client whose submission failed or got no answer sends it again, same key and bytes, to
 --   the other node until it gets a 200; every acknowledged submission is stored exactly once, with
---   the receipt its client got;
+--   the receipt its client got, and sent again to the other node it gets that receipt back;
 -- - PostgreSQL stopped (fast, then in another case immediate) and started again on the same port under
 --   load on two nodes: meanwhile every answer is 200 or 503 with Retry-After (or no answer), health is
 --   503 on both nodes; after it both serve again with the same processes and health is 200; every
@@ -22,7 +22,7 @@ local PG = require "support.postgres"
 local http = S.http
 local sys = S.sys
 
-local CLIENTS = 32 -- clients at once, half of them on each node at first
+local CLIENTS = 32 -- clients at once, half of them with the first node as their own, half the second
 local RETRY_PAUSE = 0.1 -- seconds a client waits before it sends a failed submission again
 local LOAD_DEADLINE = 60 -- seconds: the bound of one load run, its phases and its retries
 
@@ -392,7 +392,8 @@ describe("two triage nodes on one PostgreSQL database", function()
         local receipt, why = St.receipt_of(St.send(n.port, sub))
         assert(receipt, ("%s: node %d: %s"):format(label, i, tostring(why)))
       end
-      local applied = pg:rows(db, "SELECT version, count(*) AS n FROM triage_migrations GROUP BY version ORDER BY version")
+      local applied = pg:rows(db, "SELECT version, count(*) AS n FROM triage_migrations GROUP BY version"
+        .. " ORDER BY version")
       local got = {}
       for _, r in ipairs(applied) do
         assert.are.equal(1, r.n, ("%s: migration %d applied %d times"):format(label, r.version, r.n))
