@@ -1,8 +1,8 @@
 -- Several triage nodes on one PostgreSQL database (issue 12, "Tests"): the sample app at the repo root,
 -- each node with its own --data, --workers 2 and the same --store, on a PostgreSQL server of this
 -- spec's own (spec/support/postgres.lua) that it stops and starts again:
--- - kill -9 of one node (master and workers) under a load of ePRO submissions spread over both
---   nodes: a client whose submission failed or got no answer sends it again, same key and bytes, to
+-- - kill -9 of one node (master and workers; the other reaches PostgreSQL through its unix socket)
+--   under a load of ePRO submissions spread over both nodes: a client whose submission failed or got no answer sends it again, same key and bytes, to
 --   the other node until it gets a 200; every acknowledged submission is stored exactly once, with
 --   the receipt its client got, and sent again to the other node it gets that receipt back;
 -- - PostgreSQL stopped (fast, then in another case immediate) and started again on the same port under
@@ -31,12 +31,13 @@ local function store_of(pg, db)
   return { pg = pg, db = db }
 end
 
--- Two nodes (or n) on one --store URL, each with a --data of its own. opts.wait = false: started, not
--- waited for. opts.env: the nodes' environment.
-local function start_nodes(url, n, opts)
+-- Nodes on one database, each with a --data of its own: one per --store URL in urls (a URL or a list).
+-- opts.wait = false: started, not waited for. opts.env: the nodes' environment.
+local function start_nodes(urls, opts)
   opts = opts or {}
+  if type(urls) == "string" then urls = { urls, urls } end
   local nodes = {}
-  for i = 1, n or 2 do
+  for i, url in ipairs(urls) do
     nodes[i] = St.start { app = S.root, workers = 2, store = url, ready_timeout = 30,
                           wait = opts.wait, env = opts.env }
   end
@@ -248,7 +249,8 @@ describe("two triage nodes on one PostgreSQL database", function()
       S.stop_all()
       St.remove_tree(tmp)
     end)
-    local nodes = start_nodes(url, 2, { env = { TMPDIR = tmp } })
+    -- one node through TCP, the other through the server's unix socket
+    local nodes = start_nodes({ url, pg:socket_url(db) }, { env = { TMPDIR = tmp } })
     local victim, survivor = nodes[1], nodes[2]
     local cl = clients(nodes, "kill-" .. St.run_id .. "-")
     local kill, killed, acked_at_kill
@@ -289,7 +291,7 @@ describe("two triage nodes on one PostgreSQL database", function()
         S.stop_all()
         if not pg:pid() then pg:start_again() end
       end)
-      local nodes = start_nodes(url, 2)
+      local nodes = start_nodes(url)
       local masters, workers = {}, {}
       for i, n in ipairs(nodes) do
         masters[i], workers[i] = n.pid, assert(n:worker_pids())
@@ -385,7 +387,7 @@ describe("two triage nodes on one PostgreSQL database", function()
       local db = "cluster_migrate_" .. round
       local url = pg:create_database(db)
       local label = ("round %d"):format(round)
-      local nodes = start_nodes(url, 2, { wait = false })
+      local nodes = start_nodes(url, { wait = false })
       for _, n in ipairs(nodes) do n:wait_ready(30) end
       for i, n in ipairs(nodes) do
         local sub = St.submission { patient = "P-MIGRATE-" .. St.run_id, key = ("migrate-%d-%d"):format(round, i) }
