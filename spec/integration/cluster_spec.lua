@@ -9,8 +9,9 @@
 --   load on two nodes: meanwhile every answer is 200 or 503 with Retry-After (or no answer), health is
 --   503 on both nodes; after it both serve again with the same processes and health is 200; every
 --   acknowledged submission is stored exactly once;
--- - two nodes started at once on an empty database: both serve, each migration is applied once, each
---   table exists once, neither logs an error;
+-- - two nodes started at once on an empty database: both serve, each migration is applied once (in
+--   triage_migrations, and by one master or the other: their logs), each table exists once, neither
+--   logs an error;
 -- - the audit chain of each database written by two nodes above: `triage audit verify --store` finds it
 --   intact, one entry per stored submission.
 -- No assertion on time: each load run is bounded by a deadline and its counts are asserted.
@@ -410,10 +411,19 @@ describe("two triage nodes on one PostgreSQL database", function()
         assert.are.equal(1, count[t] or 0, ("%s: table %s exists %d times"):format(label, t, count[t] or 0))
       end
       for _, n in ipairs(nodes) do n:stop() end
+      local applied_by = {} -- what each node's master says it applied
       for i, n in ipairs(nodes) do
         local errors = logged_errors(n)
         assert.are.equal(0, #errors, ("%s: node %d logged:\n%s"):format(label, i, table.concat(errors, "\n")))
+        applied_by[i] = 0
+        for count in n:error_log():gmatch("store on PostgreSQL: (%d+) migration%(s%) applied") do
+          applied_by[i] = applied_by[i] + tonumber(count)
+        end
       end
+      print(("two nodes on an empty database, %s: node 1 applied %d migrations, node 2 %d"):format(label,
+        applied_by[1], applied_by[2]))
+      assert.are.equal(#versions, applied_by[1] + applied_by[2], ("%s: the nodes applied %d and %d migrations"
+        .. " (their logs)"):format(label, applied_by[1], applied_by[2]))
     end
   end)
 
