@@ -50,6 +50,17 @@ local function health(node)
   return r and r.status, r and r.body or err
 end
 
+-- What the app logged of its 503 answers (scripts/replies.lua: "epro: <why>"), from every node.
+local function logged_unavailable(nodes)
+  local lines = {}
+  for i, n in ipairs(nodes) do
+    for line in n:error_log():gmatch("[^\n]+") do
+      if line:match("%] %d+: epro: ") and #lines < 10 then lines[#lines + 1] = ("node %d: %s"):format(i, line) end
+    end
+  end
+  return table.concat(lines, "\n")
+end
+
 -- The error lines of a node's log (its --error-log and its output).
 local function logged_errors(node)
   local lines = {}
@@ -76,6 +87,8 @@ local function clients(nodes, tag)
   local self = setmetatable({
     nodes = nodes, tag = tag, list = {}, owner = {}, seq = 0, draining = false,
     acked = {}, problems = {},
+    store_up = true, -- PostgreSQL is known to be up (the case clears it while it is stopped or starting)
+    unavailable_while_up = 0, -- 503 answers while store_up: nothing explains them
     acked_by_node = {}, -- acknowledgements by node index
     counts = { acked = 0, retried = 0, replayed = 0, unavailable = 0, refused = 0, cut = 0 },
   }, Clients)
@@ -137,6 +150,7 @@ function Clients:done(r)
     c.sub = nil
   elseif r.status == 503 then
     self.counts.unavailable = self.counts.unavailable + 1
+    if self.store_up then self.unavailable_while_up = self.unavailable_while_up + 1 end
     if (r.resp.headers["retry-after"] or "") == "" then
       self:problem("%s/%s on node %d: 503 without Retry-After: %s", sub.patient, sub.key, node,
         http.quote(r.resp.raw_head))
@@ -274,6 +288,9 @@ describe("two triage nodes on one PostgreSQL database", function()
     assert(killed, "the node was not killed: " .. cl:summary())
     cl:check("kill -9 of one node")
     assert.is_true(cl.counts.cut > 0, "the kill cut off no submission in flight: " .. cl:summary())
+    -- PostgreSQL was up all along: a node killed cuts its requests off, it does not make anyone's fail
+    assert(cl.unavailable_while_up == 0, ("kill -9 of one node: %d answers 503 while PostgreSQL was up; the"
+      .. " nodes logged:\n%s"):format(cl.unavailable_while_up, logged_unavailable(nodes)))
     assert.is_true(cl.counts.retried > 0, "no submission was acknowledged after a retry: " .. cl:summary())
     assert.is_falsy(survivor:exited(), "the other node exited")
     cl:check_stored(store_of(pg, db), "kill -9 of one node")
@@ -305,6 +322,7 @@ describe("two triage nodes on one PostgreSQL database", function()
       cl:run(function(self, st)
         if phase == "before" then
           if self.acked_by_node[1] >= 20 and self.acked_by_node[2] >= 20 then
+            self.store_up = false
             pg:stop { mode = mode }
             phase = "down"
             mark = { done = st.done, unavailable = self.counts.unavailable, acked = self.counts.acked }
@@ -360,6 +378,8 @@ describe("two triage nodes on one PostgreSQL database", function()
         assert.are.equal(200, status, label .. ": health of node " .. i .. " after the restart: " .. tostring(body))
       end
       assert.is_true(outage.unavailable > 0, label .. ": no 503 while PostgreSQL was down: " .. cl:summary())
+      assert(cl.unavailable_while_up == 0, ("%s: %d answers 503 before PostgreSQL was stopped; the nodes logged:\n%s")
+        :format(label, cl.unavailable_while_up, logged_unavailable(nodes)))
       for i in ipairs(nodes) do
         assert(down_health[i], ("%s: node %d never answered 503 to GET /_triage/health while PostgreSQL was"
           .. " down (asked %d times)"):format(label, i, probes))
