@@ -2,13 +2,14 @@
 -- each node with its own --data, --workers 2 and the same --store, on a PostgreSQL server of this
 -- spec's own (spec/support/postgres.lua) that it stops and starts again:
 -- - kill -9 of one node (master and workers; the other reaches PostgreSQL through its unix socket)
---   under a load of ePRO submissions spread over both nodes: a client whose submission failed or got no answer sends it again, same key and bytes, to
---   the other node until it gets a 200; every acknowledged submission is stored exactly once, with
---   the receipt its client got, and sent again to the other node it gets that receipt back;
+--   under a load of ePRO submissions spread over both nodes: a client whose submission failed or got
+--   no answer sends it again, same key and bytes, to the other node until it gets a 200; every
+--   acknowledged submission is stored exactly once, with the receipt its client got, and sent again
+--   to the other node it gets that receipt back; no 503 (PostgreSQL is up all along);
 -- - PostgreSQL stopped (fast, then in another case immediate) and started again on the same port under
---   load on two nodes: meanwhile every answer is 200 or 503 with Retry-After (or no answer), health is
---   503 on both nodes; after it both serve again with the same processes and health is 200; every
---   acknowledged submission is stored exactly once;
+--   load on two nodes: no 503 before; meanwhile every answer is 200 or 503 with Retry-After (or no
+--   answer) and health is 503 on both nodes; after it both serve again with the same processes and
+--   health is 200; every acknowledged submission is stored exactly once;
 -- - two nodes started at once on an empty database: both serve, each migration is applied once (in
 --   triage_migrations, and by one master or the other: their logs), each table exists once, neither
 --   logs an error;
