@@ -5,7 +5,8 @@
 --   under a load of ePRO submissions spread over both nodes: a client whose submission failed or got
 --   no answer sends it again, same key and bytes, to the other node until it gets a 200; every
 --   acknowledged submission is stored exactly once, with the receipt its client got, and sent again
---   to the other node it gets that receipt back; no 503 (PostgreSQL is up all along);
+--   to the other node it gets that receipt back; the killed node started again on its --data serves
+--   them too; no 503 (PostgreSQL is up all along);
 -- - PostgreSQL stopped (fast, then in another case immediate) and started again on the same port under
 --   load on two nodes: no 503 before; meanwhile every answer is 200 or 503 with Retry-After (or no
 --   answer) and health is 503 on both nodes; after it both serve again with the same processes and
@@ -34,14 +35,15 @@ local function store_of(pg, db)
 end
 
 -- Nodes on one database, each with a --data of its own: one per --store URL in urls (a URL or a list).
--- opts.wait = false: started, not waited for. opts.env: the nodes' environment.
+-- opts.wait = false: started, not waited for. opts.env: the nodes' environment. opts.data: the --data
+-- of each node by index (default: a new directory, removed when the node stops).
 local function start_nodes(urls, opts)
   opts = opts or {}
   if type(urls) == "string" then urls = { urls, urls } end
   local nodes = {}
   for i, url in ipairs(urls) do
     nodes[i] = St.start { app = S.root, workers = 2, store = url, ready_timeout = 30,
-                          wait = opts.wait, env = opts.env }
+                          wait = opts.wait, env = opts.env, data = opts.data and opts.data[i] }
   end
   return nodes
 end
@@ -261,12 +263,14 @@ describe("two triage nodes on one PostgreSQL database", function()
     -- TMPDIR: where the killed node leaves its code snapshots (triage-code-*)
     local tmp = St.tempdir("/tmp/triage-cluster-tmp-")
     sys.chmod(tmp, tonumber("711", 8)) -- started as root, the workers (nobody) read the snapshots in it
+    local victim_data = St.tempdir("/tmp/triage-cluster-data-") -- kept for its restart
     finally(function()
       S.stop_all()
       St.remove_tree(tmp)
+      St.remove_tree(victim_data)
     end)
     -- one node through TCP, the other through the server's unix socket
-    local nodes = start_nodes({ url, pg:socket_url(db) }, { env = { TMPDIR = tmp } })
+    local nodes = start_nodes({ url, pg:socket_url(db) }, { env = { TMPDIR = tmp }, data = { victim_data } })
     local victim, survivor = nodes[1], nodes[2]
     local cl = clients(nodes, "kill-" .. St.run_id .. "-")
     local kill, killed, acked_at_kill
@@ -289,15 +293,20 @@ describe("two triage nodes on one PostgreSQL database", function()
     assert(killed, "the node was not killed: " .. cl:summary())
     cl:check("kill -9 of one node")
     assert.is_true(cl.counts.cut > 0, "the kill cut off no submission in flight: " .. cl:summary())
-    -- PostgreSQL was up all along: a node killed cuts its requests off, it does not make anyone's fail
-    assert(cl.unavailable_while_up == 0, ("kill -9 of one node: %d answers 503 while PostgreSQL was up; the"
-      .. " nodes logged:\n%s"):format(cl.unavailable_while_up, logged_unavailable(nodes)))
     assert.is_true(cl.counts.retried > 0, "no submission was acknowledged after a retry: " .. cl:summary())
     assert.is_falsy(survivor:exited(), "the other node exited")
     cl:check_stored(store_of(pg, db), "kill -9 of one node")
     -- the killed node's acknowledgements, sent again to the other node: the same receipts
     local resent = cl:resend(50, function(i) return i == 1 and survivor end, "kill -9 of one node")
     assert.are.equal(50, resent)
+    -- the killed node started again on its --data: it serves, and the other node's acknowledgements
+    -- sent to it get their receipts
+    local again = start_nodes({ pg:socket_url(db) }, { data = { victim_data } })[1]
+    assert.are.equal(20, cl:resend(20, function(i) return i == 2 and again end, "the killed node started again"))
+    cl:check_stored(store_of(pg, db), "kill -9 of one node, after its restart")
+    -- PostgreSQL was up all along: a node killed cuts its requests off, it does not make anyone's fail
+    assert(cl.unavailable_while_up == 0, ("kill -9 of one node: %d answers 503 while PostgreSQL was up; the"
+      .. " nodes logged:\n%s"):format(cl.unavailable_while_up, logged_unavailable(nodes)))
   end)
 
   for _, mode in ipairs { "fast", "immediate" } do
