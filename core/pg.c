@@ -575,6 +575,11 @@ static void send_unit(pg_conn_t *c)
 static void unit_done(pg_conn_t *c)
 {
     tr_pg_t *pg = c->pg;
+    if (!c->writing) /* a read skipped (its pipeline aborted before it) has no rows, not an empty set */
+        for (tr_store_job_t *j = c->jobs; j != NULL; j = j->next)
+            if (j->kind == TR_STORE_DONE && j->result == NULL)
+                set_error(j, TR_STORE_UNAVAILABLE,
+                          c->group_kind ? c->group_why : "storage unavailable: the read was not run");
     if (c->writing && !c->committed && c->group_kind == 0 && c->rerun) {
         /* A job was refused (it keeps its error) or a deadlock hit the group: the transaction
          * is aborted; roll it back and send what is left. */
