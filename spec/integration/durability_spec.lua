@@ -50,20 +50,6 @@ local function acknowledged(results)
   return acked
 end
 
--- Send acknowledged submissions again: each gets 200, its original receipt, Idempotent-Replayed.
-local function resend(port, list, label)
-  for _, a in ipairs(list) do
-    local r, err = St.send(port, a.sub)
-    assert(r, ("%s: %s/%s sent again: %s"):format(label, a.sub.patient, a.sub.key, tostring(err)))
-    local receipt, why = St.receipt_of(r)
-    assert(receipt, ("%s: %s/%s sent again: %s"):format(label, a.sub.patient, a.sub.key, tostring(why)))
-    assert.are.same(a.receipt, { id = receipt.id, receivedAt = receipt.receivedAt },
-      ("%s: %s/%s sent again should get its original receipt"):format(label, a.sub.patient, a.sub.key))
-    assert.is_true(St.replayed(r), ("%s: %s/%s sent again: no Idempotent-Replayed: true in %s"):format(
-      label, a.sub.patient, a.sub.key, http.quote(r.raw_head)))
-  end
-end
-
 -- Any patient appears twice with one key, or a receipt id twice: the count of such duplicates.
 local function duplicates(data)
   return St.value(data, "SELECT (SELECT count(*) FROM (SELECT 1 FROM epro_submissions WHERE idempotency_key IS NOT NULL"
@@ -117,7 +103,7 @@ describe("durable ePRO submissions", function()
         -- after the restart: the previous cycle's acknowledged submissions, each stored exactly once
         St.check_stored(data, ("%sc%02d-"):format(prefix, cycle - 1), last, label .. ", after the restart")
         assert.are.equal(0, duplicates(data), label .. ": a key or a receipt is stored twice")
-        resend(srv.port, pick(last, 3), label)
+        St.resend(srv.port, pick(last, 3), label)
       end
 
       -- a steady load of unique submissions; SIGKILL to the whole server at a random moment, sent by
@@ -173,7 +159,7 @@ describe("durable ePRO submissions", function()
     St.check_stored(data, prefix, all, "after the last restart")
     assert.are.equal(0, duplicates(data), "a key or a receipt is stored twice")
     if not B.postgres then assert.are.equal("ok", St.value(data, "PRAGMA integrity_check")) end
-    resend(srv.port, pick(all, 5), "after the last restart")
+    St.resend(srv.port, pick(all, 5), "after the last restart")
     local stored = St.value(data, "SELECT count(*) FROM epro_submissions WHERE substr(idempotency_key, 1, "
       .. #prefix .. ") = " .. St.lit(prefix))
     print(("%d cycles: %d acknowledged, all stored once; %d more stored of the %d that had no answer"):format(

@@ -106,25 +106,46 @@ function M.replayed(resp)
   return resp and (resp.headers["idempotent-replayed"] or ""):lower() == "true"
 end
 
+-- Send acknowledged submissions ({ sub, receipt }) again, one after the other, to port: each must get
+-- 200 with its original receipt and Idempotent-Replayed: true; raises naming the first that does not.
+function M.resend(port, list, label)
+  for _, a in ipairs(list) do
+    local what = ("%s: %s/%s sent again"):format(label, a.sub.patient, a.sub.key)
+    local r, err = M.send(port, a.sub)
+    if not r then error(what .. ": " .. tostring(err), 2) end
+    local receipt, why = M.receipt_of(r)
+    if not receipt then error(what .. ": " .. tostring(why), 2) end
+    if receipt.id ~= a.receipt.id or receipt.receivedAt ~= a.receipt.receivedAt then
+      error(("%s: receipt %s %s, acknowledged with %s %s"):format(what, receipt.id, receipt.receivedAt,
+        a.receipt.id, a.receipt.receivedAt), 2)
+    end
+    if not M.replayed(r) then error(what .. ": no Idempotent-Replayed: true in " .. http.quote(r.raw_head), 2) end
+  end
+  return #list
+end
+
 ---------------------------------------------------------------------------------------------------
 -- Many submissions at once, every response kept
 --
 -- M.load{
 --   port = N,
 --   concurrency = 32,           -- connections in use at once (one new connection per submission)
---   next = function(i) ... end, -- the i-th submission (M.submission), or nil: no more
+--   next = function(i) ... end, -- the i-th submission (M.submission) and, optionally, the port to send
+--                               -- it to (default port); false: nothing to send yet (asked again about
+--                               -- every 10 ms); nil: no more
 --   timeout = 10,               -- per submission, seconds
 --   deadline = 60,              -- whole run, seconds
 --   on_tick = function(stats)   -- about every 10 ms; return false to start no more
+--   on_done = function(result)  -- as each submission finishes (the result below)
 -- }
 -- returns results (one per submission started, in order of completion:
---   { sub, resp = response or nil, status, err, start, finish }) and stats
+--   { sub, port, resp = response or nil, status, err, start, finish }) and stats
 --   { started, done, in_flight, statuses = {[code] = n}, errors = {[msg] = n}, elapsed }.
 
 local rbuf = ffi.new("char[65536]")
 
 function M.load(o)
-  assert(o.port and o.next, "port and next")
+  assert(o.next, "next")
   local concurrency = o.concurrency or 32
   local timeout = o.timeout or 10
   local t0 = sys.now()
@@ -148,22 +169,27 @@ function M.load(o)
     else
       stats.errors[err] = (stats.errors[err] or 0) + 1
     end
-    results[#results + 1] = {
-      sub = s.sub, resp = resp, status = resp and resp.status, err = err, start = s.start, finish = sys.now(),
+    local result = {
+      sub = s.sub, port = s.port, resp = resp, status = resp and resp.status, err = err, start = s.start,
+      finish = sys.now(),
     }
+    results[#results + 1] = result
+    if o.on_done then o.on_done(result) end
   end
 
   local function start(s)
-    local sub = o.next(stats.started + 1)
+    local sub, port = o.next(stats.started + 1)
+    if sub == false then return end
     if not sub then
       exhausted = true
       return
     end
+    assert(port or o.port, "no port: neither o.port nor a second value from next")
     stats.started = stats.started + 1
     stats.in_flight = stats.in_flight + 1
-    s.sub, s.start, s.out, s.outpos, s.inbuf = sub, sys.now(), sub.bytes, 0, ""
+    s.sub, s.port, s.start, s.out, s.outpos, s.inbuf = sub, port or o.port, sys.now(), sub.bytes, 0, ""
     s.req_deadline = s.start + timeout
-    local fd, how = sys.connect_start(o.port)
+    local fd, how = sys.connect_start(s.port)
     if not fd then return finish(s, nil, how) end
     s.fd = fd
     s.state = how == "connected" and "writing" or "connecting"
@@ -321,7 +347,11 @@ end
 
 -- Rows of a query on the store of data_dir (DATA/triage.db opened read-only, or its PostgreSQL
 -- database): a list of { column = value }, NULL as cjson.null; raises on error.
+-- data_dir may also be a PostgreSQL database, { pg = <a support.postgres server>, db = name }: what
+-- several nodes share (spec/integration/cluster_spec.lua); M.value, M.stored_by_key and M.check_stored
+-- take it too.
 function M.rows(data_dir, sql)
+  if type(data_dir) == "table" then return sqlite_like(data_dir.pg:rows(data_dir.db, M.portable(sql))) end
   if backend.postgres then
     local pg = backend.pg()
     local ok, rows = pcall(pg.rows, pg, backend.database(data_dir), M.portable(sql))
