@@ -99,8 +99,9 @@ def table(wl, results, peers, subject="triage", title=None):
         out.append("Every request a new submission (its own patientId and Idempotency-Key), both peers on the "
                    "same throwaway PostgreSQL server, each in a fresh database, one after the other. triagepg ×: "
                    "triage on PostgreSQL's figure divided by Gin + PostgreSQL's. CPU and memory include every "
-                   "PostgreSQL process (postmaster, backends, WAL writer, checkpointer...) for both. PSS as in "
-                   "the tables above; the peak RSS sums were %s." % "; ".join(rss))
+                   "PostgreSQL process (postmaster, backends, WAL writer, checkpointer...) for both. PSS: the "
+                   "proportional set size of the process trees at the end of the run (a page shared by n "
+                   "processes counts 1/n in each); the peak RSS sums were %s." % "; ".join(rss))
     elif durable:
         rss = ["%s %s MB" % (labels[n], fmt_mb(results[(n, wl["key"])].get("mem"))) for n in rows
                if "error" not in results[(n, wl["key"])]]
