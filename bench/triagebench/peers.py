@@ -433,8 +433,10 @@ class TriagePG(PostgresCounters, Triage):
             self.pg.checkpoint()
         super().start(extra_env, keep_data)
 
+    extra_args = ()          # more options for the command line (bench/balancer-check: --public-health)
+
     def command(self, port):
-        return super().command(port) + ["--store", self.pg.url(self.db)]
+        return super().command(port) + ["--store", self.pg.url(self.db)] + list(self.extra_args)
 
     def roots(self):
         return [self.proc.pid] + ([self.pg.proc.pid] if self.pg and self.pg.proc else [])
