@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DEBIAN_FRONTEND := noninteractive
 
 # Build and run dependencies of the server.
-PACKAGES := cmake make gcc pkg-config libluajit2-5.1-dev luajit2 libev-dev libhttp-parser-dev lua-cjson libsqlite3-dev libssl-dev luarocks
+PACKAGES := cmake make gcc pkg-config libluajit2-5.1-dev luajit2 libev-dev libhttp-parser-dev lua-cjson libsqlite3-dev libssl-dev libpq-dev luarocks
 # What the test suite needs on top.
 TEST_PACKAGES := lua-busted lua-socket curl clang libclang-rt-14-dev sqlite3
 

@@ -205,9 +205,10 @@ static void handle(tr_admin_conn_t *c)
     tr_admin_t *a = c->admin;
     ev_timer_stop(a->loop, &c->deadline); /* the request is in */
     if (is(c, "GET", "/_triage/health")) {
-        int up = tr_metrics_workers_up(a->shared, a->nworkers) == a->nworkers;
-        static const char ok[] = "{\"status\":\"ok\"}", down[] = "{\"status\":\"unavailable\"}";
-        reply(c, up ? 200 : 503, up ? ok : down, up ? sizeof(ok) - 1 : sizeof(down) - 1);
+        const char *body;
+        size_t len;
+        int status = tr_metrics_health(a->shared, a->nworkers, &body, &len);
+        reply(c, status, body, len);
     } else if (is(c, "GET", "/_triage/status")) {
         if (!a->opt.loopback && !authorized(c))
             return;

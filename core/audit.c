@@ -93,64 +93,45 @@ int tr_audit_register(struct sqlite3 *db)
                : -1;
 }
 
-/* ---- reading the trail (verify, export) ---- */
+/* ---- the SQLite reader ---- */
 
-#define SELECT_ENTRIES                                                                                                 \
-    "SELECT seq, at, who, action, record_table, record_id, route, request_id, before, after, reason, prev_hash, "      \
-    "hash FROM " TR_AUDIT_TABLE " ORDER BY seq"
 #define HASH_COLUMN TR_AUDIT_FIELDS
 
-/* data_dir/triage.db read-only, in a read transaction, with the entries' statement prepared. */
-static sqlite3 *open_trail(const char *data_dir, sqlite3_stmt **entries, char *err, size_t err_size)
-{
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/triage.db", data_dir);
-    sqlite3 *db = NULL;
-    /* Read-only: a reviewer's command can never change the trail, and never takes the write lock. */
-    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_busy_timeout(db, 5000);
-        rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
-    }
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(db, SELECT_ENTRIES, -1, entries, NULL);
-    if (rc != SQLITE_OK) {
-        const char *why = db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-        if (strstr(why, "no such table") != NULL)
-            snprintf(err, err_size, "%s has no audit trail (table " TR_AUDIT_TABLE ", migrations/005_audit.sql)", path);
-        else
-            snprintf(err, err_size, "cannot read %s: %s", path, why);
-        sqlite3_close(db);
-        return NULL;
-    }
-    return db;
-}
+typedef struct sqlite_reader_s {
+    tr_audit_reader_t reader; /* first: the reader is this struct */
+    sqlite3 *db;
+    sqlite3_stmt *entries;
+} sqlite_reader_t;
 
-static void entry_of_row(tr_audit_entry_t *e, sqlite3_stmt *row)
+static int sqlite_next(tr_audit_reader_t *reader, tr_audit_entry_t *e, const char **hash, char *err, size_t err_size)
 {
+    sqlite_reader_t *r = (sqlite_reader_t *)reader;
+    int rc = sqlite3_step(r->entries);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW) {
+        snprintf(err, err_size, "reading the audit trail: %s", sqlite3_errmsg(r->db));
+        return -1;
+    }
     for (int i = 0; i < TR_AUDIT_FIELDS; i++) {
-        if (sqlite3_column_type(row, i) == SQLITE_NULL) {
+        if (sqlite3_column_type(r->entries, i) == SQLITE_NULL) {
             e->value[i] = NULL;
             e->len[i] = 0;
         } else {
-            e->value[i] = (const char *)sqlite3_column_text(row, i);
-            e->len[i] = (size_t)sqlite3_column_bytes(row, i);
+            e->value[i] = (const char *)sqlite3_column_text(r->entries, i);
+            e->len[i] = (size_t)sqlite3_column_bytes(r->entries, i);
         }
     }
+    *hash = (const char *)sqlite3_column_text(r->entries, HASH_COLUMN);
+    return 1;
 }
 
-static const char *column_text(sqlite3_stmt *row, int i)
+static int64_t sqlite_seq_of_hash(tr_audit_reader_t *reader, const char *hash)
 {
-    const char *s = (const char *)sqlite3_column_text(row, i);
-    return s != NULL ? s : "";
-}
-
-/* The seq of the entry whose hash is hash, or 0 if there is none. */
-static int64_t seq_of_hash(sqlite3 *db, const char *hash)
-{
+    sqlite_reader_t *r = (sqlite_reader_t *)reader;
     sqlite3_stmt *q;
     int64_t seq = 0;
-    if (sqlite3_prepare_v2(db, "SELECT seq FROM " TR_AUDIT_TABLE " WHERE hash = ? ORDER BY seq LIMIT 1", -1, &q,
+    if (sqlite3_prepare_v2(r->db, "SELECT seq FROM " TR_AUDIT_TABLE " WHERE hash = ? ORDER BY seq LIMIT 1", -1, &q,
                            NULL) == SQLITE_OK) {
         sqlite3_bind_text(q, 1, hash, -1, SQLITE_TRANSIENT);
         if (sqlite3_step(q) == SQLITE_ROW)
@@ -160,6 +141,56 @@ static int64_t seq_of_hash(sqlite3 *db, const char *hash)
     return seq;
 }
 
+static void sqlite_close(tr_audit_reader_t *reader)
+{
+    sqlite_reader_t *r = (sqlite_reader_t *)reader;
+    sqlite3_finalize(r->entries);
+    sqlite3_close(r->db); /* ends the read transaction */
+    free(r);
+}
+
+tr_audit_reader_t *tr_audit_open(const char *data_dir, char *err, size_t err_size)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/triage.db", data_dir);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *entries = NULL;
+    /* Read-only: a reviewer's command can never change the trail, and never takes the write lock. */
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 5000);
+        rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db, TR_AUDIT_SELECT_ENTRIES, -1, &entries, NULL);
+    if (rc != SQLITE_OK) {
+        const char *why = db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+        if (strstr(why, "no such table") != NULL)
+            snprintf(err, err_size, "%s has no audit trail (table " TR_AUDIT_TABLE ", migrations/005_audit.sql)", path);
+        else
+            snprintf(err, err_size, "cannot read %s: %s", path, why);
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite_reader_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        abort();
+    r->reader.next = sqlite_next;
+    r->reader.seq_of_hash = sqlite_seq_of_hash;
+    r->reader.close = sqlite_close;
+    r->db = db;
+    r->entries = entries;
+    return &r->reader;
+}
+
+/* ---- verify ---- */
+
+/* An entry's seq, from its text (both stores give the decimal digits). */
+static int64_t seq_of_entry(const tr_audit_entry_t *e)
+{
+    return e->value[TR_AUDIT_SEQ] != NULL ? strtoll(e->value[TR_AUDIT_SEQ], NULL, 10) : 0;
+}
+
 /*
  * Walk the entries in seq order, checking for each: its seq follows the previous one's (else a gap:
  * entries removed), its prev_hash is the previous entry's hash (else: linking to a later entry means
@@ -167,20 +198,18 @@ static int64_t seq_of_hash(sqlite3 *db, const char *hash)
  * hash is that of its fields (else it was changed after it was written). The first failure is
  * reported: whatever follows a break is not trustworthy either.
  */
-int tr_audit_verify(const char *data_dir, FILE *out, char *err, size_t err_size)
+int tr_audit_verify(tr_audit_reader_t *reader, FILE *out, char *err, size_t err_size)
 {
-    sqlite3_stmt *row;
-    sqlite3 *db = open_trail(data_dir, &row, err, err_size);
-    if (db == NULL)
-        return -1;
     char prev_hash[65] = TR_AUDIT_GENESIS;
     int64_t expected = 1, count = 0;
     int bad = 0, rc;
-    while (!bad && (rc = sqlite3_step(row)) == SQLITE_ROW) {
-        int64_t seq = sqlite3_column_int64(row, TR_AUDIT_SEQ);
-        const char *link = column_text(row, TR_AUDIT_PREV_HASH), *stored = column_text(row, HASH_COLUMN);
-        tr_audit_entry_t e;
-        entry_of_row(&e, row);
+    tr_audit_entry_t e;
+    const char *stored;
+    while (!bad && (rc = reader->next(reader, &e, &stored, err, err_size)) == 1) {
+        int64_t seq = seq_of_entry(&e);
+        const char *link = e.value[TR_AUDIT_PREV_HASH] != NULL ? e.value[TR_AUDIT_PREV_HASH] : "";
+        if (stored == NULL)
+            stored = "";
         char hash[65];
         tr_audit_hash(&e, hash);
         bad = 1;
@@ -191,7 +220,7 @@ int tr_audit_verify(const char *data_dir, FILE *out, char *err, size_t err_size)
                 fprintf(out, "entry %" PRId64 ": gap in sequence: entries %" PRId64 " to %" PRId64 " are missing\n",
                         seq, expected, seq - 1);
         } else if (strcmp(link, prev_hash) != 0) {
-            int64_t target = seq_of_hash(db, link);
+            int64_t target = reader->seq_of_hash(reader, link);
             if (target > seq)
                 fprintf(out,
                         "entry %" PRId64 ": reordering: its prev_hash is the hash of entry %" PRId64
@@ -222,12 +251,8 @@ int tr_audit_verify(const char *data_dir, FILE *out, char *err, size_t err_size)
             count++;
         }
     }
-    if (!bad && rc != SQLITE_DONE) {
-        snprintf(err, err_size, "reading the audit trail: %s", sqlite3_errmsg(db));
-        sqlite3_finalize(row);
-        sqlite3_close(db);
+    if (!bad && rc < 0)
         return -1;
-    }
     if (!bad) {
         if (count == 0)
             fprintf(out, "audit trail intact: no entries\n");
@@ -235,8 +260,6 @@ int tr_audit_verify(const char *data_dir, FILE *out, char *err, size_t err_size)
             fprintf(out, "audit trail intact: %" PRId64 " entries (1 to %" PRId64 "), last hash %s\n", count,
                     expected - 1, prev_hash);
     }
-    sqlite3_finalize(row);
-    sqlite3_close(db);
     return bad;
 }
 
@@ -275,17 +298,13 @@ static void csv_field(FILE *out, const char *s, size_t len)
     fputc('"', out);
 }
 
-long tr_audit_export(const char *data_dir, const char *format, FILE *out, char *err, size_t err_size)
+long tr_audit_export(tr_audit_reader_t *reader, const char *format, FILE *out, char *err, size_t err_size)
 {
     int csv = strcmp(format, "csv") == 0;
     if (!csv && strcmp(format, "jsonl") != 0) {
         snprintf(err, err_size, "--format %s: jsonl or csv", format);
         return -1;
     }
-    sqlite3_stmt *row;
-    sqlite3 *db = open_trail(data_dir, &row, err, err_size);
-    if (db == NULL)
-        return -1;
     int columns = TR_AUDIT_FIELDS + 1;
     if (csv) {
         for (int i = 0; i < columns; i++)
@@ -294,37 +313,31 @@ long tr_audit_export(const char *data_dir, const char *format, FILE *out, char *
     }
     long n = 0;
     int rc;
-    while ((rc = sqlite3_step(row)) == SQLITE_ROW) {
+    tr_audit_entry_t e;
+    const char *hash;
+    while ((rc = reader->next(reader, &e, &hash, err, err_size)) == 1) {
         if (!csv)
             fputc('{', out);
         for (int i = 0; i < columns; i++) {
-            const char *name = i < TR_AUDIT_FIELDS ? tr_audit_field_names[i] : "hash";
-            int type = sqlite3_column_type(row, i);
-            const char *s = (const char *)sqlite3_column_text(row, i);
-            size_t len = (size_t)sqlite3_column_bytes(row, i);
+            const char *s = i < TR_AUDIT_FIELDS ? e.value[i] : hash;
+            size_t len = i < TR_AUDIT_FIELDS ? e.len[i] : s != NULL ? strlen(s) : 0;
             if (csv) {
                 if (i > 0)
                     fputc(',', out);
-                if (type != SQLITE_NULL && s != NULL)
+                if (s != NULL)
                     csv_field(out, s, len);
                 continue;
             }
-            fprintf(out, "%s\"%s\":", i ? "," : "", name);
-            if (type == SQLITE_NULL || s == NULL)
+            fprintf(out, "%s\"%s\":", i ? "," : "", i < TR_AUDIT_FIELDS ? tr_audit_field_names[i] : "hash");
+            if (s == NULL)
                 fputs("null", out);
-            else if (type == SQLITE_INTEGER)
-                fprintf(out, "%" PRId64, (int64_t)sqlite3_column_int64(row, i));
+            else if (i == TR_AUDIT_SEQ)
+                fprintf(out, "%" PRId64, seq_of_entry(&e)); /* the one integer column */
             else
                 json_string(out, s, len); /* before and after too: the text that was hashed, as it is */
         }
         fputs(csv ? "\r\n" : "}\n", out);
         n++;
     }
-    if (rc != SQLITE_DONE) {
-        snprintf(err, err_size, "reading the audit trail: %s", sqlite3_errmsg(db));
-        n = -1;
-    }
-    sqlite3_finalize(row);
-    sqlite3_close(db);
-    return n;
+    return rc < 0 ? -1 : n;
 }

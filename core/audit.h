@@ -13,12 +13,15 @@
  * record (core/lua/triage/store.lua, tx:audit): the INSERT reads the last entry's seq and hash in that
  * transaction and calls the SQL function triage_audit_hash, which tr_audit_register adds to the
  * writer's connection. Writers of all workers are serialized by SQLite's write lock, so each entry
- * links to the one committed just before it.
+ * links to the one committed just before it. On PostgreSQL the entry is appended by the SQL function
+ * triage_audit_append, which computes the same hash; core/pg_schema.h says how the entries of several
+ * nodes form one chain. The reviewer's commands read either store through a tr_audit_reader_t.
  */
 #ifndef TR_AUDIT_H
 #define TR_AUDIT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 struct sqlite3;
@@ -50,6 +53,11 @@ typedef struct tr_audit_entry_s {
     size_t len[TR_AUDIT_FIELDS];
 } tr_audit_entry_t;
 
+/* Every entry, in seq order: the columns of enum tr_audit_field, then hash (SQL for either store). */
+#define TR_AUDIT_SELECT_ENTRIES                                                                                        \
+    "SELECT seq, at, who, action, record_table, record_id, route, request_id, before, after, reason, prev_hash, "      \
+    "hash FROM " TR_AUDIT_TABLE " ORDER BY seq"
+
 /* The column names, in enum order. */
 extern const char *const tr_audit_field_names[TR_AUDIT_FIELDS];
 
@@ -67,16 +75,37 @@ void tr_audit_hash(const tr_audit_entry_t *e, char out[65]);
 int tr_audit_register(struct sqlite3 *db);
 
 /*
- * Check the whole chain of data_dir/triage.db, opened read-only (the server may be running: one read
- * transaction, a consistent snapshot). Prints the outcome to out: the number of entries and the last
- * hash when intact, else the first bad entry by its sequence number and what is wrong with it (a gap
- * in the sequence, a reordering, a broken link, a hash mismatch). Returns 0 intact, 1 broken, -1 when
- * the chain cannot be read (message in err).
+ * Where verify and export read the trail from: its entries in seq order, from one consistent snapshot
+ * (the server may be writing meanwhile). An implementation embeds this struct as its first member;
+ * tr_audit_open (SQLite) and tr_audit_pg_open (core/audit_pg.h, PostgreSQL) make one.
  */
-int tr_audit_verify(const char *data_dir, FILE *out, char *err, size_t err_size);
+typedef struct tr_audit_reader_s tr_audit_reader_t;
+struct tr_audit_reader_s {
+    /* The next entry: 1 with e and *hash (the stored hash, NULL if SQL NULL) set, borrowed until the
+     * next call; 0 after the last entry; -1 when it cannot be read (message in err). */
+    int (*next)(tr_audit_reader_t *reader, tr_audit_entry_t *e, const char **hash, char *err, size_t err_size);
+    /* The seq of the first entry whose stored hash is hash, or 0 if there is none (or on an error).
+     * Called between two calls of next. */
+    int64_t (*seq_of_hash)(tr_audit_reader_t *reader, const char *hash);
+    /* Ends the snapshot and frees the reader. */
+    void (*close)(tr_audit_reader_t *reader);
+};
 
-/* Write every entry, in sequence order, to out as JSON lines (json) or CSV with a header (csv),
- * read as tr_audit_verify reads. Returns the number of entries, or -1 with a message in err. */
-long tr_audit_export(const char *data_dir, const char *format, FILE *out, char *err, size_t err_size);
+/* A reader of data_dir/triage.db, opened read-only, in one read transaction. Returns NULL with a
+ * message in err when the database or its audit_trail table cannot be read. */
+tr_audit_reader_t *tr_audit_open(const char *data_dir, char *err, size_t err_size);
+
+/*
+ * Check the whole chain read from reader (which the caller closes). Prints the outcome to out: the
+ * number of entries and the last hash when intact, else the first bad entry by its sequence number and
+ * what is wrong with it (a gap in the sequence, a reordering, a broken link, a hash mismatch). Returns
+ * 0 intact, 1 broken, -1 when the chain cannot be read (message in err).
+ */
+int tr_audit_verify(tr_audit_reader_t *reader, FILE *out, char *err, size_t err_size);
+
+/* Write every entry read from reader (which the caller closes), in sequence order, to out as JSON
+ * lines (jsonl) or CSV with a header (csv). Returns the number of entries, or -1 with a message in err
+ * (an unknown format: nothing is read). */
+long tr_audit_export(tr_audit_reader_t *reader, const char *format, FILE *out, char *err, size_t err_size);
 
 #endif

@@ -1,4 +1,5 @@
 #include "config.h"
+#include "pg.h"
 
 #include <getopt.h>
 #include <limits.h>
@@ -29,11 +30,19 @@ static void usage(FILE *out)
             "       triage status [--admin HOST:PORT] [--data DIR] [--admin-token-file FILE]\n"
             "                                   print a running server's status document\n"
             "       triage backup DEST [--data DIR]     copy the store, consistently, while it runs\n"
+            "       triage audit verify [--data DIR | --store URL]\n"
+            "                                   check the audit trail's hash chain (SQLite or PostgreSQL)\n"
+            "       triage audit export [--data DIR | --store URL] [--format jsonl|csv] [--output FILE]\n"
+            "                                   write every audit entry, in sequence order, for a reviewer\n"
             "       triage token --sub ID --role ROLE [--trial T]... [--ttl SEC] --keys FILE [--kid K]\n"
             "                                   print a bearer token for local testing\n"
             "\n"
             "  --app DIR                 application directory (routes/, scripts/, migrations/); default .\n"
-            "  --data DIR                the store (DIR/triage.db, created and migrated at start); default ./data\n"
+            "  --data DIR                the store (DIR/triage.db, created and migrated at start), the admin token\n"
+            "                            and the pid file; default ./data\n"
+            "  --store URL               the store on PostgreSQL instead of SQLite: postgres://USER@HOST:PORT/DB\n"
+            "                            (a libpq URL; README \"PostgreSQL\"); migrated at start\n"
+            "  --store-connections N     PostgreSQL connections per worker; default 4\n"
             "  --listen HOST:PORT        public listener; default 127.0.0.1:8080\n"
             "  --workers N               worker processes; default: number of CPUs\n"
             "  --admin HOST:PORT         admin listener (/_triage/status, reload, metrics, health);\n"
@@ -219,6 +228,7 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
     cfg->admin_port = 9180;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->workers = ncpu > 0 ? (int)ncpu : 1;
+    cfg->store_connections = TR_PG_CONNECTIONS;
     cfg->max_body = 1 << 20;
     cfg->max_header = 8 << 10;
     cfg->max_uri = 4 << 10;
@@ -270,6 +280,8 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         O_ACCESS_LOG_FORMAT,
         O_TOKEN_KEYS,
         O_TOKEN_SKEW,
+        O_STORE,
+        O_STORE_CONNECTIONS,
         O_HELP
     };
     static const struct option options[] = {
@@ -302,6 +314,8 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
         {"public-health", no_argument, NULL, O_PUBLIC_HEALTH},
         {"token-keys", required_argument, NULL, O_TOKEN_KEYS},
         {"token-skew", required_argument, NULL, O_TOKEN_SKEW},
+        {"store", required_argument, NULL, O_STORE},
+        {"store-connections", required_argument, NULL, O_STORE_CONNECTIONS},
         {"access-log-format", required_argument, NULL, O_ACCESS_LOG_FORMAT},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
@@ -350,6 +364,20 @@ int tr_config_parse(tr_config_t *cfg, int argc, char **argv)
                 cfg->lua_memory_limit < TR_LUA_ALLOC_MIN_LIMIT)
                 bad = "--lua-memory-limit wants a size from 8m to 1024g, like 512m or 2g";
             break;
+        case O_STORE:
+            if (!tr_pg_is_url(optarg))
+                bad = "--store wants a PostgreSQL URL, postgres://USER@HOST:PORT/DATABASE (without it, the "
+                      "store is SQLite in the data directory)";
+            cfg->store_url = optarg;
+            break;
+        case O_STORE_CONNECTIONS: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end != '\0' || v < 1 || v > 64)
+                bad = "--store-connections wants a number from 1 to 64";
+            cfg->store_connections = (int)v;
+            break;
+        }
         case O_WORKERS: {
             char *end;
             long v = strtol(optarg, &end, 10);

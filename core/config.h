@@ -47,7 +47,9 @@ typedef struct tr_config_s {
     int admin_token_given; /* --admin-token-file was given */
     /* --token-keys FILE: the app's bearer-token keys (jwt.h), read by the master; NULL: none */
     const char *token_keys;
-    double token_skew; /* --token-skew: seconds allowed on exp and nbf */
+    double token_skew;     /* --token-skew: seconds allowed on exp and nbf */
+    const char *store_url; /* --store postgres://...: the store on PostgreSQL (pg.h); NULL: SQLite in data_dir */
+    int store_connections; /* --store-connections: PostgreSQL connections per worker */
 } tr_config_t;
 
 /* How long loading the application may run Lua (the preflight, a worker loading a generation): three

@@ -5,6 +5,7 @@
 #include "ffi_api.h"
 #include "sha256.h"
 #include "store.h"
+#include "store_job.h"
 
 TR_FFI_EXPORT struct sqlite3 *tr_ffi_store_reader(const char **errmsg)
 {
@@ -13,6 +14,31 @@ TR_FFI_EXPORT struct sqlite3 *tr_ffi_store_reader(const char **errmsg)
         return NULL;
     }
     return tr_store_reader(tr_ffi_env.store, errmsg);
+}
+
+TR_FFI_EXPORT int tr_ffi_store_engine(void)
+{
+    return tr_ffi_env.store == NULL ? TR_STORE_NONE : tr_store_engine(tr_ffi_env.store);
+}
+
+TR_FFI_EXPORT tr_store_job_t *tr_ffi_store_read_job(const char **errmsg)
+{
+    if (tr_ffi_env.store == NULL) {
+        *errmsg = "no store in this process";
+        return NULL;
+    }
+    if (tr_ffi_env.running == NULL && tr_ffi_env.loop != NULL) {
+        *errmsg = "reads of a PostgreSQL store happen inside a request";
+        return NULL;
+    }
+    tr_store_job_t *job = tr_store_job_new(tr_ffi_env.store, tr_ffi_env.running ? &tr_ffi_env.running->wait : NULL);
+    job->read = 1;
+    return job;
+}
+
+TR_FFI_EXPORT struct pg_result *tr_ffi_store_rows(tr_store_job_t *job)
+{
+    return job->result;
 }
 
 TR_FFI_EXPORT tr_store_job_t *tr_ffi_store_job(const char **errmsg)

@@ -20,6 +20,7 @@
 
 #include "admin_token.h"
 #include "audit.h"
+#include "audit_pg.h"
 #include "config.h"
 #include "jwt.h"
 #include "log.h"
@@ -221,7 +222,11 @@ static int backup_command(int argc, char **argv)
             data = argv[++i];
         else if (strncmp(argv[i], "--data=", 7) == 0)
             data = argv[i] + 7;
-        else if (dest == NULL && argv[i][0] != '-')
+        else if (strcmp(argv[i], "--store") == 0 || strncmp(argv[i], "--store=", 8) == 0) {
+            fprintf(stderr, "triage backup copies the SQLite store; a PostgreSQL store is backed up with PostgreSQL's "
+                            "own tools (pg_dump, or pg_basebackup and WAL archiving: README \"PostgreSQL\")\n");
+            return 2;
+        } else if (dest == NULL && argv[i][0] != '-')
             dest = argv[i];
         else {
             fprintf(stderr, "triage backup: unexpected argument '%s'\n", argv[i]);
@@ -246,23 +251,28 @@ static int backup_command(int argc, char **argv)
 }
 
 /*
- * triage audit verify [--data DIR]: check the audit trail's hash chain; 0 intact, 1 broken or unreadable.
- * triage audit export [--data DIR] [--format jsonl|csv] [--output FILE]: every entry, for a reviewer.
- * Both read the store read-only, so they can run beside the server.
+ * triage audit verify [--data DIR | --store URL]: check the audit trail's hash chain; 0 intact, 1 broken
+ * or unreadable.
+ * triage audit export [--data DIR | --store URL] [--format jsonl|csv] [--output FILE]: every entry, for
+ * a reviewer.
+ * Both read the store read-only, in one snapshot, so they can run beside the server: DIR/triage.db, or
+ * the PostgreSQL database at URL.
  */
 static int audit_command(int argc, char **argv)
 {
-    const char *verb = argc > 0 ? argv[0] : "", *data = "data", *format = "jsonl", *output = NULL;
+    const char *verb = argc > 0 ? argv[0] : "", *data = "data", *store = NULL, *format = "jsonl", *output = NULL;
     int verify = strcmp(verb, "verify") == 0;
     if (!verify && strcmp(verb, "export") != 0) {
-        fprintf(stderr, "usage: triage audit verify [--data DIR]\n"
-                        "       triage audit export [--data DIR] [--format jsonl|csv] [--output FILE]\n");
+        fprintf(stderr, "usage: triage audit verify [--data DIR | --store URL]\n"
+                        "       triage audit export [--data DIR | --store URL] [--format jsonl|csv] [--output FILE]\n");
         return 2;
     }
     for (int i = 1; i < argc; i++) {
         const char **flag = NULL;
         if (strcmp(argv[i], "--data") == 0)
             flag = &data;
+        else if (strcmp(argv[i], "--store") == 0)
+            flag = &store;
         else if (!verify && strcmp(argv[i], "--format") == 0)
             flag = &format;
         else if (!verify && strcmp(argv[i], "--output") == 0)
@@ -275,12 +285,27 @@ static int audit_command(int argc, char **argv)
         *flag = argv[++i];
     }
     char dir[4096], err[512];
-    if (tr_config_data_dir(data, dir, sizeof(dir)) != 0) {
-        fprintf(stderr, "triage audit %s: --data %s: path too long\n", verb, data);
-        return 2;
+    tr_audit_reader_t *reader;
+    if (store != NULL) {
+        if (strncmp(store, "postgres://", 11) != 0 && strncmp(store, "postgresql://", 13) != 0) {
+            fprintf(stderr, "triage audit %s: --store: a postgres:// or postgresql:// URL\n", verb);
+            return 2;
+        }
+        reader = tr_audit_pg_open(store, err, sizeof(err));
+    } else {
+        if (tr_config_data_dir(data, dir, sizeof(dir)) != 0) {
+            fprintf(stderr, "triage audit %s: --data %s: path too long\n", verb, data);
+            return 2;
+        }
+        reader = tr_audit_open(dir, err, sizeof(err));
+    }
+    if (reader == NULL) {
+        fprintf(stderr, "triage audit %s: %s\n", verb, err);
+        return 1;
     }
     if (verify) {
-        int rc = tr_audit_verify(dir, stdout, err, sizeof(err));
+        int rc = tr_audit_verify(reader, stdout, err, sizeof(err));
+        reader->close(reader);
         if (rc < 0)
             fprintf(stderr, "triage audit verify: %s\n", err);
         return rc == 0 ? 0 : 1;
@@ -288,9 +313,11 @@ static int audit_command(int argc, char **argv)
     FILE *out = output != NULL ? fopen(output, "w") : stdout;
     if (out == NULL) {
         fprintf(stderr, "triage audit export: --output %s: %s\n", output, strerror(errno));
+        reader->close(reader);
         return 1;
     }
-    long n = tr_audit_export(dir, format, out, err, sizeof(err));
+    long n = tr_audit_export(reader, format, out, err, sizeof(err));
+    reader->close(reader);
     if ((output != NULL ? fclose(out) : fflush(out)) != 0 && n >= 0) {
         snprintf(err, sizeof(err), "writing %s: %s", output != NULL ? output : "the output", strerror(errno));
         n = -1;

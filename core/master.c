@@ -23,6 +23,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,6 +32,7 @@
 #include "jwt.h"
 #include "log.h"
 #include "metrics.h"
+#include "pg_migrate.h"
 #include "pool.h"
 #include "privilege.h"
 #include "reload.h"
@@ -318,14 +320,31 @@ int tr_master_run(const tr_config_t *cfg)
         return 1;
     }
 
-    /* The store: created if new, migrated; a migration that fails stops the start. */
-    int migrated = tr_store_migrate(cfg->data_dir, cfg->app_dir, err, sizeof(err));
+    /* The store: created if new, migrated; a migration that fails stops the start. (The URL is not
+     * logged: it may hold a password.) */
+    int migrated;
+    if (cfg->store_url != NULL) {
+        /* The data directory still holds the admin token and the pid file. */
+        if (mkdir(cfg->data_dir, 0750) != 0 && errno != EEXIST) {
+            snprintf(err, sizeof(err), "cannot create the data directory %s: %s", cfg->data_dir, strerror(errno));
+            migrated = -1;
+        } else {
+            migrated = tr_pg_migrate(cfg->store_url, cfg->app_dir, err, sizeof(err));
+        }
+    } else {
+        migrated = tr_store_migrate(cfg->data_dir, cfg->app_dir, err, sizeof(err));
+    }
     if (migrated < 0) {
-        tr_log_error("the store in %s cannot be prepared: %s", cfg->data_dir, err);
+        if (cfg->store_url != NULL)
+            tr_log_error("the store on PostgreSQL cannot be prepared: %s", err);
+        else
+            tr_log_error("the store in %s cannot be prepared: %s", cfg->data_dir, err);
         tr_reload_cleanup(&m.reloader);
         return 1;
     }
-    if (migrated > 0)
+    if (migrated > 0 && cfg->store_url != NULL)
+        tr_log_info("store on PostgreSQL: %d migration(s) applied", migrated);
+    else if (migrated > 0)
         tr_log_info("store %s/" TR_STORE_FILE ": %d migration(s) applied", cfg->data_dir, migrated);
 
     /* The store is the workers' once they are not root any more (privilege.h). */

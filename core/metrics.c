@@ -56,6 +56,25 @@ int tr_metrics_workers_up(const tr_shared_t *shared, int nworkers)
     return up;
 }
 
+int tr_metrics_health(const tr_shared_t *shared, int nworkers, const char **body, size_t *len)
+{
+    static const char ok[] = "{\"status\":\"ok\"}", down[] = "{\"status\":\"unavailable\"}",
+                      store[] = "{\"status\":\"unavailable\",\"store\":\"unreachable\"}";
+    int store_down = 0;
+    for (int i = 0; i < nworkers; i++)
+        store_down |= shared->workers[i].pid != 0 && shared->workers[i].store_down;
+    if (tr_metrics_workers_up(shared, nworkers) != nworkers) {
+        *body = down, *len = sizeof(down) - 1;
+        return 503;
+    }
+    if (store_down) {
+        *body = store, *len = sizeof(store) - 1;
+        return 503;
+    }
+    *body = ok, *len = sizeof(ok) - 1;
+    return 200;
+}
+
 /* ---- rendering (in the master, at scrape time) ---- */
 
 static void header(tr_bufpool_t *bp, tr_buf_t *out, const char *name, const char *type, const char *help)

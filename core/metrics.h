@@ -70,4 +70,9 @@ void tr_metrics_render(tr_bufpool_t *bp, tr_buf_t *out, const tr_metrics_t *m, c
 /* Workers running: slots whose worker has published its pid. */
 int tr_metrics_workers_up(const tr_shared_t *shared, int nworkers);
 
+/* The answer of GET /_triage/health: 200 and {"status":"ok"} when every worker runs and reaches the
+ * store; else 503 and a body naming what is down (workers starting, or PostgreSQL unreachable). The
+ * body is static. Returns the status. */
+int tr_metrics_health(const tr_shared_t *shared, int nworkers, const char **body, size_t *len);
+
 #endif

@@ -34,6 +34,7 @@ typedef struct tr_stats_s {
     volatile uint64_t old_generations;    /* older generations still finishing requests */
     volatile uint64_t store_commits;      /* group commits of the store's writer (one WAL fsync each) */
     volatile uint64_t store_writes;       /* write jobs committed by them */
+    volatile int32_t store_down;          /* PostgreSQL: no connection of this worker works (pg.h) */
     char last_error[TR_ERROR_MAX];        /* this worker's last reload error, "" if none */
     /* The watchdog (guard.h in the worker, watchdog.h in the master). lua_running is the number of
      * the worker's current run of Lua code (a request's handler, resumed or not, or a generation

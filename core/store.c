@@ -4,7 +4,6 @@
  */
 #include "store.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -18,29 +17,15 @@
 
 #include "audit.h"
 #include "log.h"
+#include "migrations.h"
+#include "pg.h"
+#include "store_job.h"
 
 #define BATCH_MAX 1024       /* jobs in one commit at most */
 #define WRITER_CACHE 32      /* prepared statements the writer keeps */
 #define BUSY_TIMEOUT_MS 5000 /* how long a writer waits for another worker's commit */
 #define READ_BUSY_TIMEOUT_MS 100
 #define JOBS_AHEAD 64 /* jobs (with their buffers) made at open: that many writes in flight cost no allocation */
-
-enum job_state { JOB_BUILDING, JOB_QUEUED, JOB_DONE };
-
-struct tr_store_job_s {
-    tr_store_t *st;
-    tr_waiter_t *waiter;
-    enum job_state state;
-    int abandoned;     /* its request stopped waiting: free it when the writer is done */
-    tr_buf_t stmts;    /* [u32 sql len][sql][u32 nparams] then per param [u8 type][value] */
-    size_t nparams_at; /* offset of the current statement's parameter count */
-    int nstmts;
-    int kind; /* TR_STORE_* */
-    char errmsg[320];
-    int64_t changes[TR_STORE_JOB_STATEMENTS];
-    int64_t rowid[TR_STORE_JOB_STATEMENTS];
-    tr_store_job_t *next;
-};
 
 typedef struct cached_stmt_s {
     char *sql;
@@ -51,6 +36,7 @@ typedef struct cached_stmt_s {
 
 struct tr_store_s {
     char path[4096];
+    tr_pg_t *pg;          /* --store postgres://...: the engine is PostgreSQL (pg.h), and nothing below is used */
     struct ev_loop *loop; /* NULL: synchronous */
     tr_waits_t *waits;
     tr_stats_t *stats;
@@ -108,33 +94,6 @@ static sqlite3 *open_db(const char *path, int flags, int busy_ms, char *err, siz
 
 /* ---- migrations ---- */
 
-static int is_migration(const struct dirent *e)
-{
-    size_t n = strlen(e->d_name);
-    return e->d_name[0] >= '0' && e->d_name[0] <= '9' && n > 4 && strcmp(e->d_name + n - 4, ".sql") == 0;
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return NULL;
-    struct stat st;
-    char *data = NULL;
-    if (fstat(fd, &st) == 0 && (data = malloc((size_t)st.st_size + 1)) != NULL) {
-        ssize_t n = read(fd, data, (size_t)st.st_size);
-        if (n < 0) {
-            free(data);
-            data = NULL;
-        } else {
-            data[n] = '\0';
-            *len = (size_t)n;
-        }
-    }
-    close(fd);
-    return data;
-}
-
 /* triage_app_file('data/protocols.json'): the text of a file of the application (migrations only). */
 static void sql_app_file(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
@@ -148,7 +107,7 @@ static void sql_app_file(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     char path[4096];
     snprintf(path, sizeof(path), "%s/%s", app_dir, rel);
     size_t len;
-    char *data = read_file(path, &len);
+    char *data = tr_migrations_read_file(path, &len);
     if (data == NULL) {
         char msg[4200];
         snprintf(msg, sizeof(msg), "triage_app_file: cannot read %s: %s", rel, strerror(errno));
@@ -176,7 +135,7 @@ static int apply(sqlite3 *db, const char *dir, const char *name, long version, c
     char path[4096 + 256 + 2]; /* dir, '/', a file name */
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     size_t len;
-    char *sql = read_file(path, &len);
+    char *sql = tr_migrations_read_file(path, &len);
     if (sql == NULL) {
         snprintf(err, err_size, "migrations/%s: cannot read: %s", name, strerror(errno));
         return -1;
@@ -210,6 +169,22 @@ static int apply(sqlite3 *db, const char *dir, const char *name, long version, c
     return 0;
 }
 
+typedef struct migrate_run_s {
+    sqlite3 *db;
+    int applied;
+} migrate_run_t;
+
+static int migrate_one(void *arg, const char *dir, const char *name, long version, char *err, size_t err_size)
+{
+    migrate_run_t *run = arg;
+    if (already_applied(run->db, version))
+        return 0;
+    if (apply(run->db, dir, name, version, err, err_size) != 0)
+        return -1;
+    run->applied++;
+    return 0;
+}
+
 int tr_store_migrate(const char *data_dir, const char *app_dir, char *err, size_t err_size)
 {
     if (mkdir(data_dir, 0750) != 0 && errno != EEXIST) {
@@ -232,33 +207,10 @@ int tr_store_migrate(const char *data_dir, const char *app_dir, char *err, size_
         sqlite3_close(db);
         return -1;
     }
-    char dir[4096];
-    snprintf(dir, sizeof(dir), "%s/migrations", app_dir);
-    struct dirent **list;
-    int n = scandir(dir, &list, is_migration, alphasort);
-    int applied = 0;
-    long last = -1;
-    for (int i = 0; i < n; i++) {
-        const char *name = list[i]->d_name;
-        long version = strtol(name, NULL, 10);
-        if (applied >= 0 && version == last) {
-            snprintf(err, err_size, "migrations/%s: number %ld is used twice", name, version);
-            applied = -1;
-        }
-        last = version;
-        if (applied >= 0 && !already_applied(db, version)) {
-            if (apply(db, dir, name, version, err, err_size) != 0)
-                applied = -1;
-            else
-                applied++;
-        }
-    }
-    for (int i = 0; i < n; i++)
-        free(list[i]);
-    if (n >= 0)
-        free(list);
+    migrate_run_t run = {.db = db, .applied = 0};
+    int rc = tr_migrations_each(app_dir, migrate_one, &run, err, err_size);
     sqlite3_close(db);
-    return applied;
+    return rc == 0 ? run.applied : -1;
 }
 
 /* ---- the writer ---- */
@@ -332,24 +284,16 @@ static int storage_failure(int rc)
     }
 }
 
-static uint32_t get_u32(const char **p)
-{
-    uint32_t v;
-    memcpy(&v, *p, 4);
-    *p += 4;
-    return v;
-}
-
 /* Run the statements of job (inside the batch's transaction). Returns the SQLite code of a failure,
  * SQLITE_OK. */
 static int run_job(tr_store_t *st, tr_store_job_t *job)
 {
     const char *p = job->stmts.data, *end = p + job->stmts.len;
     for (int k = 0; p < end; k++) {
-        uint32_t sql_len = get_u32(&p);
+        uint32_t sql_len = tr_store_job_u32(&p);
         const char *sql = p;
-        p += sql_len;
-        uint32_t nparams = get_u32(&p);
+        p += sql_len + 1; /* and its NUL */
+        uint32_t nparams = tr_store_job_u32(&p);
         sqlite3_stmt *stmt = writer_statement(st, sql, sql_len);
         if (stmt == NULL)
             return sqlite3_errcode(st->writer) != SQLITE_OK ? sqlite3_errcode(st->writer) : SQLITE_ERROR;
@@ -366,9 +310,9 @@ static int run_job(tr_store_t *st, tr_store_job_t *job)
                 p += 8;
                 sqlite3_bind_double(stmt, (int)i, v);
             } else if (type == TR_STORE_TEXT) {
-                uint32_t len = get_u32(&p);
+                uint32_t len = tr_store_job_u32(&p);
                 sqlite3_bind_text(stmt, (int)i, p, (int)len, SQLITE_STATIC);
-                p += len;
+                p += len + 1;
             } else {
                 sqlite3_bind_null(stmt, (int)i);
             }
@@ -532,7 +476,7 @@ static void on_done(struct ev_loop *loop, ev_async *a, int revents)
     pthread_mutex_unlock(&st->lock);
     while (j != NULL) {
         tr_store_job_t *next = j->next;
-        j->state = JOB_DONE;
+        j->state = TR_JOB_DONE;
         j->next = NULL;
         if (j->abandoned)
             tr_store_job_release(j);
@@ -544,12 +488,12 @@ static void on_done(struct ev_loop *loop, ev_async *a, int revents)
 
 /* ---- the store ---- */
 
-tr_store_t *tr_store_open(const char *data_dir, struct ev_loop *loop, tr_waits_t *waits, tr_stats_t *stats,
+tr_store_t *tr_store_open(const tr_store_config_t *cfg, struct ev_loop *loop, tr_waits_t *waits, tr_stats_t *stats,
                           tr_store_lock_t *lock, char *err, size_t err_size)
 {
     tr_store_t *st = tr_mem_alloc(sizeof(*st));
     memset(st, 0, sizeof(*st));
-    db_path(data_dir, st->path, sizeof(st->path));
+    db_path(cfg->data_dir, st->path, sizeof(st->path));
     st->loop = loop;
     st->waits = waits;
     st->stats = stats;
@@ -562,10 +506,18 @@ tr_store_t *tr_store_open(const char *data_dir, struct ev_loop *loop, tr_waits_t
     }
     for (int i = 0; i < JOBS_AHEAD; i++)
         tr_pool_put(&st->job_pool, ahead[i]);
-    /* The connections open on first use, and again after a failure: a store that cannot be opened
-     * now (a full disk, a missing mount) serves again by itself once it can. */
     pthread_mutex_init(&st->lock, NULL);
     pthread_cond_init(&st->wake, NULL);
+    if (cfg->url != NULL) {
+        st->pg = tr_pg_open(cfg->url, cfg->connections, loop, waits, stats, tr_store_job_release, err, err_size);
+        if (st->pg == NULL) {
+            tr_store_close(st);
+            return NULL;
+        }
+        return st;
+    }
+    /* The connections open on first use, and again after a failure: a store that cannot be opened
+     * now (a full disk, a missing mount) serves again by itself once it can. */
     if (loop != NULL) {
         ev_async_init(&st->done_async, on_done);
         st->done_async.data = st;
@@ -586,6 +538,7 @@ void tr_store_close(tr_store_t *st)
 {
     if (st == NULL)
         return;
+    tr_pg_close(st->pg);
     if (st->thread_started) {
         pthread_mutex_lock(&st->lock);
         st->stopping = 1;
@@ -617,8 +570,17 @@ void tr_store_close(tr_store_t *st)
     tr_mem_free(st);
 }
 
+int tr_store_engine(const tr_store_t *st)
+{
+    return st->pg != NULL ? TR_STORE_POSTGRES : TR_STORE_SQLITE;
+}
+
 struct sqlite3 *tr_store_reader(tr_store_t *st, const char **errmsg)
 {
+    if (st->pg != NULL) {
+        *errmsg = "the store is PostgreSQL: reads are jobs";
+        return NULL;
+    }
     if (st->reader == NULL) {
         st->reader =
             open_db(st->path, SQLITE_OPEN_READONLY, READ_BUSY_TIMEOUT_MS, st->reader_err, sizeof(st->reader_err));
@@ -642,7 +604,7 @@ tr_store_job_t *tr_store_job_new(tr_store_t *st, tr_waiter_t *waiter)
     job->stmts.len = 0;
     job->st = st;
     job->waiter = waiter;
-    job->state = JOB_BUILDING;
+    job->state = TR_JOB_BUILDING;
     job->next = NULL;
     return job;
 }
@@ -658,10 +620,10 @@ static int append(tr_store_job_t *job, const void *data, size_t len)
 
 int tr_store_job_add(tr_store_job_t *job, const char *sql, size_t len)
 {
-    if (job->state != JOB_BUILDING || job->nstmts == TR_STORE_JOB_STATEMENTS || len > UINT32_MAX)
+    if (job->state != TR_JOB_BUILDING || job->nstmts == TR_STORE_JOB_STATEMENTS || len > UINT32_MAX)
         return TR_FFI_ERROR;
     uint32_t l = (uint32_t)len, zero = 0;
-    if (append(job, &l, 4) != 0 || append(job, sql, len) != 0)
+    if (append(job, &l, 4) != 0 || append(job, sql, len) != 0 || append(job, "", 1) != 0)
         return TR_FFI_ERROR;
     job->nparams_at = job->stmts.len;
     if (append(job, &zero, 4) != 0)
@@ -672,7 +634,7 @@ int tr_store_job_add(tr_store_job_t *job, const char *sql, size_t len)
 
 int tr_store_job_bind(tr_store_job_t *job, int type, int64_t i, double d, const char *s, size_t len)
 {
-    if (job->state != JOB_BUILDING || job->nstmts == 0 || len > UINT32_MAX)
+    if (job->state != TR_JOB_BUILDING || job->nstmts == 0 || len > UINT32_MAX)
         return TR_FFI_ERROR;
     unsigned char t = (unsigned char)type;
     int rc = append(job, &t, 1);
@@ -684,6 +646,7 @@ int tr_store_job_bind(tr_store_job_t *job, int type, int64_t i, double d, const 
         uint32_t l = (uint32_t)len;
         rc |= append(job, &l, 4);
         rc |= append(job, s, len);
+        rc |= append(job, "", 1);
     } else if (type != TR_STORE_NULL)
         return TR_FFI_ERROR;
     if (rc != 0)
@@ -698,14 +661,16 @@ int tr_store_job_bind(tr_store_job_t *job, int type, int64_t i, double d, const 
 int tr_store_job_submit(tr_store_job_t *job, const char **errmsg)
 {
     tr_store_t *st = job->st;
-    if (job->state != JOB_BUILDING || job->nstmts == 0) {
+    if (job->state != TR_JOB_BUILDING || job->nstmts == 0) {
         *errmsg = "a store job needs at least one statement, and is submitted once";
         return TR_FFI_ERROR;
     }
-    job->state = JOB_QUEUED;
+    job->state = TR_JOB_QUEUED;
+    if (st->pg != NULL)
+        return tr_pg_submit(st->pg, job);
     if (st->loop == NULL) {
         run_batch(st, job);
-        job->state = JOB_DONE;
+        job->state = TR_JOB_DONE;
         return TR_FFI_OK;
     }
     tr_wait_park(st->waits, job->waiter, tr_wait_clock() + TR_STORE_WAIT_SECONDS);
@@ -723,7 +688,7 @@ int tr_store_job_submit(tr_store_job_t *job, const char **errmsg)
 
 int tr_store_job_result(tr_store_job_t *job, const char **errmsg)
 {
-    if (job->state != JOB_DONE) {
+    if (job->state != TR_JOB_DONE) {
         /* Its request stopped waiting (TR_STORE_WAIT_SECONDS): the writer still has it. Whether it
          * is committed is unknown to the client, which retries with its idempotency key. */
         job->abandoned = 1;
@@ -737,20 +702,22 @@ int tr_store_job_result(tr_store_job_t *job, const char **errmsg)
 
 int64_t tr_store_job_changes(const tr_store_job_t *job, int i)
 {
-    return job->state == JOB_DONE && i >= 0 && i < job->nstmts ? job->changes[i] : 0;
+    return job->state == TR_JOB_DONE && i >= 0 && i < job->nstmts ? job->changes[i] : 0;
 }
 
 int64_t tr_store_job_rowid(const tr_store_job_t *job, int i)
 {
-    return job->state == JOB_DONE && i >= 0 && i < job->nstmts ? job->rowid[i] : 0;
+    return job->state == TR_JOB_DONE && i >= 0 && i < job->nstmts ? job->rowid[i] : 0;
 }
 
 void tr_store_job_release(tr_store_job_t *job)
 {
-    if (job->state == JOB_QUEUED) {
+    if (job->state == TR_JOB_QUEUED) {
         job->abandoned = 1; /* on_done gives it back */
         return;
     }
+    if (job->result != NULL)
+        tr_pg_job_clear(job);
     /* The pooled job keeps its buffer: none of this request's values stay in it. */
     if (job->stmts.data != NULL)
         memset(job->stmts.data, 0, job->stmts.len);

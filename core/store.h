@@ -25,13 +25,19 @@
 #include "ffi_cdef.h"
 #include "pool.h"
 #include "shared.h"
+#include "store_job.h"
 #include "wait.h"
 
 #define TR_STORE_FILE "triage.db"
-#define TR_STORE_JOB_STATEMENTS 32 /* statements in one job (one db:tx) at most */
-#define TR_STORE_WAIT_SECONDS 30.0 /* a request gives up waiting for its commit after this */
 
 typedef struct tr_store_s tr_store_t;
+
+/* Which store, and where. */
+typedef struct tr_store_config_s {
+    const char *data_dir; /* SQLite: data_dir/triage.db */
+    const char *url;      /* --store postgres://...: PostgreSQL (pg.h) instead; NULL: SQLite */
+    int connections;      /* PostgreSQL connections per worker (0: TR_PG_CONNECTIONS) */
+} tr_store_config_t;
 
 /*
  * Create data_dir if needed, open data_dir/triage.db (WAL) and apply the application's migrations
@@ -46,11 +52,15 @@ int tr_store_migrate(const char *data_dir, const char *app_dir, char *err, size_
  * The store of a worker on data_dir/triage.db (migrated already); starts its writer thread. Its
  * connections open on first use and reopen after a failure. loop and waits NULL: no thread, jobs run
  * at once (in-process tests). stats may be NULL. lock: the workers' shared write lock (shared.h), NULL
- * with a single writer. Returns NULL with a message in err only if the
- * thread cannot start.
+ * with a single writer. Returns NULL with a message in err only if the thread cannot start.
+ * With cfg->url, the store is PostgreSQL's (pg.h; migrated already by tr_pg_migrate): the same job
+ * API, and reads are jobs too (tr_store_reader gives NULL).
  */
-tr_store_t *tr_store_open(const char *data_dir, struct ev_loop *loop, tr_waits_t *waits, tr_stats_t *stats,
+tr_store_t *tr_store_open(const tr_store_config_t *cfg, struct ev_loop *loop, tr_waits_t *waits, tr_stats_t *stats,
                           tr_store_lock_t *lock, char *err, size_t err_size);
+
+/* TR_STORE_SQLITE or TR_STORE_POSTGRES (cdef.h). */
+int tr_store_engine(const tr_store_t *st);
 
 /* Stop the writer once it has committed what is queued, and close the connections. */
 void tr_store_close(tr_store_t *st);

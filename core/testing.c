@@ -11,7 +11,9 @@
 #include "testing.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -20,6 +22,8 @@
 
 #include "ffi_api.h"
 #include "jwt.h"
+#include "pg.h"
+#include "pg_migrate.h"
 #include "store.h"
 
 /* Turns of the loop without progress after which a request is taken as incomplete. */
@@ -191,12 +195,40 @@ TR_FFI_EXPORT const char *tr_ffi_test_response(size_t *len)
     return t.out.data ? t.out.data : "";
 }
 
+/*
+ * $TRIAGE_TEST_STORE (a postgres:// URL): the specs' stores are that database's, one schema per data
+ * directory (t_ and a hash of its path, made if missing), so that each spec's data directory is a
+ * store of its own as with SQLite. The schema's URL is written to url.
+ */
+static int test_pg_url(const char *base, const char *data_dir, char *url, size_t size, char *err, size_t err_size)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const char *p = data_dir; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    char schema[32], sql[96];
+    snprintf(schema, sizeof(schema), "t_%016llx", (unsigned long long)h);
+    snprintf(sql, sizeof(sql), "CREATE SCHEMA IF NOT EXISTS %s", schema);
+    if (tr_pg_exec_once(base, sql, err, err_size) != 0)
+        return -1;
+    snprintf(url, size, "%s%soptions=-csearch_path%%3D%s", base, strchr(base, '?') ? "&" : "?", schema);
+    return 0;
+}
+
 TR_FFI_EXPORT int tr_ffi_test_store_open(const char *data_dir, const char *app_dir, char *err, size_t err_size)
 {
     setup();
-    if (tr_store_migrate(data_dir, app_dir, err, err_size) < 0)
+    const char *base = getenv("TRIAGE_TEST_STORE");
+    static char url[4096];
+    tr_store_config_t cfg = {.data_dir = data_dir};
+    if (base != NULL && *base != '\0') {
+        if (test_pg_url(base, data_dir, url, sizeof(url), err, err_size) != 0 ||
+            tr_pg_migrate(url, app_dir, err, err_size) < 0)
+            return -1;
+        cfg.url = url;
+    } else if (tr_store_migrate(data_dir, app_dir, err, err_size) < 0) {
         return -1;
-    tr_store_t *st = tr_store_open(data_dir, NULL, NULL, NULL, NULL, err, err_size);
+    }
+    tr_store_t *st = tr_store_open(&cfg, NULL, NULL, NULL, NULL, err, err_size);
     if (st == NULL)
         return -1;
     tr_store_close(tr_ffi_env.store); /* the store of an earlier app in this process */

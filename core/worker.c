@@ -140,11 +140,11 @@ static void on_request_with_health(void *data, tr_req_t *r)
     static const char path[] = "/_triage/health";
     if (r->path_len == sizeof(path) - 1 && memcmp(tr_req_str(r, r->url), path, sizeof(path) - 1) == 0 &&
         (r->pub.method == HTTP_GET || r->pub.method == HTTP_HEAD)) {
-        int up = tr_metrics_workers_up(w->shared, w->cfg->workers) == w->cfg->workers;
-        static const char ok[] = "{\"status\":\"ok\"}", down[] = "{\"status\":\"unavailable\"}";
-        r->pub.status = up ? 200 : 503;
+        const char *body;
+        size_t len;
+        r->pub.status = tr_metrics_health(w->shared, w->cfg->workers, &body, &len);
         r->pub.flags |= TR_RESP_JSON;
-        tr_http_respond(r, up ? ok : down, up ? sizeof(ok) - 1 : sizeof(down) - 1);
+        tr_http_respond(r, body, len);
         r->state = TR_REQ_FINISHED;
         return;
     }
@@ -352,7 +352,9 @@ int tr_worker_run(const tr_config_t *cfg, int slot, int listen_fd, const int han
     tr_ffi_env.waits = &w->waits;
     tr_ffi_env.loop = w->loop;
     tr_ffi_env.slot = slot;
-    tr_ffi_env.store = tr_store_open(cfg->data_dir, w->loop, &w->waits, w->stats, shared->store_lock, err, sizeof(err));
+    tr_store_config_t store_cfg = {
+        .data_dir = cfg->data_dir, .url = cfg->store_url, .connections = cfg->store_connections};
+    tr_ffi_env.store = tr_store_open(&store_cfg, w->loop, &w->waits, w->stats, shared->store_lock, err, sizeof(err));
     if (tr_ffi_env.store == NULL) {
         tr_log_error("worker %d: %s", slot, err);
         return 1;

@@ -1,6 +1,6 @@
 -- tx:audit in process (spec/fixtures/audit_app on a temporary database): an entry per write in its
 -- transaction, with who, route, request id, before/after and reason; none for a refused write; clear
--- errors for misuse; a chain `triage audit verify` accepts.
+-- errors for misuse; entries of any text stored as given; a chain `triage audit verify` accepts.
 local cjson = require "cjson"
 local testing = require "triage.testing"
 local db = require "triage.store"
@@ -81,6 +81,31 @@ describe("tx:audit", function()
     -- the places named are the handler's
     assert.matches("scripts/items.lua:%d+:", errors["no action"])
     assert.equals(n, db:first("SELECT count(*) AS n FROM audit_trail").n)
+  end)
+
+  -- On PostgreSQL the hash of an entry is computed by the database (triage_audit_hash) and checked by
+  -- `triage audit verify` in C: these entries are where the two would disagree if they could.
+  it("stores any text as given: empty, '0', multi-byte, line breaks, long values", function()
+    local awkward = {
+      { action = "create", who = "", table = "", record = "0", before = "", after = "0", reason = "" },
+      { action = "é", who = "日本語 🙂", table = "line 1\nline 2", record = "\r\n", before = '{"a":"x\\ny"}',
+        after = "\226\128\168", reason = 'tab\tquote"back\\slash' },
+      { action = "0", who = "null", table = cjson.null, record = cjson.null, before = cjson.null, after = cjson.null,
+        reason = "=5:" },
+      { action = ("x"):rep(3000), who = ("é"):rep(1500), after = ("[]"):rep(2000) },
+    }
+    local columns = { who = "who", action = "action", table = "record_table", record = "record_id", before = "before",
+                      after = "after", reason = "reason" }
+    for i, e in ipairs(awkward) do
+      local res = app:request { method = "POST", path = "/raw", json = e }
+      assert.equals(200, res.status, res.body)
+      local row = entry(res:json().seq)
+      for field, column in pairs(columns) do
+        local want = e[field]
+        if want == cjson.null then want = nil end
+        assert.equals(want, row[column], ("entry %d, %s"):format(i, column))
+      end
+    end
   end)
 
   it("leaves a chain that triage audit verify accepts", function()

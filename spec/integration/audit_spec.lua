@@ -184,6 +184,25 @@ describe("the audit trail", function()
     assert.matches("intact: 3 entries (1 to 3), last hash " .. tagged.hash, out, 1, true)
   end)
 
+  -- The store hashes what it stores (on PostgreSQL, the database's triage_audit_hash) and `triage audit
+  -- verify` recomputes it in C: text that either could mangle (multi-byte, line breaks, quotes, "0").
+  -- The tests below verify the whole chain, these entries included, and recompute each hash in Lua.
+  it("stores entries of any UTF-8 text as given", function()
+    local names = { "é", "0", "日本語 🙂", "line 1\nline 2\r\n", "\226\128\168 (U+2028)", 'quote " and \\' }
+    local before = #entries()
+    for _, name in ipairs(names) do
+      local r = post("/api/v1/tags/add", { patientId = "P-Ü1", tagName = name })
+      assert.equals(200, r.status, r.body)
+    end
+    local list = entries()
+    assert.equals(before + #names, #list)
+    for i, name in ipairs(names) do
+      local e = list[before + i]
+      assert.equals(cjson.encode { "P-Ü1", name }, e.record_id)
+      assert.equals(name, cjson.decode(e.after).tag)
+    end
+  end)
+
   it("refuses UPDATE and DELETE on the trail", function()
     local db = data .. "/triage.db"
     local rc, out = sh(("sqlite3 %q %q"):format(db, "UPDATE audit_trail SET who = 'mallory' WHERE seq = 1"))

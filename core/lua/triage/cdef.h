@@ -84,9 +84,18 @@ enum {
 };
 /* tr_ffi_store_bind types */
 enum { TR_STORE_NULL = 0, TR_STORE_INT = 1, TR_STORE_DOUBLE = 2, TR_STORE_TEXT = 3 };
+/* tr_ffi_store_engine */
+enum { TR_STORE_NONE = 0, TR_STORE_SQLITE = 1, TR_STORE_POSTGRES = 2 };
+struct pg_result;
 
-/* The worker's read connection, or NULL with *errmsg (no store, or it cannot be opened). */
+/* Which engine the store of this process runs on. */
+int tr_ffi_store_engine(void);
+/* SQLite: the worker's read connection, or NULL with *errmsg (no store, or it cannot be opened). */
 struct sqlite3 *tr_ffi_store_reader(const char **errmsg);
+/* PostgreSQL: reads are jobs of one statement (add, bind, submit as for a write); the rows are then
+ * the job's PGresult (libpq), valid until release. NULL with *errmsg outside a request. */
+tr_store_job_t *tr_ffi_store_read_job(const char **errmsg);
+struct pg_result *tr_ffi_store_rows(tr_store_job_t *job);
 /* A new job for the running request, or NULL with *errmsg. */
 tr_store_job_t *tr_ffi_store_job(const char **errmsg);
 /* TR_FFI_OK, or TR_FFI_ERROR when the job is full (TR_STORE_JOB_STATEMENTS) or out of memory. */
@@ -95,7 +104,8 @@ int tr_ffi_store_bind(tr_store_job_t *job, int type, int64_t i, double d, const 
 int tr_ffi_store_submit(tr_store_job_t *job, const char **errmsg);
 /* After the resume: a TR_STORE_* kind, with *errmsg for all but TR_STORE_DONE (valid until release). */
 int tr_ffi_store_result(tr_store_job_t *job, const char **errmsg);
-/* Rows changed by, and the last inserted rowid after, statement i (0-based) of a committed job. */
+/* Rows changed by, and the last inserted rowid after, statement i (0-based) of a committed job
+ * (PostgreSQL: the first column of the first row the statement returned, e.g. INSERT ... RETURNING). */
 int64_t tr_ffi_store_changes(tr_store_job_t *job, int i);
 int64_t tr_ffi_store_rowid(tr_store_job_t *job, int i);
 void tr_ffi_store_release(tr_store_job_t *job);

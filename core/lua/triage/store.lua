@@ -27,6 +27,12 @@
 --
 -- Reads run at once on the worker's read connection (SQLite's WAL: readers never wait for writers)
 -- and see every committed write.
+--
+-- On PostgreSQL (--store postgres://..., core/pg.h) the same calls run unchanged: `?` and `?N` become
+-- `$N`; reads wait for their answer like writes (so they happen inside a request); an `INSERT INTO t`
+-- without RETURNING gets `RETURNING <key>` when t's primary key is an identity or serial integer column,
+-- so that last_id is the new row's key as SQLite's rowid is; integer and float columns come back as
+-- numbers, booleans as 1/0, everything else as strings.
 local ffi = require "ffi"
 local cjson = require "cjson"
 local C = require("triage.ffi").C
@@ -53,6 +59,14 @@ const unsigned char *sqlite3_column_text(sqlite3_stmt *stmt, int i);
 int sqlite3_column_bytes(sqlite3_stmt *stmt, int i);
 const char *sqlite3_errmsg(struct sqlite3 *db);
 int sqlite3_stmt_readonly(sqlite3_stmt *stmt);
+typedef struct pg_result PGresult;
+int PQntuples(const PGresult *res);
+int PQnfields(const PGresult *res);
+char *PQfname(const PGresult *res, int field);
+unsigned int PQftype(const PGresult *res, int field);
+char *PQgetvalue(const PGresult *res, int row, int field);
+int PQgetlength(const PGresult *res, int row, int field);
+int PQgetisnull(const PGresult *res, int row, int field);
 ]]
 
 local SQLITE_ROW, SQLITE_DONE = 100, 101
@@ -66,6 +80,7 @@ local KINDS = {
   [C.TR_STORE_SQL_ERROR] = "sql",
 }
 local T_NULL, T_INT, T_DOUBLE, T_TEXT = C.TR_STORE_NULL, C.TR_STORE_INT, C.TR_STORE_DOUBLE, C.TR_STORE_TEXT
+local POSTGRES = C.TR_STORE_POSTGRES
 
 local ffi_string, tonumber, type, select, error = ffi.string, tonumber, type, select, error
 local yield = coroutine.yield
@@ -194,14 +209,193 @@ local function read(what, limit, sql, ...)
   return rows
 end
 
+-- ---- PostgreSQL ----
+
+local function on_postgres()
+  return C.tr_ffi_store_engine() == POSTGRES
+end
+
+-- sql with `?` and `?N` turned into `$N` (outside literals, quoted names and comments), the number of
+-- parameters, and whether its first word is a read's.
+local function to_postgres(sql)
+  local out, pos, n, count = {}, 1, #sql, 0
+  while pos <= n do
+    local c = sql:sub(pos, pos)
+    local stop
+    if c == "'" or c == '"' then -- a literal or a quoted name: to its closing quote (doubled: escaped)
+      stop = pos
+      repeat
+        stop = sql:find(c, stop + 1, true) or n
+        local doubled = sql:sub(stop + 1, stop + 1) == c
+        if doubled then stop = stop + 1 end
+      until not doubled or stop >= n
+    elseif sql:sub(pos, pos + 1) == "--" then
+      stop = sql:find("\n", pos, true) or n
+    elseif sql:sub(pos, pos + 1) == "/*" then
+      stop = select(2, sql:find("*/", pos + 2, true)) or n
+    elseif c == "?" then
+      local digits = sql:match("^%d+", pos + 1)
+      local k = digits and tonumber(digits) or count + 1
+      if k > count then count = k end
+      out[#out + 1] = "$" .. k
+      pos = pos + 1 + (digits and #digits or 0)
+    else
+      stop = (sql:find("[%?'\"%-/]", pos + 1) or n + 1) - 1
+    end
+    if stop then
+      out[#out + 1] = sql:sub(pos, stop)
+      pos = stop + 1
+    end
+  end
+  local first = (sql:match("^[%s]*(%a+)") or ""):upper()
+  local reads = first == "SELECT" or first == "WITH" or first == "VALUES" or first == "TABLE"
+  return table.concat(out), count, reads
+end
+
+local translated = {} -- sql -> { sql = for PostgreSQL, n = parameters, reads = bool }
+local identity        -- table name -> its identity/serial integer key column (nil: not read yet)
+
+local IDENTITY_KEYS = [[
+SELECT c.relname AS t, a.attname AS col
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+WHERE i.indisprimary AND i.indnatts = 1 AND pg_table_is_visible(c.oid) AND a.atttypid IN (20, 21, 23)
+  AND (a.attidentity <> '' OR EXISTS (SELECT 1 FROM pg_attrdef d WHERE d.adrelid = a.attrelid
+    AND d.adnum = a.attnum AND pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%'))]]
+
+local function translation(sql)
+  local t = translated[sql]
+  if not t then
+    local pg, n, reads = to_postgres(sql)
+    t = { sql = pg, n = n, reads = reads }
+    translated[sql] = t
+  end
+  return t
+end
+
+local pg_read
+
+-- The SQL to send for a write: translated, and with RETURNING of the new row's key added to an INSERT
+-- into a table with an identity key. (Not cached while the keys cannot be read: it is tried again.)
+local function write_sql(sql)
+  local t = translation(sql)
+  if t.write then
+    return t.write
+  end
+  local lower = t.sql:lower()
+  local into = lower:match("^%s*insert%s+into%s+\"?([%w_]+)\"?[%s%(]")
+  if not into or lower:find("%f[%w_]returning%f[^%w_]") then
+    t.write = t.sql
+    return t.write
+  end
+  if not identity then
+    local rows = pg_read("db:exec", -1, IDENTITY_KEYS)
+    if not rows then
+      return t.sql
+    end
+    identity = {}
+    for _, r in ipairs(rows) do
+      identity[r.t] = r.col
+    end
+  end
+  local key = identity[into]
+  t.write = key and (t.sql:gsub("[%s;]*$", "") .. " RETURNING " .. key) or t.sql
+  return t.write
+end
+
+local INT_OIDS = { [20] = 1, [21] = 1, [23] = 1, [26] = 1, [700] = 1, [701] = 1, [1700] = 1, [16] = 2 }
+
+local function rows_of(res, limit)
+  local nrows, nfields = C.PQntuples(res), C.PQnfields(res)
+  if limit > 0 and nrows > limit then
+    nrows = limit
+  end
+  local names, conv = {}, {}
+  for f = 0, nfields - 1 do
+    names[f] = ffi_string(C.PQfname(res, f))
+    conv[f] = INT_OIDS[tonumber(C.PQftype(res, f))]
+  end
+  local rows = {}
+  for r = 0, nrows - 1 do
+    local row = {}
+    for f = 0, nfields - 1 do
+      if C.PQgetisnull(res, r, f) == 0 then
+        local v = ffi_string(C.PQgetvalue(res, r, f), C.PQgetlength(res, r, f))
+        local cv = conv[f]
+        if cv == 1 then
+          v = tonumber(v)
+        elseif cv == 2 then
+          v = v == "t" and 1 or 0
+        end
+        row[names[f]] = v
+      end
+    end
+    rows[r + 1] = row
+  end
+  return rows
+end
+
+local bind_write, submit
+
+-- A read on PostgreSQL: a job of one statement, waited for like a write. Rows, or nil and a message.
+function pg_read(what, limit, sql, ...)
+  local t = translation(sql)
+  if not t.reads then
+    error(what .. ": only reads here; write with db:exec or db:tx", 3)
+  end
+  local n = select("#", ...)
+  if n ~= t.n then
+    error(("%s: %d parameters given, the SQL has %d"):format(what, n, t.n), 3)
+  end
+  local job = C.tr_ffi_store_read_job(errmsg)
+  if job == nil then
+    local msg = ffi_string(errmsg[0])
+    if msg:find("inside a request", 1, true) then
+      error(what .. ": " .. msg, 3)
+    end
+    return nil, "storage unavailable: " .. msg
+  end
+  if C.tr_ffi_store_add(job, t.sql, #t.sql) ~= FFI_OK then
+    C.tr_ffi_store_release(job)
+    error(what .. ": out of memory for the statement", 3)
+  end
+  for i = 1, n do
+    bind_write(job, i, (select(i, ...)), what)
+  end
+  local kind, msg = submit(job)
+  if kind ~= 0 then
+    C.tr_ffi_store_release(job)
+    return nil, msg
+  end
+  local rows = rows_of(C.tr_ffi_store_rows(job), limit)
+  C.tr_ffi_store_release(job)
+  return rows
+end
+
+-- Forget what was learnt of the store (the in-process library opens a new one per app).
+function M._forget()
+  translated, identity = {}, nil
+end
+
 -- Every row of a read, or nil and a message.
 function M:query(sql, ...)
+  if on_postgres() then
+    check_sql(sql, "db:query")
+    return pg_read("db:query", -1, sql, ...)
+  end
   return read("db:query", -1, sql, ...)
 end
 
 -- The first row of a read; nil, nil when there is none; nil and a message on failure.
 function M:first(sql, ...)
-  local rows, err = read("db:first", 1, sql, ...)
+  local rows, err
+  if on_postgres() then
+    check_sql(sql, "db:first")
+    rows, err = pg_read("db:first", 1, sql, ...)
+  else
+    rows, err = read("db:first", 1, sql, ...)
+  end
   if not rows then
     return nil, err
   end
@@ -210,7 +404,7 @@ end
 
 -- ---- writes ----
 
-local function bind_write(job, i, v, what)
+function bind_write(job, i, v, what)
   local t = type(v)
   local rc
   if v == nil then
@@ -222,6 +416,10 @@ local function bind_write(job, i, v, what)
       rc = C.tr_ffi_store_bind(job, T_DOUBLE, 0, v, nil, 0)
     end
   elseif t == "string" then
+    if v:find("\0", 1, true) and on_postgres() then
+      C.tr_ffi_store_release(job)
+      error(("%s: parameter %d holds a NUL byte, which PostgreSQL text cannot store"):format(what, i), 4)
+    end
     rc = C.tr_ffi_store_bind(job, T_TEXT, 0, 0, v, #v)
   elseif t == "boolean" then
     rc = C.tr_ffi_store_bind(job, T_INT, v and 1 or 0, 0, nil, 0)
@@ -237,6 +435,9 @@ end
 
 local function add(job, what, sql, ...)
   check_sql(sql, what)
+  if on_postgres() then
+    sql = write_sql(sql)
+  end
   if C.tr_ffi_store_add(job, sql, #sql) ~= FFI_OK then
     C.tr_ffi_store_release(job)
     error(what .. ": too many statements in one transaction", 3)
@@ -246,19 +447,22 @@ local function add(job, what, sql, ...)
   end
 end
 
--- Submit job, wait for its commit, and turn its outcome into results or nil, message, kind.
-local function commit(job, nstmts)
+-- Submit job and wait for its outcome: 0, or a TR_STORE_* kind and its message.
+function submit(job)
   local rc = C.tr_ffi_store_submit(job, errmsg)
   if rc == FFI_YIELD then
-    yield() -- resumed by the worker once the writer has committed (or failed) the job
+    yield() -- resumed by the worker once the engine has committed (or failed) the job
   elseif rc ~= FFI_OK then
-    local msg = ffi_string(errmsg[0])
-    C.tr_ffi_store_release(job)
-    return nil, msg, "sql"
+    return C.TR_STORE_SQL_ERROR, ffi_string(errmsg[0])
   end
   local kind = C.tr_ffi_store_result(job, errmsg)
+  return kind, kind ~= 0 and ffi_string(errmsg[0]) or nil
+end
+
+-- Submit job, wait for its commit, and turn its outcome into results or nil, message, kind.
+local function commit(job, nstmts)
+  local kind, msg = submit(job)
   if kind ~= 0 then
-    local msg = ffi_string(errmsg[0])
     C.tr_ffi_store_release(job)
     return nil, msg, KINDS[kind] or "unavailable"
   end
@@ -331,6 +535,10 @@ local AUDIT_INSERT = "INSERT INTO audit_trail (seq, at, who, action, record_tabl
   .. " strftime('%Y-%m-%dT%H:%M:%fZ', 'now') AS t,"
   .. " coalesce((SELECT hash FROM audit_trail ORDER BY seq DESC LIMIT 1), '" .. ("0"):rep(64) .. "') AS p)"
 
+-- On PostgreSQL, triage_audit_append (core/pg_schema.c) does the same under a transaction-scoped
+-- advisory lock, so that the entries of every worker of every node form one chain; it returns the seq.
+local AUDIT_APPEND = "SELECT triage_audit_append(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+
 -- Who made the request: the sub of the principal its bearer token carries (ctx:principal(), set by
 -- triage.auth), or "anonymous" on a route without authentication.
 local function subject(ctx)
@@ -382,7 +590,7 @@ function Tx:audit(entry)
   end
   local ctx = entry.ctx or ctx_running()
   local who = entry.who ~= nil and text(entry.who, "who") or subject(ctx)
-  add(self.job, "tx:audit", AUDIT_INSERT, who, action, text(entry.table, "table"), text(entry.record, "record"),
+  add(self.job, "tx:audit", on_postgres() and AUDIT_APPEND or AUDIT_INSERT, who, action, text(entry.table, "table"), text(entry.record, "record"),
     ctx and ctx._route, ctx and ctx:request_id(), json_value(entry.before, "before"),
     json_value(entry.after, "after"), reason)
   self.n = self.n + 1

@@ -137,6 +137,7 @@ function M.app(dir, opts)
   if C.tr_ffi_test_store_open(data, dir, err, 1024) ~= 0 then
     error("triage.testing: the store of " .. dir .. ": " .. ffi.string(err), 2)
   end
+  require("triage.store")._forget() -- a new store: what triage.store learnt of the last one is stale
   local router = ffi.gc(C.tr_ffi_test_router_new(), C.tr_ffi_test_router_free)
   local loop = app_mod.boot(dir, router, 1, list_route_files(dir), nil, dir)
   test_keys()
