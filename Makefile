@@ -9,8 +9,8 @@ export DEBIAN_FRONTEND := noninteractive
 
 # Build and run dependencies of the server.
 PACKAGES := cmake make gcc pkg-config libluajit2-5.1-dev luajit2 libev-dev libhttp-parser-dev lua-cjson libsqlite3-dev libssl-dev libpq-dev luarocks
-# What the test suite needs on top.
-TEST_PACKAGES := lua-busted lua-socket curl clang libclang-rt-14-dev sqlite3
+# What the test suite needs on top (postgresql: the throwaway server of the lua_pg_* specs).
+TEST_PACKAGES := lua-busted lua-socket curl clang libclang-rt-14-dev sqlite3 postgresql
 
 .PHONY: all build run test bench bench-smoke deps test-deps clean test-asan format format-check install fuzz
 

@@ -27,13 +27,19 @@ TR_FFI_EXPORT tr_store_job_t *tr_ffi_store_read_job(const char **errmsg)
         *errmsg = "no store in this process";
         return NULL;
     }
-    if (tr_ffi_env.running == NULL && tr_ffi_env.loop != NULL) {
+    /* (the in-process library's store has no loop: a read runs at once there, as SQLite's do) */
+    if (tr_ffi_env.running == NULL && !tr_store_synchronous(tr_ffi_env.store)) {
         *errmsg = "reads of a PostgreSQL store happen inside a request";
         return NULL;
     }
     tr_store_job_t *job = tr_store_job_new(tr_ffi_env.store, tr_ffi_env.running ? &tr_ffi_env.running->wait : NULL);
     job->read = 1;
     return job;
+}
+
+TR_FFI_EXPORT void tr_ffi_store_audited(tr_store_job_t *job)
+{
+    job->audited = 1;
 }
 
 TR_FFI_EXPORT struct pg_result *tr_ffi_store_rows(tr_store_job_t *job)

@@ -271,6 +271,11 @@ void tr_metrics_render(tr_bufpool_t *bp, tr_buf_t *out, const tr_metrics_t *m, c
     tr_buf_appendf(bp, out, "triage_paused_routes %u\n", (unsigned)shared->ncooldowns);
     PER_WORKER("triage_lua_memory_limit_errors_total", "counter", "Requests that failed on --lua-memory-limit.",
                lua_memory_errors);
+    PER_WORKER("triage_store_commits_total", "counter", "Group commits of the store (one transaction each).",
+               store_commits);
+    PER_WORKER("triage_store_writes_total", "counter", "Write jobs (db:exec, db:tx) committed by them.", store_writes);
+    PER_WORKER("triage_store_down", "gauge", "1 while the worker cannot reach its store (PostgreSQL), else 0.",
+               store_down);
 
     header(bp, out, "triage_pool_objects", "gauge", "Pooled objects of each worker, by pool and state.");
     for (int i = 0; i < nworkers; i++) {

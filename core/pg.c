@@ -10,6 +10,7 @@
 
 #include "ffi_cdef.h"
 #include "log.h"
+#include "pg_schema.h"
 #include "store_job.h"
 
 #define BATCH_MAX 256   /* write jobs in one transaction at most */
@@ -44,6 +45,7 @@ typedef struct pg_stmt_s {
     char *sql;
     size_t len;
     uint32_t hash;
+    int nparams; /* sql is followed by its NUL and the parameters' signature (params_t) */
     unsigned id; /* its name: "t<id>" */
     int state;
     uint64_t used;
@@ -73,12 +75,23 @@ typedef struct pg_conn_s {
     unsigned stmt_ids;
 } pg_conn_t;
 
-/* Parameters of one statement, as libpq takes them (text format). */
+/*
+ * Parameters of one statement, as libpq takes them: values in text format, with their types. A Lua
+ * integer is sent as bigint and a float as double precision, so that they are numbers wherever SQL
+ * uses them (SELECT ? AS n gives a number, as on SQLite); a text or NULL is sent with no type, and
+ * PostgreSQL takes the type the statement gives it (a text, timestamp or boolean column). sig has a
+ * letter per parameter for those types ('i', 'd', 'u'): a statement is prepared once per signature.
+ */
 typedef struct params_s {
     const char **values;
+    Oid *types;
+    char *sig;
     char *numbers; /* the text of integer and float parameters */
     unsigned cap;
 } params_t;
+
+#define INT8_OID 20
+#define FLOAT8_OID 701
 
 struct tr_pg_s {
     char *url;
@@ -184,9 +197,15 @@ static int statement(params_t *pp, tr_store_job_t *job, const char **p, const ch
     if (n > pp->cap) {
         unsigned cap = n < 16 ? 16 : n;
         const char **values = realloc(pp->values, cap * sizeof(*values));
-        char *numbers = values ? realloc(pp->numbers, (size_t)cap * 32) : NULL;
         if (values != NULL)
             pp->values = values;
+        Oid *types = values ? realloc(pp->types, cap * sizeof(*types)) : NULL;
+        if (types != NULL)
+            pp->types = types;
+        char *sig = types ? realloc(pp->sig, cap) : NULL;
+        if (sig != NULL)
+            pp->sig = sig;
+        char *numbers = sig ? realloc(pp->numbers, (size_t)cap * 32) : NULL;
         if (numbers == NULL) {
             set_error(job, TR_STORE_UNAVAILABLE, "storage unavailable: out of memory for the parameters");
             return -1;
@@ -204,15 +223,18 @@ static int statement(params_t *pp, tr_store_job_t *job, const char **p, const ch
             *p += 8;
             snprintf(num, 32, "%lld", (long long)v);
             pp->values[i] = num;
+            pp->types[i] = INT8_OID, pp->sig[i] = 'i';
         } else if (type == TR_STORE_DOUBLE) {
             double v;
             memcpy(&v, *p, 8);
             *p += 8;
             snprintf(num, 32, "%.17g", v);
             pp->values[i] = num;
+            pp->types[i] = FLOAT8_OID, pp->sig[i] = 'd';
         } else if (type == TR_STORE_TEXT) {
             uint32_t len = tr_store_job_u32(p);
             pp->values[i] = *p;
+            pp->types[i] = 0, pp->sig[i] = 'u';
             if (strlen(*p) != len && !bad) {
                 char msg[160];
                 snprintf(msg, sizeof(msg), "parameter %u holds a NUL byte, which PostgreSQL text cannot store", i + 1);
@@ -222,6 +244,7 @@ static int statement(params_t *pp, tr_store_job_t *job, const char **p, const ch
             *p += len + 1;
         } else {
             pp->values[i] = NULL;
+            pp->types[i] = 0, pp->sig[i] = 'u';
         }
     }
     return bad ? -1 : (int)n;
@@ -262,7 +285,7 @@ static void run_sync(tr_pg_t *pg, tr_store_job_t *job)
         int n = statement(&pg->params, job, &p, &sql, &sql_len);
         if (n < 0)
             break;
-        PGresult *r = PQexecParams(pg->sync_conn, sql, n, NULL, pg->params.values, NULL, NULL, 0);
+        PGresult *r = PQexecParams(pg->sync_conn, sql, n, pg->params.types, pg->params.values, NULL, NULL, 0);
         ExecStatusType s = PQresultStatus(r);
         if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
             int retry, drop;
@@ -366,13 +389,17 @@ static void conn_drop(pg_conn_t *c, const char *why)
     char msg[320];
     snprintf(msg, sizeof(msg), "storage unavailable: %s", why);
     first_line(msg);
+    /* A group whose COMMIT was answered is stored: only its last Sync was lost. Anything else may or
+     * may not have committed; it is reported unavailable, never stored. */
+    int stored = c->writing && c->committed;
     for (tr_store_job_t *j = c->jobs, *next; j != NULL; j = next) {
         next = j->next;
-        if (j->kind == TR_STORE_DONE)
+        if (j->kind == TR_STORE_DONE && !stored)
             set_error(j, TR_STORE_UNAVAILABLE, msg);
         finish_job(pg, j);
     }
     c->jobs = NULL;
+    c->committed = 0;
     c->nexpect = c->next_expect = 0;
     for (int i = 0; i < STMT_CACHE; i++) /* a new connection has prepared nothing */
         stmt_free(&c->stmts[i]);
@@ -416,23 +443,28 @@ static int send_plain(pg_conn_t *c, const char *sql, enum expect_kind kind)
     return PQsendQueryParams(c->conn, sql, 0, NULL, NULL, NULL, NULL, 0) == 1 ? expect(c, kind, NULL, 0) : -1;
 }
 
-static uint32_t sql_hash(const char *sql, size_t len)
+static uint32_t sql_hash(const char *sql, size_t len, const char *sig, int nparams)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
     for (size_t i = 0; i < len; i++)
         h = (h ^ (unsigned char)sql[i]) * 16777619u;
+    for (int i = 0; i < nparams; i++)
+        h = (h ^ (unsigned char)sig[i]) * 16777619u;
     return h;
 }
 
-/* The name of sql's prepared statement on c at name, sending its PREPARE (and a DEALLOCATE of the
- * statement whose slot it takes) first when it has none. Returns 0, or -1 when the connection failed. */
-static int prepared(pg_conn_t *c, tr_store_job_t *job, const char *sql, size_t len, int nparams, char name[16])
+/* The name of sql's prepared statement on c (for the parameters' types in pp) at name, sending its
+ * PREPARE (and a DEALLOCATE of the statement whose slot it takes) first when it has none. Returns 0,
+ * or -1 when the connection failed. */
+static int prepared(pg_conn_t *c, tr_store_job_t *job, const char *sql, size_t len, const params_t *pp, int nparams,
+                    char name[16])
 {
-    uint32_t h = sql_hash(sql, len);
+    uint32_t h = sql_hash(sql, len, pp->sig, nparams);
     pg_stmt_t *victim = &c->stmts[0];
     for (int i = 0; i < STMT_CACHE; i++) {
         pg_stmt_t *st = &c->stmts[i];
-        if (st->state != STMT_FREE && st->hash == h && st->len == len && memcmp(st->sql, sql, len) == 0) {
+        if (st->state != STMT_FREE && st->hash == h && st->len == len && st->nparams == nparams &&
+            memcmp(st->sql, sql, len) == 0 && memcmp(st->sql + len + 1, pp->sig, (size_t)nparams) == 0) {
             st->used = ++c->stmt_clock;
             snprintf(name, 16, "t%u", st->id);
             return 0;
@@ -447,17 +479,19 @@ static int prepared(pg_conn_t *c, tr_store_job_t *job, const char *sql, size_t l
             return -1;
         stmt_free(victim);
     }
-    victim->sql = malloc(len + 1);
+    victim->sql = malloc(len + 1 + (size_t)nparams);
     if (victim->sql == NULL)
         return -1;
     memcpy(victim->sql, sql, len + 1);
+    memcpy(victim->sql + len + 1, pp->sig, (size_t)nparams);
     victim->len = len;
+    victim->nparams = nparams;
     victim->hash = h;
     victim->id = ++c->stmt_ids;
     victim->state = STMT_SENT;
     victim->used = ++c->stmt_clock;
     snprintf(name, 16, "t%u", victim->id);
-    if (PQsendPrepare(c->conn, name, sql, nparams, NULL) != 1 ||
+    if (PQsendPrepare(c->conn, name, sql, nparams, pp->types) != 1 ||
         expect(c, EXP_PREPARE, job, (int)(victim - c->stmts)) != 0)
         return -1;
     return 0;
@@ -477,7 +511,7 @@ static int send_job(pg_conn_t *c, tr_store_job_t *job)
     for (int k = 0; k < job->nstmts; k++) {
         int n = statement(&pg->params, job, &p, &sql, &len);
         char name[16];
-        if (prepared(c, job, sql, len, n, name) != 0 ||
+        if (prepared(c, job, sql, len, &pg->params, n, name) != 0 ||
             PQsendQueryPrepared(c->conn, name, n, pg->params.values, NULL, NULL, 0) != 1 ||
             expect(c, EXP_STMT, job, k) != 0)
             return -1;
@@ -497,6 +531,15 @@ static void send_unit(pg_conn_t *c)
         c->rollback_first = 0;
         if (rc == 0)
             rc = send_plain(c, "BEGIN", EXP_BEGIN);
+        /* A group that appends to the audit trail takes the chain's lock before it writes anything
+         * (triage_audit_append takes it again, at no cost): a group then never holds a row another
+         * group waits for while it waits for the lock (a deadlock PostgreSQL would break only after
+         * deadlock_timeout). Groups with no audit entry do not wait for it. */
+        int audited = 0;
+        for (tr_store_job_t *j = c->jobs; j != NULL; j = j->next)
+            audited |= j->audited && j->kind == TR_STORE_DONE;
+        if (rc == 0 && audited)
+            rc = send_plain(c, "SELECT pg_advisory_xact_lock(" TR_PG_AUDIT_LOCK_KEY ")", EXP_BEGIN);
         for (tr_store_job_t *j = c->jobs; j != NULL && rc == 0; j = j->next)
             if (j->kind == TR_STORE_DONE)
                 rc = send_job(c, j);
@@ -532,6 +575,11 @@ static void send_unit(pg_conn_t *c)
 static void unit_done(pg_conn_t *c)
 {
     tr_pg_t *pg = c->pg;
+    if (!c->writing) /* a read skipped (its pipeline aborted before it) has no rows, not an empty set */
+        for (tr_store_job_t *j = c->jobs; j != NULL; j = j->next)
+            if (j->kind == TR_STORE_DONE && j->result == NULL)
+                set_error(j, TR_STORE_UNAVAILABLE,
+                          c->group_kind ? c->group_why : "storage unavailable: the read was not run");
     if (c->writing && !c->committed && c->group_kind == 0 && c->rerun) {
         /* A job was refused (it keeps its error) or a deadlock hit the group: the transaction
          * is aborted; roll it back and send what is left. */
@@ -893,6 +941,8 @@ void tr_pg_close(tr_pg_t *pg)
         j->state = TR_JOB_DONE;
     PQfinish(pg->sync_conn);
     free(pg->params.values);
+    free(pg->params.types);
+    free(pg->params.sig);
     free(pg->params.numbers);
     free(pg->conns);
     free(pg->url);

@@ -24,11 +24,10 @@ static int exec(PGconn *conn, const char *sql, const char *what, char *err, size
     ExecStatusType s = PQresultStatus(r);
     int ok = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
     if (!ok) {
-        snprintf(err, err_size, "%s: %s", what,
-                 PQresultErrorMessage(r)[0] ? PQresultErrorMessage(r) : PQerrorMessage(conn));
-        size_t n = strlen(err);
-        while (n > 0 && err[n - 1] == '\n')
-            err[--n] = '\0';
+        /* PostgreSQL's primary message, as SQLite's would read ("relation \"x\" does not exist") */
+        const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+        snprintf(err, err_size, "%s: %s", what, msg != NULL ? msg : PQerrorMessage(conn));
+        err[strcspn(err, "\n")] = '\0';
     }
     PQclear(r);
     return ok ? 0 : -1;

@@ -29,9 +29,11 @@
  * primary key: should a transaction ever read a stale last entry (a caller under REPEATABLE READ), its
  * entry collides with the seq already taken and is refused, and the chain cannot fork. The lock is held
  * from the audited statement to COMMIT, so audited writes of all nodes commit one after the other; other
- * writes are not held up. Like any lock it can close a cycle (a transaction holding it waits for a row
- * that a transaction waiting for it has written): PostgreSQL's deadlock check then aborts one of them
- * (SQLSTATE 40P01), which the store runs again (core/pg.c).
+ * writes are not held up. The store takes the lock at the start of every group of writes that has an
+ * audit entry (core/pg.c), before any of its rows, so two audited transactions cannot wait for each
+ * other's rows while one waits for the lock. A cycle through a transaction without an audit entry
+ * (it holds a row an audited one needs, and waits for a row the audited one wrote) is an ordinary
+ * deadlock: PostgreSQL's check aborts one of them (SQLSTATE 40P01), and the store runs it again.
  */
 #ifndef TR_PG_SCHEMA_H
 #define TR_PG_SCHEMA_H

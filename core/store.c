@@ -575,6 +575,11 @@ int tr_store_engine(const tr_store_t *st)
     return st->pg != NULL ? TR_STORE_POSTGRES : TR_STORE_SQLITE;
 }
 
+int tr_store_synchronous(const tr_store_t *st)
+{
+    return st->loop == NULL;
+}
+
 struct sqlite3 *tr_store_reader(tr_store_t *st, const char **errmsg)
 {
     if (st->pg != NULL) {

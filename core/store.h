@@ -62,6 +62,9 @@ tr_store_t *tr_store_open(const tr_store_config_t *cfg, struct ev_loop *loop, tr
 /* TR_STORE_SQLITE or TR_STORE_POSTGRES (cdef.h). */
 int tr_store_engine(const tr_store_t *st);
 
+/* Was st opened without a loop, so that a job runs at once, in or out of a request (in-process tests)? */
+int tr_store_synchronous(const tr_store_t *st);
+
 /* Stop the writer once it has committed what is queued, and close the connections. */
 void tr_store_close(tr_store_t *st);
 

@@ -31,6 +31,7 @@ struct tr_store_job_s {
     size_t nparams_at; /* offset of the current statement's parameter count */
     int nstmts;
     int read;                 /* a read (PostgreSQL): one statement, its rows in result */
+    int audited;              /* it appends to the audit trail (PostgreSQL: its group takes the lock first) */
     struct pg_result *result; /* a read's rows, owned by the job (PQclear at release) */
     int kind;                 /* TR_STORE_* */
     char errmsg[320];

@@ -70,11 +70,20 @@ local INSERT_SAFETY = "INSERT INTO safety_events (receipt_id, patient_id, questi
 local SCORE_OF = "SELECT questionnaire, panel_code, total_code, total, band, answered, prorated, flags"
   .. " FROM epro_scores WHERE receipt_id = ?"
 
--- Receipt ids: "<ms since the epoch>-<worker>-<sequence>" in hex, unique across workers, reloads
--- (the sequence is carried over) and restarts (the clock has moved on).
+-- Receipt ids: "<ms since the epoch>-<process tag>-<worker>-<sequence>" in hex, unique across workers,
+-- reloads (the tag and the sequence are carried over), restarts and the nodes sharing one PostgreSQL
+-- database (the tag, 32 random bits per worker process).
 local seq = triage.carry("epro-receipt-sequence", function(previous) return previous or { n = 0 } end)
 
 local date_second, date_text = -1, nil -- os.date once a second: it is not compiled (JIT)
+
+local function process_tag()
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local bytes = f:read(4)
+  f:close()
+  return ("%02x%02x%02x%02x"):format(bytes:byte(1, 4))
+end
+local tag = triage.carry("epro-receipt-tag", function(previous) return previous or process_tag() end)
 
 local function new_receipt()
   local now = triage.now()
@@ -85,7 +94,7 @@ local function new_receipt()
     date_second, date_text = second, os.date("!%Y-%m-%dT%H:%M:%S", second)
   end
   return {
-    id = ("%x-%x-%x"):format(ms, math.max(triage.worker(), 0), seq.n),
+    id = ("%x-%s-%x-%x"):format(ms, tag, math.max(triage.worker(), 0), seq.n),
     receivedAt = date_text .. (".%03dZ"):format(ms % 1000),
   }
 end

@@ -4,6 +4,7 @@
 local cjson = require "cjson"
 local testing = require "triage.testing"
 local db = require "triage.store"
+local B = require "support.backend"
 
 describe("tx:audit", function()
   local app
@@ -112,7 +113,12 @@ describe("tx:audit", function()
     local bin = os.getenv("TRIAGE_BIN") or "build/triage"
     -- (without this process's LD_PRELOAD: in a sanitizer build it preloads the test library, which
     -- shares globals with the binary)
-    local p = io.popen(("env -u LD_PRELOAD %q audit verify --data %q 2>&1; echo \"exit $?\""):format(bin, app.data))
+    local store = ""
+    if B.postgres then
+      store = (" --store %q"):format(B.in_process_url(db:first("SELECT current_schema() AS s").s))
+    end
+    local p = io.popen(("env -u LD_PRELOAD %q audit verify --data %q%s 2>&1; echo \"exit $?\""):format(bin, app.data,
+      store))
     local out = p:read("*a")
     p:close()
     local n = db:first("SELECT count(*) AS n FROM audit_trail").n

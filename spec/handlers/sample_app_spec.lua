@@ -58,7 +58,7 @@ describe("sample app", function()
       local j = res:json()
       assert.is_true(j.success)
       assert.equals("report accepted", j.message)
-      assert.matches("^%x+%-%x+%-%x+$", j.receipt.id)
+      assert.matches("^%x+%-%x+%-%x+%-%x+$", j.receipt.id)
       assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$", j.receipt.receivedAt)
       local row = db:first("SELECT patient_id, report_json, received_at FROM epro_submissions WHERE receipt_id = ?",
         j.receipt.id)

@@ -2,12 +2,15 @@
 -- records a chained entry (who, what, when, route, request id, before/after, reason) in its own
 -- transaction; two workers writing at once keep one valid chain; `triage audit verify` finds a changed,
 -- a removed and a reordered entry, each by its sequence number, in copies of the database; `triage
--- audit export` writes JSON lines and CSV that parse back to the same entries.
+-- audit export` writes JSON lines and CSV that parse back to the same entries. On either backend
+-- (spec/support/backend.lua): on PostgreSQL the copies are pg_dump copies of the database.
 local spec_root = debug.getinfo(1, "S").source:match("^@(.*)/integration/[^/]+$")
 if spec_root then package.path = spec_root .. "/?.lua;" .. package.path end
 local S = require "support.server"
+local St = require "support.store"
 local http = S.http
 local sys = S.sys
+local B = S.backend
 local cjson = require "cjson"
 
 -- Run a shell command: its exit status (0, or 1 for any failure) and its output (stdout and stderr).
@@ -30,10 +33,10 @@ local function audit(args)
   return code, text
 end
 
-local function sqlite(db, query)
-  local rc, out = sh(("sqlite3 %q %q"):format(db, query))
-  assert(rc == 0, "sqlite3 " .. query .. ": " .. out)
-  return (out:gsub("%s+$", ""))
+-- Statements on the store of a data directory (a tamperable copy), which must succeed.
+local function tamper(dir, query)
+  local rc, out, err = St.exec(dir, query)
+  assert(rc == 0, query .. ": " .. out .. err)
 end
 
 -- The rows of an RFC 4180 CSV text (quoted fields may hold commas, quotes and line breaks).
@@ -86,7 +89,7 @@ describe("the audit trail", function()
   -- Every entry, through `triage audit export` (JSON lines), in sequence order.
   local function entries(dir)
     local file = os.tmpname()
-    local code, out = audit(("export --data %q --format jsonl --output %q"):format(dir or data, file))
+    local code, out = audit(("export %s --format jsonl --output %q"):format(B.store_words(dir or data), file))
     assert.equals(0, code, out)
     local list = {}
     for line in (sys.read_all(file) or ""):gmatch("[^\n]+") do
@@ -96,14 +99,19 @@ describe("the audit trail", function()
     return list
   end
 
-  -- A consistent copy of the live database (triage backup) in a directory of its own, triggers dropped
-  -- so that the copy can be tampered with.
+  -- A consistent copy of the live database (triage backup, or pg_dump) as the store of a directory of
+  -- its own, triggers dropped so that the copy can be tampered with.
   local function tamperable_copy()
     local dir = sys.mkdtemp("/tmp/triage-audit-copy-")
     copies[#copies + 1] = dir
-    local code, out = sh(("%q backup %q --data %q"):format(S.bin, dir .. "/triage.db", data))
-    assert(code == 0, out)
-    sqlite(dir .. "/triage.db", "DROP TRIGGER audit_trail_no_update; DROP TRIGGER audit_trail_no_delete;")
+    if B.postgres then
+      B.copy_database(data, dir)
+      tamper(dir, "ALTER TABLE audit_trail DISABLE TRIGGER USER;")
+    else
+      local code, out = sh(("%q backup %q --data %q"):format(S.bin, dir .. "/triage.db", data))
+      assert(code == 0, out)
+      tamper(dir, "DROP TRIGGER audit_trail_no_update; DROP TRIGGER audit_trail_no_delete;")
+    end
     return dir
   end
 
@@ -119,7 +127,7 @@ describe("the audit trail", function()
   end)
 
   it("is intact and empty before any write", function()
-    local code, out = audit(("verify --data %q"):format(data))
+    local code, out = audit("verify " .. B.store_words(data))
     assert.equals(0, code, out)
     assert.matches("audit trail intact: no entries", out, 1, true)
   end)
@@ -179,7 +187,7 @@ describe("the audit trail", function()
     assert.equals("audit-tag-1", tagged.request_id)
     assert.equals("needs, review", cjson.decode(tagged.after).tag)
 
-    local code, out = audit(("verify --data %q"):format(data))
+    local code, out = audit("verify " .. B.store_words(data))
     assert.equals(0, code, out)
     assert.matches("intact: 3 entries (1 to 3), last hash " .. tagged.hash, out, 1, true)
   end)
@@ -204,13 +212,17 @@ describe("the audit trail", function()
   end)
 
   it("refuses UPDATE and DELETE on the trail", function()
-    local db = data .. "/triage.db"
-    local rc, out = sh(("sqlite3 %q %q"):format(db, "UPDATE audit_trail SET who = 'mallory' WHERE seq = 1"))
-    assert.equals(1, rc)
-    assert.matches("audit_trail is append-only", out, 1, true)
-    rc, out = sh(("sqlite3 %q %q"):format(db, "DELETE FROM audit_trail WHERE seq = 1"))
-    assert.equals(1, rc)
-    assert.matches("audit_trail is append-only", out, 1, true)
+    local rc, out, err = St.exec(data, "UPDATE audit_trail SET who = 'mallory' WHERE seq = 1")
+    assert.is_not.equal(0, rc)
+    assert.matches("audit_trail is append-only", out .. err, 1, true)
+    rc, out, err = St.exec(data, "DELETE FROM audit_trail WHERE seq = 1")
+    assert.is_not.equal(0, rc)
+    assert.matches("audit_trail is append-only", out .. err, 1, true)
+    if B.postgres then
+      rc, out, err = St.exec(data, "TRUNCATE audit_trail")
+      assert.is_not.equal(0, rc)
+      assert.matches("audit_trail is append-only", out .. err, 1, true)
+    end
   end)
 
   it("keeps one valid chain while both workers write at once", function()
@@ -245,42 +257,42 @@ describe("the audit trail", function()
       end
     end
     assert.is_true(workers["0"] and workers["1"], "one worker served every submission: " .. cjson.encode(workers))
-    local code, out = audit(("verify --data %q"):format(data))
+    local code, out = audit("verify " .. B.store_words(data))
     assert.equals(0, code, out)
     assert.matches(("intact: %d entries"):format(before + total), out, 1, true)
   end)
 
   it("names an entry whose field was changed", function()
     local dir = tamperable_copy()
-    local code, out = audit(("verify --data %q"):format(dir))
+    local code, out = audit("verify " .. B.store_words(dir))
     assert.equals(0, code, out) -- the copy itself is intact
-    sqlite(dir .. "/triage.db", "UPDATE audit_trail SET who = 'someone.else' WHERE seq = 2")
-    code, out = audit(("verify --data %q"):format(dir))
+    tamper(dir, "UPDATE audit_trail SET who = 'someone.else' WHERE seq = 2")
+    code, out = audit("verify " .. B.store_words(dir))
     assert.equals(1, code, out)
     assert.matches("entry 2: hash mismatch", out, 1, true)
   end)
 
   it("names a changed link", function()
     local dir = tamperable_copy()
-    sqlite(dir .. "/triage.db", "UPDATE audit_trail SET prev_hash = '" .. ("ab"):rep(32) .. "' WHERE seq = 3")
-    local code, out = audit(("verify --data %q"):format(dir))
+    tamper(dir, "UPDATE audit_trail SET prev_hash = '" .. ("ab"):rep(32) .. "' WHERE seq = 3")
+    local code, out = audit("verify " .. B.store_words(dir))
     assert.equals(1, code, out)
     assert.matches("entry 3: broken link", out, 1, true)
   end)
 
   it("names the gap a removed entry leaves", function()
     local dir = tamperable_copy()
-    sqlite(dir .. "/triage.db", "DELETE FROM audit_trail WHERE seq = 5")
-    local code, out = audit(("verify --data %q"):format(dir))
+    tamper(dir, "DELETE FROM audit_trail WHERE seq = 5")
+    local code, out = audit("verify " .. B.store_words(dir))
     assert.equals(1, code, out)
     assert.matches("entry 6: gap in sequence: entry 5 is missing", out, 1, true)
   end)
 
   it("names two entries swapped", function()
     local dir = tamperable_copy()
-    sqlite(dir .. "/triage.db", "UPDATE audit_trail SET seq = -1 WHERE seq = 7;"
+    tamper(dir, "UPDATE audit_trail SET seq = -1 WHERE seq = 7;"
       .. " UPDATE audit_trail SET seq = 7 WHERE seq = 8; UPDATE audit_trail SET seq = 8 WHERE seq = -1;")
-    local code, out = audit(("verify --data %q"):format(dir))
+    local code, out = audit("verify " .. B.store_words(dir))
     assert.equals(1, code, out)
     assert.matches("entry 7: reordering: its prev_hash is the hash of entry 8", out, 1, true)
   end)
@@ -313,9 +325,9 @@ describe("the audit trail", function()
     local dir = tamperable_copy()
     local e = list[4]
     e.who = "someone.else"
-    sqlite(dir .. "/triage.db",
+    tamper(dir,
       ("UPDATE audit_trail SET who = 'someone.else', hash = '%s' WHERE seq = 4"):format(hash_of(e)))
-    local code, out = audit(("verify --data %q"):format(dir))
+    local code, out = audit("verify " .. B.store_words(dir))
     assert.equals(1, code, out)
     assert.matches("entry 5: broken link: its prev_hash is not the hash of entry 4", out, 1, true)
   end)
@@ -324,7 +336,7 @@ describe("the audit trail", function()
     local jsonl = entries()
     assert.is_true(#jsonl > 3)
     local file = os.tmpname()
-    local code, out = audit(("export --data %q --format csv --output %q"):format(data, file))
+    local code, out = audit(("export %s --format csv --output %q"):format(B.store_words(data), file))
     assert.equals(0, code, out)
     assert.matches(("%d entries written"):format(#jsonl), out, 1, true)
     local rows = parse_csv(sys.read_all(file))
@@ -342,10 +354,10 @@ describe("the audit trail", function()
       end
     end
     -- stdout when no --output; a wrong format is named
-    code, out = audit(("export --data %q"):format(data))
+    code, out = audit("export " .. B.store_words(data))
     assert.equals(0, code, out)
     assert.equals(#jsonl, select(2, out:gsub("\n", "")))
-    code, out = audit(("export --data %q --format xml"):format(data))
+    code, out = audit(("export %s --format xml"):format(B.store_words(data)))
     assert.equals(1, code)
     assert.matches("--format xml: jsonl or csv", out, 1, true)
   end)
@@ -353,9 +365,13 @@ describe("the audit trail", function()
   it("says so when there is no trail to read", function()
     local empty = sys.mkdtemp("/tmp/triage-audit-none-")
     copies[#copies + 1] = empty
-    local code, out = audit(("verify --data %q"):format(empty))
-    assert.equals(1, code)
-    assert.matches("cannot read " .. empty .. "/triage.db", out, 1, true)
+    local code, out = audit("verify " .. B.store_words(empty))
+    assert.equals(1, code, out)
+    if not B.postgres then
+      assert.matches("cannot read " .. empty .. "/triage.db", out, 1, true)
+    else -- a database without the trail
+      assert.matches("audit_trail", out, 1, true)
+    end
     code, out = audit("verify --nope")
     assert.equals(2, code)
     assert.matches("unexpected argument '--nope'", out, 1, true)

@@ -1,5 +1,7 @@
 -- The durability contract of POST /api/epro/submit (issue 8), against the sample app at the repo root
--- with the store under a temporary --data directory, checked in DATA/triage.db with the sqlite3 CLI:
+-- with the store under a temporary --data directory, checked in DATA/triage.db with the sqlite3 CLI
+-- (or, with TRIAGE_TEST_BACKEND=postgres, in the data directory's PostgreSQL database with psql, the
+-- fault injection pending: it fails the SQLite file's own fsync and write calls):
 -- - crash: under a steady load of concurrent unique submissions, the whole server (master and
 --   workers) is killed with SIGKILL at a random moment and restarted on the same directory, 20 times;
 --   every submission that any client saw acknowledged (200 with a receipt) is stored exactly once,
@@ -17,6 +19,7 @@ local S = require "support.server"
 local St = require "support.store"
 local http = S.http
 local sys = S.sys
+local B = S.backend
 
 local CYCLES = tonumber(os.getenv("TRIAGE_CRASH_CYCLES") or "") or 20
 local CYCLE_DEADLINE = 90 -- seconds: start, load, kill, restart and checks of one crash cycle
@@ -47,25 +50,11 @@ local function acknowledged(results)
   return acked
 end
 
--- Send acknowledged submissions again: each gets 200, its original receipt, Idempotent-Replayed.
-local function resend(port, list, label)
-  for _, a in ipairs(list) do
-    local r, err = St.send(port, a.sub)
-    assert(r, ("%s: %s/%s sent again: %s"):format(label, a.sub.patient, a.sub.key, tostring(err)))
-    local receipt, why = St.receipt_of(r)
-    assert(receipt, ("%s: %s/%s sent again: %s"):format(label, a.sub.patient, a.sub.key, tostring(why)))
-    assert.are.same(a.receipt, { id = receipt.id, receivedAt = receipt.receivedAt },
-      ("%s: %s/%s sent again should get its original receipt"):format(label, a.sub.patient, a.sub.key))
-    assert.is_true(St.replayed(r), ("%s: %s/%s sent again: no Idempotent-Replayed: true in %s"):format(
-      label, a.sub.patient, a.sub.key, http.quote(r.raw_head)))
-  end
-end
-
 -- Any patient appears twice with one key, or a receipt id twice: the count of such duplicates.
 local function duplicates(data)
   return St.value(data, "SELECT (SELECT count(*) FROM (SELECT 1 FROM epro_submissions WHERE idempotency_key IS NOT NULL"
-    .. " GROUP BY patient_id, idempotency_key HAVING count(*) > 1))"
-    .. " + (SELECT count(*) FROM (SELECT 1 FROM epro_submissions GROUP BY receipt_id HAVING count(*) > 1))")
+    .. " GROUP BY patient_id, idempotency_key HAVING count(*) > 1) AS by_key)"
+    .. " + (SELECT count(*) FROM (SELECT 1 FROM epro_submissions GROUP BY receipt_id HAVING count(*) > 1) AS by_receipt)")
 end
 
 local function pick(list, n)
@@ -114,7 +103,7 @@ describe("durable ePRO submissions", function()
         -- after the restart: the previous cycle's acknowledged submissions, each stored exactly once
         St.check_stored(data, ("%sc%02d-"):format(prefix, cycle - 1), last, label .. ", after the restart")
         assert.are.equal(0, duplicates(data), label .. ": a key or a receipt is stored twice")
-        resend(srv.port, pick(last, 3), label)
+        St.resend(srv.port, pick(last, 3), label)
       end
 
       -- a steady load of unique submissions; SIGKILL to the whole server at a random moment, sent by
@@ -169,8 +158,8 @@ describe("durable ePRO submissions", function()
     srv = start()
     St.check_stored(data, prefix, all, "after the last restart")
     assert.are.equal(0, duplicates(data), "a key or a receipt is stored twice")
-    assert.are.equal("ok", St.value(data, "PRAGMA integrity_check"))
-    resend(srv.port, pick(all, 5), "after the last restart")
+    if not B.postgres then assert.are.equal("ok", St.value(data, "PRAGMA integrity_check")) end
+    St.resend(srv.port, pick(all, 5), "after the last restart")
     local stored = St.value(data, "SELECT count(*) FROM epro_submissions WHERE substr(idempotency_key, 1, "
       .. #prefix .. ") = " .. St.lit(prefix))
     print(("%d cycles: %d acknowledged, all stored once; %d more stored of the %d that had no answer"):format(
@@ -182,6 +171,10 @@ describe("durable ePRO submissions", function()
     for _, fault in ipairs { "fsync=EIO", "write=ENOSPC" } do
       it(fault .. ": every submission gets 503 with Retry-After and none is acknowledged; the server stays up"
         .. " and recovers once the fault is cleared", function()
+        if B.postgres then
+          return pending("SQLite only: the shim fails fsync and write on DATA/triage.db; PostgreSQL's own"
+            .. " outage is a restart under load (cluster_spec)")
+        end
         assert(file_exists(FAULT_LIB), ("no fault shim at %s: set TRIAGE_FAULT_LIB (ctest does) or build the"
           .. " triage_faultfs target (spec/fault/fault.cmake) beside the binary"):format(tostring(FAULT_LIB)))
         local data, dir = St.tempdir(), St.tempdir("/tmp/triage-fault-")

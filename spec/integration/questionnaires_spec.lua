@@ -1,5 +1,5 @@
 -- Scored questionnaire submissions through the real server (sample app, a temporary --data, checked
--- in DATA/triage.db with `sqlite3 -readonly`): a PHQ-9 with item 9 above 0 stores the submission, its
+-- in its store: DATA/triage.db with `sqlite3 -readonly`, or psql on PostgreSQL): a PHQ-9 with item 9 above 0 stores the submission, its
 -- score, band and flag, and a safety event, all under one receipt; when the safety event cannot be
 -- stored, nothing of the submission is (503), and the same submission sent again is stored whole.
 local spec_root = debug.getinfo(1, "S").source:match("^@(.*)/integration/[^/]+$")
@@ -71,8 +71,14 @@ describe("questionnaire submissions on the durable store", function()
     local patient = "P-atomic-" .. St.run_id
     -- the spec's own trigger refuses this patient's safety events: the last statement of the
     -- submission's transaction fails after the submission and its score were written
-    local rc, _, err = St.exec(data, ("CREATE TRIGGER spec_refuse_event BEFORE INSERT ON safety_events"
-      .. " WHEN NEW.patient_id = %s BEGIN SELECT RAISE(ABORT, 'refused by the spec'); END;"):format(St.lit(patient)))
+    -- (on PostgreSQL a trigger function raising in SQLSTATE class 23, as RAISE(ABORT) is a constraint)
+    local create = St.backend.postgres and ("CREATE FUNCTION spec_refuse_event() RETURNS trigger LANGUAGE plpgsql"
+      .. " AS $$ BEGIN RAISE EXCEPTION 'refused by the spec' USING ERRCODE = '23000'; END $$;"
+      .. " CREATE TRIGGER spec_refuse_event BEFORE INSERT ON safety_events FOR EACH ROW"
+      .. " WHEN (NEW.patient_id = %s) EXECUTE FUNCTION spec_refuse_event();")
+      or ("CREATE TRIGGER spec_refuse_event BEFORE INSERT ON safety_events"
+      .. " WHEN NEW.patient_id = %s BEGIN SELECT RAISE(ABORT, 'refused by the spec'); END;")
+    local rc, _, err = St.exec(data, create:format(St.lit(patient)))
     assert.equals(0, rc, err)
     local body = { patientId = patient, questionnaire = "phq9", reportData = phq9 { 0, 0, 0, 0, 0, 0, 0, 0, 1 } }
     local r = submit(body, "atomic-" .. St.run_id)
@@ -84,7 +90,9 @@ describe("questionnaire submissions on the durable store", function()
     assert.same({}, s.scores)
     assert.same({}, s.events)
 
-    rc, _, err = St.exec(data, "DROP TRIGGER spec_refuse_event;")
+    rc, _, err = St.exec(data, St.backend.postgres
+      and "DROP TRIGGER spec_refuse_event ON safety_events; DROP FUNCTION spec_refuse_event();"
+      or "DROP TRIGGER spec_refuse_event;")
     assert.equals(0, rc, err)
     r = submit(body, "atomic-" .. St.run_id)
     local receipt = assert(St.receipt_of(r))

@@ -77,7 +77,7 @@ describe("safety events of a trial", function()
   end
 
   local function audit_verify()
-    local rc, out, err = St.run(("%s audit verify --data %s"):format(St.quote(S.bin), St.quote(data)))
+    local rc, out, err = St.run(("%s audit verify %s"):format(St.quote(S.bin), St.store_words(data)))
     return rc, out .. err
   end
 

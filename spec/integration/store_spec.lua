@@ -1,11 +1,14 @@
 -- The store (fixture spec/fixtures/store_app, copied per spec): migrations applied once and in order,
 -- a broken migration that stops the start and leaves the database as it was, transactions that are
--- all or nothing, append-only tables, and `triage backup` while the server runs.
+-- all or nothing, append-only tables, and `triage backup` while the server runs (SQLite; refused on
+-- PostgreSQL, naming pg_dump). On either backend (spec/support/backend.lua).
 local spec_root = debug.getinfo(1, "S").source:match("^@(.*)/integration/[^/]+$")
 if spec_root then package.path = spec_root .. "/?.lua;" .. package.path end
 local S = require "support.server"
+local St = require "support.store"
 local http = S.http
 local sys = S.sys
+local B = S.backend
 local cjson = require "cjson"
 
 local FIXTURE = S.fixtures .. "/store_app"
@@ -19,12 +22,33 @@ local function sh(cmd)
   return status == 0 and 0 or 1, text
 end
 
--- A query through the sqlite3 CLI: its output, trimmed.
-local function sql(data, query)
-  local rc, out = sh(("sqlite3 -readonly %q %q"):format(data .. "/triage.db", query))
-  assert(rc == 0, "sqlite3 failed: " .. out)
-  return (out:gsub("%s+$", ""))
+-- A query on the store of data (the sqlite3 CLI, or psql): its output, trimmed.
+local sql = St.text
+
+-- Everything in the database, to compare before and after: SQLite's .dump; on PostgreSQL the
+-- tables with their columns and their row counts, and the migrations recorded.
+local function snapshot(data)
+  if not B.postgres then return sql(data, ".dump") end
+  local tables = sql(data, "SELECT table_name || '(' || string_agg(column_name || ' ' || data_type, ', '"
+    .. " ORDER BY ordinal_position) || ')' FROM information_schema.columns WHERE table_schema = current_schema()"
+    .. " GROUP BY table_name ORDER BY table_name")
+  local counts = {}
+  for name in tables:gmatch("([%w_]+)%(") do
+    counts[#counts + 1] = name .. ": " .. sql(data, "SELECT count(*) FROM " .. name)
+  end
+  return tables .. "\n" .. table.concat(counts, "\n") .. "\n" .. sql(data, "SELECT * FROM triage_migrations ORDER BY version")
 end
+
+-- The message each engine gives for a refused statement.
+local REFUSED = B.postgres and {
+  check = 'violates check constraint "note_log_what_check"',
+  not_null = 'null value in column "author" of relation "notes" violates not-null constraint',
+  no_table = 'relation "no_such_table" does not exist',
+} or {
+  check = "CHECK constraint failed",
+  not_null = "NOT NULL constraint failed: notes.author",
+  no_table = "no such table: no_such_table",
+}
 
 local function copy_app()
   local dir = sys.mkdtemp("/tmp/triage-store-")
@@ -77,14 +101,16 @@ describe("migrations", function()
     local f = assert(io.open(app .. "/migrations/003_broken.sql", "w"))
     f:write("CREATE TABLE half_done (x INTEGER);\nINSERT INTO no_such_table VALUES (1);\n")
     f:close()
-    local before = sql(data, ".dump")
+    local before = snapshot(data)
     broken = S.start { app = app, data = data, workers = 1, wait = false }
     local e = broken:wait_exit(10)
     assert.is_truthy(e, "the server started on a broken migration")
     assert.is_not.equal(0, e.code)
-    assert.matches("migrations/003_broken.sql: no such table: no_such_table", broken:error_log(), 1, true)
-    assert.equals(before, sql(data, ".dump"))
-    assert.equals("", sql(data, "SELECT name FROM sqlite_master WHERE name = 'half_done'"))
+    assert.matches("migrations/003_broken.sql: " .. REFUSED.no_table, broken:error_log(), 1, true)
+    assert.equals(before, snapshot(data))
+    assert.equals("", sql(data, B.postgres
+      and "SELECT table_name FROM information_schema.tables WHERE table_name = 'half_done'"
+      or "SELECT name FROM sqlite_master WHERE name = 'half_done'"))
   end)
 end)
 
@@ -116,12 +142,12 @@ describe("the store", function()
     local r, j = post(srv.port, "/notes", { author = "eve", text = "half", log = "" })
     assert.equals(409, r.status, r.body)
     assert.equals("constraint", j.kind)
-    assert.matches("CHECK constraint failed", j.error, 1, true)
+    assert.matches(REFUSED.check, j.error, 1, true)
     assert.equals("", sql(data, "SELECT id FROM notes WHERE author = 'eve'"))
     -- And a refused first statement.
     r, j = post(srv.port, "/notes", { text = "no author" })
     assert.equals(409, r.status, r.body)
-    assert.matches("NOT NULL constraint failed: notes.author", j.error, 1, true)
+    assert.matches(REFUSED.not_null, j.error, 1, true)
     assert.equals(notes, sql(data, "SELECT count(*) FROM notes"))
     assert.equals(log, sql(data, "SELECT count(*) FROM note_log"))
   end)
@@ -133,15 +159,16 @@ describe("the store", function()
     assert.equals("constraint", e.update_kind)
     assert.matches("notes are append-only", e.update_error, 1, true)
     assert.equals("constraint", e.delete_kind)
-    local rc, out = sh(("sqlite3 %q %q"):format(data .. "/triage.db", "UPDATE notes SET text = 'x' WHERE id = " .. j.id))
+    local rc, out, err = St.exec(data, "UPDATE notes SET text = 'x' WHERE id = " .. j.id)
     assert.is_not.equal(0, rc)
-    assert.matches("append-only", out, 1, true)
-    rc, out = sh(("sqlite3 %q %q"):format(data .. "/triage.db", "DELETE FROM notes WHERE id = " .. j.id))
+    assert.matches("append-only", out .. err, 1, true)
+    rc = St.exec(data, "DELETE FROM notes WHERE id = " .. j.id)
     assert.is_not.equal(0, rc)
     assert.equals("kept", sql(data, "SELECT text FROM notes WHERE id = " .. j.id))
   end)
 
   it("takes a consistent backup while serving, which restores by copying it in place", function()
+    if B.postgres then return pending("SQLite only: triage backup copies DATA/triage.db (pg_dump backs up PostgreSQL)") end
     for i = 1, 20 do
       post(srv.port, "/notes", { author = "dee", text = "note " .. i })
     end
@@ -162,5 +189,15 @@ describe("the store", function()
     local last = sql(dest .. "/data", "SELECT max(id) FROM notes")
     local got = cjson.decode(assert(http.get(restored_srv.port, "/notes/" .. last)).body)
     assert.equals("note 20", got.text)
+  end)
+
+  it("refuses triage backup on PostgreSQL, naming pg_dump", function()
+    if not B.postgres then return pending("PostgreSQL only: SQLite's backup is the spec above") end
+    local dest = sys.mkdtemp("/tmp/triage-backup-")
+    finally(function() os.execute(("rm -rf %q"):format(dest)) end)
+    local rc, out = sh(("%q backup %q %s"):format(S.bin, dest .. "/copy.db", B.store_words(data)))
+    assert.is_not.equal(0, rc, out)
+    assert.matches("pg_dump", out, 1, true)
+    assert.is_nil(sys.read_all(dest .. "/copy.db"), "a file was written")
   end)
 end)

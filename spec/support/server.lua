@@ -20,9 +20,10 @@
 local sys = require "support.sys"
 local http = require "support.http"
 local loadgen = require "support.loadgen"
+local backend = require "support.backend"
 local cjson = require "cjson"
 
-local M = { sys = sys, http = http, loadgen = loadgen }
+local M = { sys = sys, http = http, loadgen = loadgen, backend = backend }
 
 local function find_root()
   local env = os.getenv("TRIAGE_ROOT")
@@ -351,7 +352,10 @@ end
 --   env (environment variables for the server: name = value to set, name = false to remove;
 --        default: this process's environment as it is),
 --   user (--user NAME; false: no --user at all; default: see default_user above),
---   token_keys (the --token-keys file; default a new one, M.write_token_keys; false: none).
+--   token_keys (the --token-keys file; default a new one, M.write_token_keys; false: none),
+--   store (--store URL; default: none on SQLite, and on PostgreSQL (TRIAGE_TEST_BACKEND=postgres) the
+--          database of the data directory, support/backend.lua; false: none, whatever the backend).
+-- srv.store is the --store URL the server was given (nil: SQLite in DATA/triage.db).
 function M.start(opts)
   opts = opts or {}
   local bin = opts.bin or M.bin
@@ -384,10 +388,10 @@ function M.start(opts)
     if a == "--admin-token-file" then self.token_file = opts.args[i + 1] end
   end
   self.own_data = opts.data == nil -- made for this server: removed with its logs
+  local data = self.data:sub(1, 1) == "/" and self.data or ((opts.cwd or sys.realpath(".")) .. "/" .. self.data)
   local user = opts.user
   if user == nil then
     local app = sys.realpath(self.app) or self.app
-    local data = self.data:sub(1, 1) == "/" and self.data or ((opts.cwd or sys.realpath(".")) .. "/" .. self.data)
     user = default_user(app, data, bin, opts.env)
   end
   if user then
@@ -404,6 +408,19 @@ function M.start(opts)
     self.token_keys = opts.token_keys or M.write_token_keys(dir .. "/token.keys")
     argv[#argv + 1] = "--token-keys"
     argv[#argv + 1] = self.token_keys
+  end
+  local store = opts.store
+  for i, a in ipairs(opts.args or {}) do
+    if a == "--store" then -- the spec chose
+      store = false
+      self.store = opts.args[i + 1]
+    end
+  end
+  if store == nil then store = backend.store_url(data) end
+  if store then
+    self.store = store
+    argv[#argv + 1] = "--store"
+    argv[#argv + 1] = store
   end
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
   if opts.wrap then -- a command that runs the server (e.g. prlimit ... --): the same pid, exec'd
@@ -507,6 +524,17 @@ function M.contains(list, value)
     if v == value then return true end
   end
   return false
+end
+
+-- A test that failed before stopping its servers: stop them when its spec file ends, while the Lua
+-- state is whole (a finalizer run as the state closes can no longer rely on the FFI: luajit crashed
+-- there, and the failure's report was lost with it).
+local has_busted, busted = pcall(require, "busted")
+if has_busted and type(busted) == "table" and busted.subscribe then
+  busted.subscribe({ "file", "end" }, function()
+    pcall(M.stop_all)
+    return nil, true
+  end)
 end
 
 -- Last line of defence: when this module is collected (busted drops it after

@@ -1,6 +1,7 @@
 -- Helpers for the durable-store specs (spec/integration/durability_spec.lua, idempotency_spec.lua):
 -- ePRO submissions and their receipts, many concurrent submissions that keep every response, the
--- sqlite3 CLI, the fault shim's control file, and SIGKILL for a whole server.
+-- store's database (the sqlite3 CLI, or psql on PostgreSQL: support/backend.lua), the fault shim's
+-- control file, and SIGKILL for a whole server.
 --
 --   local St = require "support.store"
 --   local srv = St.start{ workers = 2, data = dir }         -- S.start, and a clear error if the
@@ -8,10 +9,13 @@
 --   local sub = St.submission{ patient = "P-1", key = "k-1" }  -- with M.AUTHORIZATION, for M.start's servers
 --   local r = St.send(srv.port, sub); local receipt = St.receipt_of(r)
 --   local res = St.load{ port = srv.port, concurrency = 32, next = function(i) return sub_i end }
---   St.rows(dir, "SELECT receipt_id FROM epro_submissions")  -- through `sqlite3 -readonly -json`
+--   St.rows(dir, "SELECT receipt_id FROM epro_submissions")  -- `sqlite3 -readonly -json`, or psql
+--   St.exec(dir, "UPDATE ...")                              -- read-write: exit status, stdout, stderr
+--   St.text(dir, "SELECT a, b FROM t")                      -- "1|x\n2|y", as the CLIs print it
+--   St.store_words(dir)                                     -- "--data DIR [--store URL]" for the CLI
 --   St.kill9(srv)                                           -- master and workers, at once
 local S = require "support.server"
-local sys, http = S.sys, S.http
+local sys, http, backend = S.sys, S.http, S.backend
 local ffi, C = sys.ffi, sys.C
 local cjson = require "cjson"
 
@@ -30,22 +34,9 @@ M._remove_keys = remove_keys
 M.NOT_IN_BUILD = "the durable store is not in this build"
 M.SQLITE3 = os.getenv("TRIAGE_SQLITE3") or "sqlite3"
 
--- A word for the shell.
-function M.quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+M.quote = sys.quote -- a word for the shell
+M.run = sys.run -- a shell command: exit status, stdout, stderr
 local q = M.quote
-
--- Run a shell command: exit status (a number), stdout, stderr.
-function M.run(cmd)
-  local out, err, rc = os.tmpname(), os.tmpname(), os.tmpname()
-  os.execute(("(%s) >%s 2>%s; echo $? >%s"):format(cmd, q(out), q(err), q(rc)))
-  local o, e, r = sys.read_all(out) or "", sys.read_all(err) or "", sys.read_all(rc) or ""
-  os.remove(out)
-  os.remove(err)
-  os.remove(rc)
-  return tonumber(r:match("%d+")) or -1, o, e
-end
 
 -- A fresh directory that nothing else uses (for --data, control files).
 function M.tempdir(prefix)
@@ -115,25 +106,46 @@ function M.replayed(resp)
   return resp and (resp.headers["idempotent-replayed"] or ""):lower() == "true"
 end
 
+-- Send acknowledged submissions ({ sub, receipt }) again, one after the other, to port: each must get
+-- 200 with its original receipt and Idempotent-Replayed: true; raises naming the first that does not.
+function M.resend(port, list, label)
+  for _, a in ipairs(list) do
+    local what = ("%s: %s/%s sent again"):format(label, a.sub.patient, a.sub.key)
+    local r, err = M.send(port, a.sub)
+    if not r then error(what .. ": " .. tostring(err), 2) end
+    local receipt, why = M.receipt_of(r)
+    if not receipt then error(what .. ": " .. tostring(why), 2) end
+    if receipt.id ~= a.receipt.id or receipt.receivedAt ~= a.receipt.receivedAt then
+      error(("%s: receipt %s %s, acknowledged with %s %s"):format(what, receipt.id, receipt.receivedAt,
+        a.receipt.id, a.receipt.receivedAt), 2)
+    end
+    if not M.replayed(r) then error(what .. ": no Idempotent-Replayed: true in " .. http.quote(r.raw_head), 2) end
+  end
+  return #list
+end
+
 ---------------------------------------------------------------------------------------------------
 -- Many submissions at once, every response kept
 --
 -- M.load{
 --   port = N,
 --   concurrency = 32,           -- connections in use at once (one new connection per submission)
---   next = function(i) ... end, -- the i-th submission (M.submission), or nil: no more
+--   next = function(i) ... end, -- the i-th submission (M.submission) and, optionally, the port to send
+--                               -- it to (default port); false: nothing to send yet (asked again about
+--                               -- every 10 ms); nil: no more
 --   timeout = 10,               -- per submission, seconds
 --   deadline = 60,              -- whole run, seconds
 --   on_tick = function(stats)   -- about every 10 ms; return false to start no more
+--   on_done = function(result)  -- as each submission finishes (the result below)
 -- }
 -- returns results (one per submission started, in order of completion:
---   { sub, resp = response or nil, status, err, start, finish }) and stats
+--   { sub, port, resp = response or nil, status, err, start, finish }) and stats
 --   { started, done, in_flight, statuses = {[code] = n}, errors = {[msg] = n}, elapsed }.
 
 local rbuf = ffi.new("char[65536]")
 
 function M.load(o)
-  assert(o.port and o.next, "port and next")
+  assert(o.next, "next")
   local concurrency = o.concurrency or 32
   local timeout = o.timeout or 10
   local t0 = sys.now()
@@ -157,22 +169,27 @@ function M.load(o)
     else
       stats.errors[err] = (stats.errors[err] or 0) + 1
     end
-    results[#results + 1] = {
-      sub = s.sub, resp = resp, status = resp and resp.status, err = err, start = s.start, finish = sys.now(),
+    local result = {
+      sub = s.sub, port = s.port, resp = resp, status = resp and resp.status, err = err, start = s.start,
+      finish = sys.now(),
     }
+    results[#results + 1] = result
+    if o.on_done then o.on_done(result) end
   end
 
   local function start(s)
-    local sub = o.next(stats.started + 1)
+    local sub, port = o.next(stats.started + 1)
+    if sub == false then return end
     if not sub then
       exhausted = true
       return
     end
+    assert(port or o.port, "no port: neither o.port nor a second value from next")
     stats.started = stats.started + 1
     stats.in_flight = stats.in_flight + 1
-    s.sub, s.start, s.out, s.outpos, s.inbuf = sub, sys.now(), sub.bytes, 0, ""
+    s.sub, s.port, s.start, s.out, s.outpos, s.inbuf = sub, port or o.port, sys.now(), sub.bytes, 0, ""
     s.req_deadline = s.start + timeout
-    local fd, how = sys.connect_start(o.port)
+    local fd, how = sys.connect_start(s.port)
     if not fd then return finish(s, nil, how) end
     s.fd = fd
     s.state = how == "connected" and "writing" or "connecting"
@@ -294,7 +311,11 @@ function M.summary(stats)
 end
 
 ---------------------------------------------------------------------------------------------------
--- The database, through the sqlite3 CLI
+-- The database: DATA/triage.db through the sqlite3 CLI, or on PostgreSQL (TRIAGE_TEST_BACKEND=postgres)
+-- the data directory's database through psql (support/backend.lua). The SQL the specs pass is kept
+-- portable (M.portable refuses what is not).
+
+M.backend = backend
 
 function M.db_path(data_dir)
   return data_dir .. "/triage.db"
@@ -304,8 +325,39 @@ function M.sqlite_available()
   return (M.run("command -v " .. q(M.SQLITE3))) == 0
 end
 
--- Rows of a query on DATA/triage.db opened read-only (a list of { column = value }); raises on error.
+-- The SQL for the backend in use: unchanged, but on PostgreSQL an SQLite-only statement (a PRAGMA)
+-- raises naming it rather than failing in psql.
+function M.portable(sql)
+  if not backend.postgres then return sql end
+  if sql:match("^%s*[Pp][Rr][Aa][Gg][Mm][Aa]") then
+    error("SQLite only: " .. sql, 3)
+  end
+  return sql
+end
+
+-- PostgreSQL rows as the sqlite3 CLI gives them: booleans as 1/0 (what SQLite stores), the rest as is.
+local function sqlite_like(rows)
+  for _, row in ipairs(rows) do
+    for k, v in pairs(row) do
+      if v == true then row[k] = 1 elseif v == false then row[k] = 0 end
+    end
+  end
+  return rows
+end
+
+-- Rows of a query on the store of data_dir (DATA/triage.db opened read-only, or its PostgreSQL
+-- database): a list of { column = value }, NULL as cjson.null; raises on error.
+-- data_dir may also be a PostgreSQL database, { pg = <a support.postgres server>, db = name }: what
+-- several nodes share (spec/integration/cluster_spec.lua); M.value, M.stored_by_key and M.check_stored
+-- take it too.
 function M.rows(data_dir, sql)
+  if type(data_dir) == "table" then return sqlite_like(data_dir.pg:rows(data_dir.db, M.portable(sql))) end
+  if backend.postgres then
+    local pg = backend.pg()
+    local ok, rows = pcall(pg.rows, pg, backend.database(data_dir), M.portable(sql))
+    if not ok then error(tostring(rows), 2) end
+    return sqlite_like(rows)
+  end
   local rc, out, err = M.run(("%s -readonly -batch -json -cmd %s %s %s"):format(
     q(M.SQLITE3), q(".timeout 10000"), q(M.db_path(data_dir)), q(sql)))
   if rc ~= 0 then error(("sqlite3 -readonly %s %q: exit status %d: %s"):format(M.db_path(data_dir), sql, rc, err), 2) end
@@ -323,9 +375,30 @@ function M.value(data_dir, sql)
   return v
 end
 
--- A statement through the CLI, read-write: exit status, stdout, stderr.
+-- Statements on the store of data_dir, read-write (the sqlite3 CLI, or psql stopping at the first
+-- error): exit status, stdout, stderr.
 function M.exec(data_dir, sql)
+  if backend.postgres then
+    return backend.pg():try_psql(backend.database(data_dir), M.portable(sql))
+  end
   return M.run(("%s -batch -cmd %s %s %s"):format(q(M.SQLITE3), q(".timeout 10000"), q(M.db_path(data_dir)), q(sql)))
+end
+
+M.store_words = backend.store_words -- "--data DIR [--store URL]" for `triage audit ...`
+
+-- The output of sql on the store of data_dir as the CLIs print it in their plain list mode (one line
+-- per row, columns joined by |, NULL empty), trailing white space trimmed; raises on error.
+function M.text(data_dir, sql)
+  if backend.postgres then
+    local pg = backend.pg()
+    local ok, out = pcall(pg.psql, pg, backend.database(data_dir), M.portable(sql), "-At")
+    if not ok then error(tostring(out), 2) end
+    return (out:gsub("%s+$", ""))
+  end
+  local rc, out, err = M.run(("%s -readonly -batch -cmd %s %s %s"):format(
+    q(M.SQLITE3), q(".timeout 10000"), q(M.db_path(data_dir)), q(sql)))
+  if rc ~= 0 then error(("sqlite3 -readonly %s %q: exit status %d: %s"):format(M.db_path(data_dir), sql, rc, err), 2) end
+  return (out:gsub("%s+$", ""))
 end
 
 -- An SQL string literal.
@@ -408,9 +481,10 @@ function M.start(opts)
 end
 
 -- Raises M.NOT_IN_BUILD unless POST /api/epro/submit answers 200 with a receipt and the submission is
--- in DATA/triage.db (the sqlite3 CLI is needed for that). Returns the receipt.
+-- in the store of data_dir (DATA/triage.db, read with the sqlite3 CLI; or its PostgreSQL database).
+-- Returns the receipt.
 function M.require_store(srv, data_dir)
-  if not M.sqlite_available() then
+  if not backend.postgres and not M.sqlite_available() then
     error("the sqlite3 command-line tool is not installed (make test-deps installs it)", 0)
   end
   local sub = M.submission { patient = "P-PROBE-" .. M.run_id, key = "probe-" .. M.run_id .. "-" .. tostring(sys.now()) }
@@ -418,9 +492,11 @@ function M.require_store(srv, data_dir)
   if not r then error(M.NOT_IN_BUILD .. ": POST " .. M.SUBMIT .. " got no answer: " .. tostring(err), 0) end
   local receipt, why = M.receipt_of(r)
   if not receipt then error(M.NOT_IN_BUILD .. ": POST " .. M.SUBMIT .. " answered " .. why, 0) end
-  local f = io.open(M.db_path(data_dir), "rb")
-  if not f then error(M.NOT_IN_BUILD .. ": a receipt, but no database at " .. M.db_path(data_dir), 0) end
-  f:close()
+  if not backend.postgres then
+    local f = io.open(M.db_path(data_dir), "rb")
+    if not f then error(M.NOT_IN_BUILD .. ": a receipt, but no database at " .. M.db_path(data_dir), 0) end
+    f:close()
+  end
   local ok, n = pcall(M.value, data_dir, "SELECT count(*) FROM epro_submissions WHERE receipt_id = " .. M.lit(receipt.id))
   if not ok then error(M.NOT_IN_BUILD .. ": " .. tostring(n), 0) end
   if n ~= 1 then error(M.NOT_IN_BUILD .. ": receipt " .. receipt.id .. " is stored " .. tostring(n) .. " times", 0) end

@@ -44,6 +44,7 @@ local decls = {
   "extern char **environ;",
   "int chmod(const char *path, unsigned int mode);",
   "unsigned int geteuid(void);",
+  "int setenv(const char *name, const char *value, int overwrite);",
 }
 for _, d in ipairs(decls) do pcall(ffi.cdef, d) end
 
@@ -57,7 +58,7 @@ M.ECONNRESET, M.ECONNREFUSED, M.EPIPE, M.ECHILD = 104, 111, 32, 10
 M.SOL_SOCKET, M.SO_ERROR, M.SO_LINGER = 1, 4, 13
 M.MSG_NOSIGNAL = 0x4000
 M.SIGHUP, M.SIGINT, M.SIGQUIT, M.SIGKILL, M.SIGPIPE, M.SIGTERM, M.SIGCHLD = 1, 2, 3, 9, 13, 15, 17
-M.SIGUSR1, M.SIGUSR2 = 10, 12
+M.SIGUSR1, M.SIGUSR2, M.SIGSTOP = 10, 12, 19
 M.WNOHANG = 1
 M.O_RDONLY, M.O_WRONLY, M.O_APPEND = 0, 1, 0x400
 M.RLIMIT_NOFILE = 7
@@ -236,6 +237,27 @@ end
 
 function M.is_root()
   return C.geteuid() == 0
+end
+
+-- Set a variable in this process's own environment (what C code loaded into it reads with getenv).
+function M.setenv(name, value)
+  if C.setenv(name, value, 1) ~= 0 then error("setenv " .. name .. ": " .. M.strerror(ffi.errno()), 2) end
+end
+
+-- A word for the shell.
+function M.quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+-- Run a shell command: exit status (a number), stdout, stderr.
+function M.run(cmd)
+  local out, err, rc = os.tmpname(), os.tmpname(), os.tmpname()
+  os.execute(("(%s) >%s 2>%s; echo $? >%s"):format(cmd, M.quote(out), M.quote(err), M.quote(rc)))
+  local o, e, r = read_all(out) or "", read_all(err) or "", read_all(rc) or ""
+  os.remove(out)
+  os.remove(err)
+  os.remove(rc)
+  return tonumber(r:match("%d+")) or -1, o, e
 end
 
 -- Become a child subreaper so that workers orphaned by a dying master are

@@ -96,6 +96,8 @@ struct sqlite3 *tr_ffi_store_reader(const char **errmsg);
  * the job's PGresult (libpq), valid until release. NULL with *errmsg outside a request. */
 tr_store_job_t *tr_ffi_store_read_job(const char **errmsg);
 struct pg_result *tr_ffi_store_rows(tr_store_job_t *job);
+/* The job appends to the audit trail (tx:audit): on PostgreSQL its group takes the audit lock first. */
+void tr_ffi_store_audited(tr_store_job_t *job);
 /* A new job for the running request, or NULL with *errmsg. */
 tr_store_job_t *tr_ffi_store_job(const char **errmsg);
 /* TR_FFI_OK, or TR_FFI_ERROR when the job is full (TR_STORE_JOB_STATEMENTS) or out of memory. */

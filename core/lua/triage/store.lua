@@ -32,7 +32,9 @@
 -- `$N`; reads wait for their answer like writes (so they happen inside a request); an `INSERT INTO t`
 -- without RETURNING gets `RETURNING <key>` when t's primary key is an identity or serial integer column,
 -- so that last_id is the new row's key as SQLite's rowid is; integer and float columns come back as
--- numbers, booleans as 1/0, everything else as strings.
+-- numbers, booleans as 1/0, everything else as strings. A number parameter is a bigint or a double
+-- precision there (compare it with a number column, or write tostring(n) for a text one); a string
+-- takes the type its place in the statement gives it.
 local ffi = require "ffi"
 local cjson = require "cjson"
 local C = require("triage.ffi").C
@@ -590,6 +592,9 @@ function Tx:audit(entry)
   end
   local ctx = entry.ctx or ctx_running()
   local who = entry.who ~= nil and text(entry.who, "who") or subject(ctx)
+  if on_postgres() then
+    C.tr_ffi_store_audited(self.job)
+  end
   add(self.job, "tx:audit", on_postgres() and AUDIT_APPEND or AUDIT_INSERT, who, action, text(entry.table, "table"), text(entry.record, "record"),
     ctx and ctx._route, ctx and ctx:request_id(), json_value(entry.before, "before"),
     json_value(entry.after, "after"), reason)
