@@ -230,7 +230,7 @@ class Postgres:
                               "max_connections", "commit_delay")):
         try:
             rows = self.psql("SELECT name, setting, coalesce(unit, '') FROM pg_settings WHERE name IN (%s) "
-                             "ORDER BY name" % ",".join("'%s'" % n for n in names))
+                             "ORDER BY name" % ",".join("'%s'" % n for n in names), db="postgres")
         except RuntimeError:
             return ""
         shown = []
