@@ -822,14 +822,30 @@ static void conn_connect(pg_conn_t *c)
     dispatch(pg);
 }
 
-/* Give free connections work: the queued writes as one group first, then the reads. */
+static int writing_now(const tr_pg_t *pg)
+{
+    for (int i = 0; i < pg->nconns; i++)
+        if (pg->conns[i].state == CONN_BUSY && pg->conns[i].writing)
+            return 1;
+    return 0;
+}
+
+/*
+ * Give free connections work: the queued writes as one group, then the reads. One group of writes at
+ * a time per worker: the writes that arrive while it commits make the next group, the larger the
+ * busier the worker (the same group commit as SQLite's writer thread). Splitting them over several
+ * connections would only make smaller groups that wait for each other: groups with audit entries
+ * commit one at a time anyway (the chain's lock), and each commit waits for its own WAL flush.
+ */
 static void dispatch(tr_pg_t *pg)
 {
     for (int i = 0; i < pg->nconns && (pg->writes_head != NULL || pg->reads_head != NULL); i++) {
         pg_conn_t *c = &pg->conns[i];
         if (c->state != CONN_IDLE)
             continue;
-        int writing = pg->writes_head != NULL;
+        int writing = pg->writes_head != NULL && !writing_now(pg);
+        if (!writing && pg->reads_head == NULL)
+            break; /* writes wait for the group in flight */
         tr_store_job_t **head = writing ? &pg->writes_head : &pg->reads_head;
         tr_store_job_t **tail = writing ? &pg->writes_tail : &pg->reads_tail;
         tr_store_job_t *first = *head, *last = first;

@@ -56,7 +56,7 @@ endforeach()
 set(TRIAGE_PG_SPECS
   integration/store integration/idempotency integration/audit integration/safety
   integration/questionnaires integration/sample_app integration/concurrency integration/shutdown
-  integration/durability integration/upgrade integration/auth integration/errors
+  integration/durability integration/upgrade integration/auth integration/errors integration/allocations
   handlers/store handlers/audit handlers/sample_app handlers/questionnaires handlers/json)
 foreach(spec ${TRIAGE_PG_SPECS})
   get_filename_component(dir ${spec} DIRECTORY)

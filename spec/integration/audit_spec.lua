@@ -249,11 +249,11 @@ describe("the audit trail", function()
     assert.equals(total, stats.ok, table.concat(outcomes, ", "))
     local list = entries()
     assert.equals(before + total, #list)
-    -- both workers wrote (a receipt id is <ms>-<worker>-<sequence>, in hex)
+    -- both workers wrote (a receipt id is <ms>-<process tag>-<worker>-<sequence>, in hex)
     local workers = {}
     for _, e in ipairs(list) do
       if e.record_table == "epro_submissions" then
-        workers[e.record_id:match("^%x+%-(%x+)%-")] = true
+        workers[e.record_id:match("^%x+%-%x+%-(%x+)%-")] = true
       end
     end
     assert.is_true(workers["0"] and workers["1"], "one worker served every submission: " .. cjson.encode(workers))

@@ -6,7 +6,8 @@
 --
 --   local PG = require "support.postgres"
 --   PG.available()              -- nil, or why there is no PostgreSQL to start
---   local pg = PG.shared()      -- one server per busted process, started on first use, stopped at exit
+--   local pg = PG.shared()      -- one server per busted process, started on first use, removed at the
+--                               -- end of the run
 --   local pg2 = PG.start()      -- a server of its own: the caller stops it (pg2:destroy() removes it)
 --   pg:url(db)                  -- "postgres://triage@127.0.0.1:PORT/db?sslmode=disable"
 --   pg:socket_url(db)           -- the same database through the unix socket
@@ -21,9 +22,11 @@
 --   pg:start_again()            -- the same data directory on the same port
 --   pg:pid()                    -- the postmaster's pid, nil while stopped
 --   pg:log()                    -- what the server wrote to its log
+--   pg:destroy()                -- stopped (fast) and its directory removed
 --
 -- Every server is also watched by a small shell process that stops it and removes its directory
--- once this process is gone, however it ended.
+-- once this process is gone, however it ended. TRIAGE_KEEP_LOGS keeps the directory of a destroyed
+-- server (its log, postgres.log, with it).
 -- Needs spec/support/sys.lua of the same tree (sys.run, sys.quote, sys.SIGSTOP) and, for a free
 -- port, support/server.lua.
 local sys = require "support.sys"
@@ -48,8 +51,8 @@ local SETTINGS = {
 
 local q = sys.quote
 
--- A shell command for PostgreSQL's tools, without what the test process preloads (the sanitizer
--- runtimes and libtriage_test.so under make test-asan): exit status, stdout, stderr.
+-- A shell command, without what the test process preloads (the sanitizer runtimes and
+-- libtriage_test.so under make test-asan: a plain mkdir hung with them): exit status, stdout, stderr.
 local function run(cmd)
   return sys.run("unset LD_PRELOAD; " .. cmd)
 end
@@ -138,7 +141,7 @@ local function log_tail(self, lines)
 end
 
 function Pg:url(db)
-  return ("postgres://%s@127.0.0.1:%d/%s?sslmode=disable"):format(M.SUPERUSER, self.port, db or "postgres")
+  return ("postgres://%s@127.0.0.1:%d/%s?sslmode=disable&gssencmode=disable"):format(M.SUPERUSER, self.port, db or "postgres")
 end
 
 function Pg:socket_url(db)
@@ -155,7 +158,8 @@ function Pg:init()
   self.data = self.dir .. "/data"
   self.socket_dir = self.dir .. "/socket"
   self.logfile = self.dir .. "/postgres.log"
-  assert(os.execute("mkdir -m 0755 " .. q(self.socket_dir)))
+  local made, _, why = run("mkdir -m 0755 " .. q(self.socket_dir))
+  if made ~= 0 then error("mkdir " .. self.socket_dir .. ": " .. why, 0) end
   sys.chmod(self.dir, tonumber("711", 8)) -- the socket's directory is reachable by every user
   if self.user then
     local rc, out, err = run(("chown %s: %s %s"):format(self.user, q(self.dir), q(self.socket_dir)))
@@ -287,7 +291,7 @@ function Pg:destroy()
     end
     self.watchdog = nil
   end
-  if self.dir and os.getenv("TRIAGE_KEEP_LOGS") == nil then os.execute("rm -rf " .. q(self.dir)) end
+  if self.dir and os.getenv("TRIAGE_KEEP_LOGS") == nil then run("rm -rf " .. q(self.dir)) end
 end
 
 -- psql on database db with the SQL text (any number of statements, each in its own transaction
@@ -371,10 +375,11 @@ function M.start()
 end
 
 -- One server for the whole busted process: busted reloads spec modules for every file, so it is kept
--- in the registry, with a sentinel that sends it an immediate stop when the Lua state closes (busted
--- exits with os.exit(code, true)); the watchdog removes its directory once this process is gone. Only
--- a signal there: by then the C modules that Pg:stop leans on (lfs, for the process list) may be
--- unloaded already. A failed start is remembered and raised again, not retried per file.
+-- in the registry. It is stopped and removed when the run ends (busted's "suite end", while the Lua
+-- state is whole); failing that, a sentinel sends it an immediate stop as the Lua state closes (only
+-- a signal there, through a function pointer taken beforehand: the C modules Pg:stop leans on may be
+-- unloaded by then), and the watchdog removes its directory once this process is gone. A failed start
+-- is remembered and raised again, not retried per file.
 local REGISTRY_KEY = "triage.spec.postgres.shared"
 
 function M.shared()
@@ -386,9 +391,17 @@ function M.shared()
     local ok, pg = pcall(M.start)
     if ok then
       entry.pg = pg
+      local kill, sigquit = sys.C.kill, sys.SIGQUIT
       entry.sentinel = newproxy(true)
       getmetatable(entry.sentinel).__gc = function()
-        if pg.postmaster then sys.C.kill(pg.postmaster, sys.SIGQUIT) end
+        if pg.postmaster then kill(pg.postmaster, sigquit) end
+      end
+      local has_busted, busted = pcall(require, "busted")
+      if has_busted and type(busted) == "table" and busted.subscribe then
+        busted.subscribe({ "suite", "end" }, function()
+          pcall(pg.destroy, pg)
+          return nil, true
+        end)
       end
     else
       entry.err = tostring(pg)

@@ -45,6 +45,7 @@ local decls = {
   "int chmod(const char *path, unsigned int mode);",
   "unsigned int geteuid(void);",
   "int setenv(const char *name, const char *value, int overwrite);",
+  "int unsetenv(const char *name);",
 }
 for _, d in ipairs(decls) do pcall(ffi.cdef, d) end
 
@@ -242,6 +243,11 @@ end
 -- Set a variable in this process's own environment (what C code loaded into it reads with getenv).
 function M.setenv(name, value)
   if C.setenv(name, value, 1) ~= 0 then error("setenv " .. name .. ": " .. M.strerror(ffi.errno()), 2) end
+end
+
+-- Remove a variable from this process's own environment (what its children inherit).
+function M.unsetenv(name)
+  if C.unsetenv(name) ~= 0 then error("unsetenv " .. name .. ": " .. M.strerror(ffi.errno()), 2) end
 end
 
 -- A word for the shell.
