@@ -1,14 +1,18 @@
 /* The 8:00 burst: N phones, each opening a new TCP connection, sending one POST with a body of its
  * own and closing, at most C connections in flight at once, as fast as they can be opened.
  *
- *     burst HOST PORT PATH N C TIMEOUT_S RUNID [AUTHORIZATION]
+ *     burst HOST PORT[,PORT...] PATH N C TIMEOUT_S RUNID [AUTHORIZATION]
  *
  * Phone i sends {"patientId":"B-<i>","submissionId":"<RUNID>-<i>",...} with the same key in an
- * Idempotency-Key header, AUTHORIZATION (when given) as its Authorization header, and "Connection: close". One thread,
- * one epoll set, non-blocking connect(); a phone's latency runs from its connect() to the last byte of its response
- * (Content-Length, or the server's close). No phone retries. On exit one JSON object goes to stdout:
+ * Idempotency-Key header, AUTHORIZATION (when given) as its Authorization header, and "Connection:
+ * close". With several ports (several servers and no balancer: two triage nodes on one database),
+ * phone i goes to the (i mod ports)-th port, so the phones are spread evenly over the servers. One
+ * thread, one epoll set, non-blocking connect(); a phone's latency runs from its connect() to the
+ * last byte of its response (Content-Length, or the server's close). No phone retries. On exit one
+ * JSON object goes to stdout:
  *
- *     {"phones":N,"concurrency":C,"sent":..,"acknowledged":..,"responses":{"200":..},
+ *     {"phones":N,"concurrency":C,"sent":..,"acknowledged":..,"acknowledged_by_port":{"8080":..},
+ *      "responses":{"200":..},
  *      "errors":{"connect":..,"write":..,"read":..,"closed":..,"timeout":..,"status":..},
  *      "errno":{"ECONNREFUSED":..},"elapsed_s":..,"all_acknowledged_s":..|null,
  *      "p50_ms":..,"p90_ms":..,"p99_ms":..,"max_ms":..}
@@ -56,6 +60,26 @@ static struct {
 } errnos[64];
 static int nerrnos;
 static long status_counts[600];
+
+#define MAX_PORTS 16
+static int ports[MAX_PORTS];
+static long acked_by_port[MAX_PORTS];
+static int nports;
+
+/* PORT[,PORT...] into ports[]; 0 when every one is a port number. */
+static int parse_ports(const char *list)
+{
+    const char *s = list;
+    while (*s != '\0') {
+        char *end;
+        long port = strtol(s, &end, 10);
+        if (end == s || port < 1 || port > 65535 || nports == MAX_PORTS || (*end != ',' && *end != '\0'))
+            return -1;
+        ports[nports++] = (int)port;
+        s = *end == ',' ? end + 1 : end;
+    }
+    return nports > 0 ? 0 : -1;
+}
 
 static long errs[E_KINDS]; /* phones that ended without a 2xx, by kind */
 static long done;          /* phones ended, acknowledged or not */
@@ -148,22 +172,21 @@ static int parse_response(phone_t *p)
 int main(int argc, char **argv)
 {
     if (argc != 8 && argc != 9) {
-        fprintf(stderr, "usage: %s HOST PORT PATH N CONCURRENCY TIMEOUT_S RUNID [AUTHORIZATION]\n", argv[0]);
+        fprintf(stderr, "usage: %s HOST PORT[,PORT...] PATH N CONCURRENCY TIMEOUT_S RUNID [AUTHORIZATION]\n", argv[0]);
         return 2;
     }
     const char *host = argv[1], *path = argv[3], *run = argv[7];
     const char *authorization = argc == 9 ? argv[8] : NULL;
-    int port = atoi(argv[2]);
     long total = atol(argv[4]);
     int conc = atoi(argv[5]);
     double timeout = atof(argv[6]);
-    if (total < 1 || conc < 1 || timeout <= 0 || port < 1) {
+    if (total < 1 || conc < 1 || timeout <= 0 || parse_ports(argv[2]) != 0) {
         fprintf(stderr, "burst: bad arguments\n");
         return 2;
     }
     if (conc > total)
         conc = (int)total;
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    struct sockaddr_in addr = {.sin_family = AF_INET};
     if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
         fprintf(stderr, "burst: %s is not an IPv4 address\n", host);
         return 2;
@@ -190,6 +213,8 @@ int main(int argc, char **argv)
                 continue;
             memset(p, 0, offsetof(phone_t, out));
             p->index = next++;
+            int port = ports[p->index % nports];
+            addr.sin_port = htons((uint16_t)port);
             inflight++;
             char body[512];
             int bl = snprintf(body, sizeof(body),
@@ -287,6 +312,7 @@ int main(int argc, char **argv)
                         status_counts[p->status]++;
                     if (p->status >= 200 && p->status < 300) {
                         acked++;
+                        acked_by_port[p->index % nports]++;
                         lat[nlat++] = t - p->started;
                         last_ack = t;
                         finish(p, -1, 0);
@@ -312,8 +338,11 @@ int main(int argc, char **argv)
     double t_end = now_s();
     qsort(lat, (size_t)nlat, sizeof(double), cmp_double);
 
-    printf("{\"phones\":%ld,\"concurrency\":%d,\"sent\":%ld,\"acknowledged\":%ld,\"responses\":{", total, conc, sent,
-           acked);
+    printf("{\"phones\":%ld,\"concurrency\":%d,\"sent\":%ld,\"acknowledged\":%ld,\"acknowledged_by_port\":{", total,
+           conc, sent, acked);
+    for (int i = 0; i < nports; i++)
+        printf("%s\"%d\":%ld", i ? "," : "", ports[i], acked_by_port[i]);
+    printf("},\"responses\":{");
     int first = 1;
     for (int s = 0; s < 600; s++)
         if (status_counts[s]) {

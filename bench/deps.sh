@@ -14,6 +14,7 @@ PKGS=(
   python3-flask
   gunicorn
   nginx-light
+  haproxy
   libnginx-mod-http-lua
   lua-resty-core
   lua-cjson
@@ -42,9 +43,10 @@ SUDO=
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-# nginx and PostgreSQL are installed only as binaries for the harness (bench/run
-# starts its own throwaway PostgreSQL server): keep the distribution's services
-# from being started (policy-rc.d), so nothing listens on port 80 or 5432.
+# nginx, HAProxy and PostgreSQL are installed only as binaries for the harness
+# (bench/run starts its own throwaway PostgreSQL server, bench/balancer-check its
+# own balancer): keep the distribution's services from being started
+# (policy-rc.d), so nothing listens on port 80 or 5432.
 policy=/usr/sbin/policy-rc.d
 made_policy=0
 if [ ! -e "$policy" ]; then

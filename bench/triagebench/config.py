@@ -14,7 +14,7 @@ CPUS = os.cpu_count() or 1
 BENCH_APP = os.path.join(BENCH, "app")   # triage's in-memory ePRO intake, for the in-memory figure
 
 BUSY_CORES = 0.3   # other load above this during a run is reported
-ALL_PEERS = ["triage", "gin", "fasthttp", "flask", "nginx", "ceiling", "ginpg"]
+ALL_PEERS = ["triage", "gin", "fasthttp", "flask", "nginx", "ceiling", "ginpg", "triagepg"]
 LABELS = {
     "triage": "triage",
     "gin": "Gin",
@@ -23,13 +23,16 @@ LABELS = {
     "nginx": "nginx + Lua",
     "ceiling": "ceiling (epoll)",
     "ginpg": "Gin + PostgreSQL",
+    "triagepg": "triage on PostgreSQL",
     # not a --peers name: run with triage, on bench/app, for the durable workloads' in-memory figure
     "triage_mem": "triage in-memory (bench/app)",
 }
 # the peers that run only the durable workloads (their own routes, the burst); the others run only the
 # in-memory ones
-DURABLE_ONLY = ("ginpg", "triage_mem")
-DURABLE_PEERS = ("triage", "triage_mem", "ginpg")
+DURABLE_ONLY = ("ginpg", "triage_mem", "triagepg")
+DURABLE_PEERS = ("triage", "triage_mem", "ginpg", "triagepg")
+# the peers whose submissions go to the benchmark's throwaway PostgreSQL server, each in a fresh database
+POSTGRES_PEERS = ("ginpg", "triagepg")
 
 # key, title, method/script, path, connections (full, smoke), who runs it
 WORKLOADS = [
@@ -48,8 +51,8 @@ WORKLOADS = [
          script="secure", path="/api/v1/secure/protocols/" + KNOWN_ID, conns=100, smoke_conns=8,
          only=("triage",)),
     # every request's body and Idempotency-Key unique (patientId and submissionId from the wrk
-    # thread and a counter): triage on the sample app (its durable route), triage on bench/app (in
-    # memory) and Gin + PostgreSQL
+    # thread and a counter): triage on the sample app (its durable route, SQLite), triage on bench/app
+    # (in memory), Gin + PostgreSQL and triage on PostgreSQL (the sample app with --store)
     dict(key="epro100", short="ePRO unique 100",
          title="POST /api/epro/submit, every submission unique (durable), 100 connections",
          script="epro_unique", path="/api/epro/submit", conns=100, smoke_conns=8,
@@ -63,11 +66,15 @@ DURABLE_LABELS = {
     "triage": "triage, durable (sample app, SQLite)",
     "triage_mem": "triage, in memory (bench/app)",
     "ginpg": "Gin + PostgreSQL",
+    "triagepg": "triage on PostgreSQL (sample app, --store)",
 }
 
 # The 8:00 burst: phones each opening a new connection for one POST; bench/burst.c
 BURST = dict(key="burst", phones=20000, smoke_phones=500, concurrency=1000, smoke_concurrency=100,
              timeout=30, path="/api/epro/submit", peers=("triage", "ginpg"))
+# The same burst on two triage nodes (two masters, each its own --data) sharing one PostgreSQL database,
+# the phones spread over both nodes' ports (bench/burst.c takes a list of ports)
+BURST_PG = dict(key="burstpg", short="burst, 2 nodes on PostgreSQL", nodes=2)
 
 # Slow clients: slowhttptest's slowloris (-H) and slow-body (-B) attacks, 1,000 connections each, held
 # open against a peer while wrk's 100 normal clients GET a protocol (as in get100); the same wrk run
@@ -81,9 +88,11 @@ SLOW = dict(key="slow", short="slow clients", attack_conns=1000, smoke_attack_co
             body_len=4096, peers=("triage", "nginx"))
 
 # what --workloads selects from: the workloads' keys, the burst, the slow clients and the malloc count
-ALL_WORKLOADS = [w["key"] for w in WORKLOADS] + ["burst", "slow", "malloc"]
+ALL_WORKLOADS = [w["key"] for w in WORKLOADS] + ["burst", "burstpg", "slow", "malloc"]
 WORKLOAD_GROUPS = {
-    "durable": ["epro100", "epro5000", "burst"],
+    "durable": ["epro100", "epro5000", "burst", "burstpg"],
+    # bench/run --postgres: triage on PostgreSQL against Gin + PostgreSQL
+    "postgres": ["epro100", "epro5000", "burstpg"],
     "classic": [w["key"] for w in WORKLOADS if not w.get("durable")] + ["slow", "malloc"],
 }
 

@@ -57,11 +57,11 @@ def measure(peer, wl, conns, duration, scripts, timeout_s):
 
 
 def store_delta(before, after, seconds, acknowledged):
-    """fsyncs, commits and writes during a run, fsyncs per second and submissions per fsync; None when
-    the peer has no counters (a triage binary without the store)."""
+    """fsyncs, commits, writes (and distinct keys, when counted) during a run, fsyncs per second and
+    submissions per fsync; None when the peer has no counters (a triage binary without the store)."""
     if not before or not after:
         return None
-    d = {k: after[k] - before[k] for k in ("fsyncs", "commits", "writes") if k in before and k in after}
+    d = {k: after[k] - before[k] for k in ("fsyncs", "commits", "writes", "keys") if k in before and k in after}
     d["seconds"] = seconds
     d["acknowledged"] = acknowledged
     f = d.get("fsyncs")

@@ -1,4 +1,5 @@
 """The servers compared: how each is built, started, stopped and described."""
+import itertools
 import json
 import os
 import re
@@ -9,10 +10,9 @@ import subprocess
 import tempfile
 import time
 
-from . import auth, processes
-from .config import BENCH_APP, BUILD, CPUS, FIXTURE, HOST, KNOWN_ID, LABELS, PEERS_DIR, ROOT
+from . import auth, postgres, processes
+from .config import BENCH_APP, BUILD, CPUS, FIXTURE, HOST, KNOWN_ID, LABELS, PEERS_DIR, ROOT, log
 from .correctness import http_request
-from .postgres import Postgres
 from .sampling import tree
 from .toolchain import build_c, build_go, dpkg_version, go_version, sh
 
@@ -301,30 +301,56 @@ class Gin(Peer):
                                               go_version(), CPUS)
 
 
-class GinPG(Peer):
-    """Gin inserting every submission into PostgreSQL (bench/peers/ginpg): the server is started by
-    start() and stopped by stop(); its processes count as the peer's."""
-    durable = True
+class PostgresCounters:
+    """The store counters of a peer whose submissions go to the benchmark's PostgreSQL server, in its
+    database self.db: WAL fsyncs, commits, rows and distinct idempotency keys (Postgres.counters)."""
     # PostgreSQL's backends publish their statistics at most once a second while busy, and the last
     # second's only after 10 s idle (PGSTAT_IDLE_INTERVAL): a reading after a run waits that long.
     # bench/run --smoke sets 1.1 s (its PostgreSQL fsync counts are then approximate).
     settle = 11.0
+    counts_rows = True       # the counters' writes are rows of the table: every acknowledged one is there
+    _settled = None          # the last reading, while no load has run since (no statistics pending)
+
+    def loaded(self):
+        self._settled = None
+
+    def store_counters(self):
+        if self._settled is None:
+            time.sleep(self.settle)
+        try:
+            self._settled = self.pg.counters(db=self.db)
+        except (RuntimeError, OSError, subprocess.SubprocessError, ValueError, IndexError):
+            self._settled = None
+        return self._settled
+
+    def count_rows(self, key_prefix=None):
+        """(rows, distinct idempotency keys) in the submissions table; with key_prefix, of the rows whose
+        key starts with it (one burst's)."""
+        where = " WHERE idempotency_key LIKE '%s%%'" % key_prefix if key_prefix else ""
+        rows = self.pg.psql("SELECT count(*), count(DISTINCT idempotency_key) FROM epro_submissions" + where,
+                            db=self.db)
+        return int(rows[0][0]), int(rows[0][1])
+
+
+class GinPG(PostgresCounters, Peer):
+    """Gin inserting every submission into PostgreSQL (bench/peers/ginpg), in the database "bench" of
+    the run's PostgreSQL server (postgres.shared()); the server's processes count as the peer's."""
+    durable = True
+    db = "bench"
 
     def __init__(self, name, workdir):
         super().__init__(name, workdir)
         self.pg = None
-        self._settled = None     # the last reading, while no load has run since (no statistics pending)
 
     def build(self):
         self.bin = build_go("ginpg")
         if self.pg is None:
-            self.pg = Postgres()
-            self.pg.init()
-            self.pg.start()
-            self.pg.create_db()
+            self.pg = postgres.shared()
+            self.pg.create_db(self.db)
+            self.pg.checkpoint()
 
     def command(self, port):
-        return [self.bin, "-listen", "%s:%d" % (HOST, port), "-protocols", FIXTURE, "-dsn", self.pg.dsn(),
+        return [self.bin, "-listen", "%s:%d" % (HOST, port), "-protocols", FIXTURE, "-dsn", self.pg.dsn(self.db),
                 "-pool", "100"]
 
     def roots(self):
@@ -339,39 +365,133 @@ class GinPG(Peer):
             out += "--- postgres.log\n" + self.pg.log_tail(n)
         return out
 
-    def loaded(self):
-        self._settled = None
-
-    def store_counters(self):
-        if self._settled is None:
-            time.sleep(self.settle)
-        try:
-            self._settled = self.pg.counters()
-        except (RuntimeError, OSError, subprocess.SubprocessError, ValueError, IndexError):
-            self._settled = None
-        return self._settled
-
     def truncate(self):
         quiet = self._settled is not None
-        self.pg.psql("TRUNCATE epro_submissions")
+        self.pg.psql("TRUNCATE epro_submissions", db=self.db)
         if quiet:
             time.sleep(0.3)      # psql's backend publishes its statistics as it exits
 
-    def count_rows(self):
-        """(rows, distinct idempotency keys) in the submissions table."""
-        rows = self.pg.psql("SELECT count(*), count(DISTINCT idempotency_key) FROM epro_submissions")
-        return int(rows[0][0]), int(rows[0][1])
-
     def destroy(self):
+        """Stops the Gin server and drops its database (the PostgreSQL server stays for the next peer)."""
         self.stop()
         if self.pg:
-            self.pg.destroy()
+            try:
+                if self.pg.alive():
+                    self.pg.drop_db(self.db)
+            except RuntimeError as e:
+                log("ginpg: %s" % e)
             self.pg = None
 
     def version(self):
         return "gin %s, lib/pq %s, %s (%s), pool of 100 connections (database/sql), %s, GOMAXPROCS=%d" % (
             dpkg_version("golang-github-gin-gonic-gin-dev"), dpkg_version("golang-github-lib-pq-dev"),
             self.pg.version(), self.pg.settings(), go_version(), CPUS)
+
+
+class TriagePG(PostgresCounters, Triage):
+    """triage on the sample app with --store: the run's PostgreSQL server (postgres.shared()), a fresh
+    database per start (dropped at the next start and by destroy()); --data still holds the admin token
+    and the pid file. database: a node of a cluster, on the database its first node made."""
+    _numbers = itertools.count(1)
+    _has_pg = {}
+
+    def __init__(self, name, workdir, database=None):
+        super().__init__(name, workdir)
+        self.pg = None
+        self.db = database
+        self.own_db = database is None
+
+    @classmethod
+    def has_pg_store(cls):
+        """Whether this binary has the PostgreSQL backend: it takes --store URL."""
+        if cls.binary not in cls._has_pg:
+            try:
+                r = subprocess.run([cls.binary, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, timeout=20)
+                cls._has_pg[cls.binary] = "--store" in r.stdout
+            except (OSError, subprocess.SubprocessError):
+                cls._has_pg[cls.binary] = False
+        return cls._has_pg[cls.binary]
+
+    @property
+    def durable(self):
+        return True
+
+    def build(self):
+        super().build()
+        if not self.has_pg_store():
+            raise RuntimeError("%s has no --store (no PostgreSQL backend)" % os.path.relpath(self.binary, ROOT))
+        if self.pg is None:
+            self.pg = postgres.shared()
+
+    def start(self, extra_env=None, keep_data=False):
+        if self.own_db and not (keep_data and self.db):
+            if self.db:
+                self.pg.drop_db(self.db)
+            self.db = "triage_%d" % next(self._numbers)
+            self.pg.create_db(self.db)
+            self.pg.checkpoint()
+        super().start(extra_env, keep_data)
+
+    extra_args = ()          # more options for the command line (bench/balancer-check: --public-health)
+
+    def command(self, port):
+        return super().command(port) + ["--store", self.pg.url(self.db)] + list(self.extra_args)
+
+    def roots(self):
+        return [self.proc.pid] + ([self.pg.proc.pid] if self.pg and self.pg.proc else [])
+
+    def alive(self):
+        return super().alive() and self.pg is not None and self.pg.alive()
+
+    def log_tail(self, n=30):
+        out = super().log_tail(n)
+        if self.pg:
+            out += "--- postgres.log\n" + self.pg.log_tail(n)
+        return out
+
+    def destroy(self):
+        """Stops the server and drops the database it made."""
+        self.stop()
+        if self.pg and self.own_db and self.db:
+            try:
+                if self.pg.alive():
+                    self.pg.drop_db(self.db)
+            except RuntimeError as e:
+                log("triagepg: %s" % e)
+        self.db = None if self.own_db else self.db
+
+    def version(self):
+        return "%s, --store on %s (%s), --store-connections default" % (
+            super().version(), self.pg.version(), self.pg.settings())
+
+
+class Cluster:
+    """Several triage nodes on one PostgreSQL database, seen as one peer by the burst (bench/burst.c
+    spreads its phones over the ports): port is "P1,P2", the roots are every master and the
+    postmaster, the counters are the shared database's."""
+    durable = True
+
+    def __init__(self, nodes):
+        self.nodes = nodes
+        self.name = "triagepg"
+        self.port = ",".join(str(n.port) for n in nodes)
+
+    def roots(self):
+        pg = self.nodes[0].pg
+        return [n.proc.pid for n in self.nodes] + ([pg.proc.pid] if pg and pg.proc else [])
+
+    def alive(self):
+        return all(n.alive() for n in self.nodes)
+
+    def loaded(self):
+        self.nodes[0].loaded()
+
+    def store_counters(self):
+        return self.nodes[0].store_counters()
+
+    def log_tail(self, n=30):
+        return "\n".join("--- node %d\n%s" % (i + 1, node.log_tail(n)) for i, node in enumerate(self.nodes))
 
 
 class FastHTTP(Peer):
@@ -471,4 +591,4 @@ class Ceiling(Peer):
 
 
 PEER_CLASSES = {"triage": Triage, "gin": Gin, "fasthttp": FastHTTP, "flask": Flask,
-                "nginx": Nginx, "ceiling": Ceiling, "ginpg": GinPG, "triage_mem": TriageMem}
+                "nginx": Nginx, "ceiling": Ceiling, "ginpg": GinPG, "triage_mem": TriageMem, "triagepg": TriagePG}

@@ -1,7 +1,9 @@
-"""A throwaway PostgreSQL server for the durable Gin peer: initdb in a temp dir, the postmaster run as
-the unprivileged `postgres` user, listening only on a unix socket in that dir; stopped and removed at
-the end, and on any exit (processes.stoppers)."""
+"""A throwaway PostgreSQL server for the peers that store in PostgreSQL (Gin + PostgreSQL, triage on
+PostgreSQL): initdb in a temp dir, the postmaster run as the unprivileged `postgres` user, listening only
+on a unix socket in that dir; one server per bench run (shared()), each peer in a fresh database of its
+own; stopped and removed at the end, and on any exit (processes.stoppers)."""
 import glob
+import grp
 import os
 import pwd
 import shutil
@@ -19,7 +21,7 @@ PORT = 5432   # only names the socket file: the socket lives in the server's own
 # fsync=on, full_page_writes=on, wal_sync_method=fdatasync on Linux, commit_delay=0).
 SETTINGS = {
     "listen_addresses": "",            # no TCP: the unix socket only
-    "max_connections": "120",          # the peer's pool of 100, psql, and room to spare
+    "max_connections": "120",          # Gin's pool of 100 (triage: 4 per worker and node), psql, room to spare
     "synchronous_commit": "on",        # a commit returns once its WAL is flushed to disk
     "fsync": "on",
     # after the burst's crash-like restart (immediate stop), one syncfs() of the file system before the
@@ -59,6 +61,31 @@ def _user():
     return pw.pw_uid, pw.pw_gid
 
 
+def _nogroup():
+    try:
+        return grp.getgrnam("nogroup").gr_gid
+    except KeyError:
+        return pwd.getpwnam("nobody").pw_gid
+
+
+_shared = []
+
+
+def shared():
+    """The bench run's PostgreSQL server, made and started on first use; stopped and removed with the
+    run (processes.stoppers). A crash-like restart (stop("immediate"), start()) keeps it shared."""
+    if _shared and _shared[0].dir is not None:
+        if not _shared[0].alive():
+            _shared[0].start()
+        return _shared[0]
+    del _shared[:]
+    pg = Postgres()
+    _shared.append(pg)
+    pg.init()
+    pg.start()
+    return pg
+
+
 class Postgres:
     def __init__(self):
         self.bin = bindir()
@@ -69,8 +96,12 @@ class Postgres:
         self.logfile = os.path.join(self.dir, "postgres.log")
         self.proc = None
         if self.ids:
-            os.chown(self.dir, *self.ids)
-        os.chmod(self.dir, 0o700)
+            # triage's workers run as nobody when triage starts as root: the socket's directory lets
+            # the group nogroup through, and no one else
+            os.chown(self.dir, self.ids[0], _nogroup())
+            os.chmod(self.dir, 0o710)
+        else:
+            os.chmod(self.dir, 0o700)
 
     def _as_user(self, cmd):
         if not self.ids:
@@ -117,6 +148,10 @@ class Postgres:
     def dsn(self, db="bench"):
         return "host=%s port=%d user=postgres dbname=%s sslmode=disable" % (self.dir, PORT, db)
 
+    def url(self, db):
+        """The database as a libpq URI (triage's --store): the unix socket of this server."""
+        return "postgresql:///%s?host=%s&port=%d&user=postgres&sslmode=disable" % (db, self.dir, PORT)
+
     def psql(self, sql, db="bench"):
         """The rows psql prints (-At: unaligned, no headers), as a list of lists of strings."""
         r = subprocess.run([os.path.join(self.bin, "psql"), "-X", "-h", self.dir, "-p", str(PORT), "-U", "postgres",
@@ -128,7 +163,19 @@ class Postgres:
         return [line.split("|") for line in r.stdout.splitlines() if line]
 
     def create_db(self, name="bench"):
+        """A fresh database: dropped first if it exists."""
+        self.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name, db="postgres")
         self.psql("CREATE DATABASE %s" % name, db="postgres")
+
+    def drop_db(self, name):
+        """Drops a database no longer measured, so that the autovacuum of its rows does not run (and
+        count) in the next peer's runs."""
+        self.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name, db="postgres")
+
+    def checkpoint(self):
+        """A checkpoint before a peer's runs, so that none starts with the previous peer's dirty
+        buffers to write."""
+        self.psql("CHECKPOINT", db="postgres")
 
     def stop(self, mode="fast"):
         """fast: SIGINT (clients disconnected, a checkpoint, a clean exit); immediate: SIGQUIT (no
@@ -183,7 +230,7 @@ class Postgres:
                               "max_connections", "commit_delay")):
         try:
             rows = self.psql("SELECT name, setting, coalesce(unit, '') FROM pg_settings WHERE name IN (%s) "
-                             "ORDER BY name" % ",".join("'%s'" % n for n in names))
+                             "ORDER BY name" % ",".join("'%s'" % n for n in names), db="postgres")
         except RuntimeError:
             return ""
         shown = []
@@ -193,11 +240,12 @@ class Postgres:
             shown.append("%s=%s%s" % (name, setting, unit))
         return ", ".join(shown)
 
-    def counters(self, table="epro_submissions"):
-        """WAL fsyncs (pg_stat_wal.wal_sync), commits in the bench database (xact_commit) and rows in the
-        table, for the before/after of a run."""
+    def counters(self, table="epro_submissions", db="bench"):
+        """WAL fsyncs (pg_stat_wal.wal_sync, the whole server's), commits in the database (xact_commit),
+        and rows and distinct idempotency keys in the table, for the before/after of a run."""
         rows = self.psql("SELECT (SELECT wal_sync FROM pg_stat_wal), "
                          "(SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()), "
-                         "(SELECT count(*) FROM %s)" % table)
-        fsyncs, commits, writes = (int(x) for x in rows[0])
-        return {"fsyncs": fsyncs, "commits": commits, "writes": writes}
+                         "(SELECT count(*) FROM %s), (SELECT count(DISTINCT idempotency_key) FROM %s)"
+                         % (table, table), db=db)
+        fsyncs, commits, writes, keys = (int(x) for x in rows[0])
+        return {"fsyncs": fsyncs, "commits": commits, "writes": writes, "keys": keys}

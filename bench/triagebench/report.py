@@ -11,11 +11,13 @@ import sys
 import tempfile
 import time
 
-from .config import BURST, BUSY_CORES, CPUS, DURABLE_LABELS, KNOWN_ID, LABELS, ROOT, SLOW, WORKLOADS, log
+from .config import BURST, BURST_PG, BUSY_CORES, CPUS, DURABLE_LABELS, KNOWN_ID, LABELS, ROOT, SLOW, WORKLOADS, log
 from .toolchain import sh
 
 README_BEGIN = "<!-- bench:begin -->"
 README_END = "<!-- bench:end -->"
+README_PG_BEGIN = "<!-- bench-postgres:begin -->"
+README_PG_END = "<!-- bench-postgres:end -->"
 
 
 def fmt_num(v, digits=0):
@@ -42,7 +44,11 @@ def fmt_mb(v):
     return fmt_num(v / 1048576.0 if v is not None else None, 1)
 
 
-def table(wl, results, peers):
+PG_TITLE = "triage on PostgreSQL against Gin + PostgreSQL"
+
+
+def table(wl, results, peers, subject="triage", title=None):
+    """One workload's table; the ratio columns divide subject's figures by each other row's."""
     rows = [r for r in peers if (r, wl["key"]) in results]
     if not rows:
         return ""
@@ -51,12 +57,12 @@ def table(wl, results, peers):
     # memory: the peak RSS sum; for the durable workloads the PSS at the end of the run (PostgreSQL's
     # backends share their buffers: an RSS sum would count them once per backend)
     memkey = "pss" if durable else "mem"
-    t = results.get(("triage", wl["key"]))
-    out = ["### %s" % wl["title"], ""]
+    t = results.get((subject, wl["key"]))
+    out = ["### %s" % (title or wl["title"]), ""]
     head = ["peer", "req/s", "p50 ms", "p99 ms", "non-2xx", "socket errors", "CPU µs/req",
             "PSS MB" if durable else "peak RSS MB"]
     if t and len(rows) > 1:
-        head += ["triage req/s ×", "triage CPU/req ×", "triage p99 ×", "triage %s ×" % ("PSS" if durable else "RSS")]
+        head += ["%s %s ×" % (subject, f) for f in ("req/s", "CPU/req", "p99", "PSS" if durable else "RSS")]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
     for name in rows:
@@ -73,7 +79,7 @@ def table(wl, results, peers):
                  fmt_num(r["non2xx"]), sock, fmt_num(r["cpu_us"], 1),
                  fmt_mb(r.get(memkey))]
         if t and len(rows) > 1:
-            if name == "triage" or "error" in t:
+            if name == subject or "error" in t:
                 cells += [""] * 4
             else:
                 cells += [fmt_ratio(t["rps"], r["rps"]), fmt_ratio(t["cpu_us"], r["cpu_us"]),
@@ -86,7 +92,17 @@ def table(wl, results, peers):
         out.append("")
         out.append("Other processes used CPU during these runs (cores, beyond the server and wrk): %s. "
                    "Their figures are disturbed." % ", ".join(busy))
-    if durable:
+    if durable and subject == "triagepg":
+        rss = ["%s %s MB" % (labels[n], fmt_mb(results[(n, wl["key"])].get("mem"))) for n in rows
+               if "error" not in results[(n, wl["key"])]]
+        out.append("")
+        out.append("Every request a new submission (its own patientId and Idempotency-Key), both peers on the "
+                   "same throwaway PostgreSQL server, each in a fresh database, one after the other. triagepg ×: "
+                   "triage on PostgreSQL's figure divided by Gin + PostgreSQL's. CPU and memory include every "
+                   "PostgreSQL process (postmaster, backends, WAL writer, checkpointer...) for both. PSS: the "
+                   "proportional set size of the process trees at the end of the run (a page shared by n "
+                   "processes counts 1/n in each); the peak RSS sums were %s." % "; ".join(rss))
+    elif durable:
         rss = ["%s %s MB" % (labels[n], fmt_mb(results[(n, wl["key"])].get("mem"))) for n in rows
                if "error" not in results[(n, wl["key"])]]
         out.append("")
@@ -104,12 +120,12 @@ def group_commit_table(run):
     """fsyncs per second and submissions per fsync in the durable runs and the burst."""
     rows = []
     for wl in [w for w in WORKLOADS if w.get("durable")] + [dict(key="burst", short="burst")]:
-        for peer in ("triage", "ginpg"):
+        for peer in ("triage", "ginpg", "triagepg"):
             r = run.burst.get(peer) if wl["key"] == "burst" else run.results.get((peer, wl["key"]))
             if not r or "error" in r:
                 continue
             st = r.get("store")
-            label = DURABLE_LABELS[peer]
+            label = DURABLE_LABELS[peer] if wl["key"] != "burst" else burst_label(peer, r)
             if not st:
                 rows.append("| %s | %s | n/a | n/a | n/a | n/a | n/a |" % (wl["short"], label))
                 continue
@@ -125,19 +141,27 @@ def group_commit_table(run):
             "from `/_triage/status`, before and after the run. Gin + PostgreSQL: `pg_stat_wal.wal_sync` "
             "(fsyncs of the WAL, by backends and the WAL writer) and the table's row count, before and after, "
             "each read once the server has been idle for 11 s (an idle backend publishes its last second of "
-            "statistics only after 10 s). n/a: the binary reports no store counters.%s"
+            "statistics only after 10 s); triage on PostgreSQL: the same readings of its own database "
+            "(the WAL fsyncs are the server's: only one peer runs at a time). n/a: the binary reports no "
+            "store counters.%s"
             % (" Smoke run: PostgreSQL's counts were read after 1.1 s, so part of them was not published "
                "yet: approximate." if run.smoke else ""), ""]
     return "\n".join(out)
 
 
+def burst_label(peer, r):
+    if peer == "triagepg":
+        return "triage on PostgreSQL, %s nodes" % (r or {}).get("nodes", BURST_PG["nodes"])
+    return DURABLE_LABELS[peer]
+
+
 def burst_table(run):
     rows = []
-    for peer in ("triage", "ginpg"):
+    for peer in ("triage", "ginpg", "triagepg"):
         r = run.burst.get(peer)
         if not r:
             continue
-        label = DURABLE_LABELS[peer]
+        label = burst_label(peer, r)
         if "phones" not in r:
             rows.append("| %s | failed: %s |" % (label, r.get("error", "")[:120]) + " |" * 8)
             continue
@@ -177,7 +201,15 @@ def burst_table(run):
             "(triage: SIGKILL to every process; PostgreSQL: immediate shutdown, no checkpoint, its WAL "
             "replayed at the next start) and started again on the same data, and the rows are counted "
             "(sqlite3; psql). triage ran on a fresh --data dir; Gin + PostgreSQL's table was emptied "
-            "first." % fmt_num(conc), ""]
+            "first." % fmt_num(conc)]
+    if "triagepg" in run.burst:
+        out[-1] += (" triage on PostgreSQL, %d nodes: two triage servers (each its own --data dir and %d "
+                    "workers) on one fresh database of the same PostgreSQL server, phone i sent to node i mod 2 "
+                    "(no balancer); a submission made on one node and retried with its key on the other got "
+                    "the same receipt first; after the burst SIGKILL to every process of both nodes and an "
+                    "immediate shutdown of PostgreSQL, then psql counts the burst's rows. CPU and PSS: both "
+                    "nodes' trees and PostgreSQL's." % (BURST_PG["nodes"], CPUS))
+    out.append("")
     return "\n".join(out)
 
 
@@ -330,19 +362,63 @@ def targets(results, malloc, burst=None, store=True, slow=None):
     return out
 
 
+def pg_targets(results, burst, pg_store=True):
+    """The targets of triage on PostgreSQL against Gin + PostgreSQL (issue 12), as targets() gives them."""
+    out = []
+
+    def get(peer, key, field):
+        r = results.get((peer, key))
+        if not r or "error" in r:
+            return None
+        return r.get(field)
+
+    for key, name in (("epro100", "ePRO unique 100"), ("epro5000", "ePRO unique 5000")):
+        for desc, value, limit, op in (
+                ("%s: triage on PostgreSQL req/s ≥ 3× Gin + PostgreSQL's" % name,
+                 ratio(get("triagepg", key, "rps"), get("ginpg", key, "rps")), 3.0, ">="),
+                ("%s: triage on PostgreSQL CPU/request ≤ 0.3× Gin + PostgreSQL's" % name,
+                 ratio(get("triagepg", key, "cpu_us"), get("ginpg", key, "cpu_us")), 0.3, "<=")):
+            if not pg_store:
+                out.append((desc, "not measured", "this triage binary has no PostgreSQL backend"))
+            elif value is None:
+                out.append((desc, "not measured", ""))
+            else:
+                ok = value <= limit if op == "<=" else value >= limit
+                out.append((desc, "held" if ok else "missed", "%.2f× (target %s %.2f×)"
+                            % (value, "≤" if op == "<=" else "≥", limit)))
+    desc = "%s: triage acknowledges every phone, each stored exactly once after a crash" % BURST_PG["short"]
+    b = burst.get("triagepg")
+    if not pg_store:
+        out.append((desc, "not measured", "this triage binary has no PostgreSQL backend"))
+    elif not b or "error" in b or b.get("stored") is None:
+        out.append((desc, "not measured", (b or {}).get("error", "")))
+    else:
+        out.append((desc, "held" if b["exactly_once"] else "missed",
+                    "%d of %d acknowledged%s; after the crash %d rows, %d distinct keys"
+                    % (b["acknowledged"], b["phones"],
+                       " in %.2f s" % b["all_acknowledged_s"] if b.get("all_acknowledged_s") is not None else "",
+                       b["stored"][0], b["stored"][1])))
+    return out
+
+
 def run_targets(run):
     """The targets a run is checked against: none for a smoke run or one without triage."""
     # a smoke run's 1 s figures say nothing about speed: no targets then
-    if "triage" not in run.peers or run.smoke:
+    if run.smoke or not ("triage" in run.peers or "triagepg" in run.peers):
         return []
-    tg = targets(run.results, run.malloc, run.burst, run.store is not False, run.slow)
+    tg = []
+    if "triage" in run.peers:
+        tg += targets(run.results, run.malloc, run.burst, run.store is not False, run.slow)
+    if "triagepg" in run.peers and "ginpg" in run.peers:
+        tg += pg_targets(run.results, run.burst, run.pg_store is not False)
     # only the targets of the workloads this run was asked for (--workloads)
     return [t for t in tg if TARGET_WORKLOAD.get(t[0].split(":")[0], "") in run.workloads]
 
 
 # a target's description starts with its workload's short name
 TARGET_WORKLOAD = dict([(w["short"], w["key"]) for w in WORKLOADS] + [("burst", "burst"), ("GET", "malloc"),
-                                                                      (SLOW["short"], SLOW["key"])])
+                                                                      (SLOW["short"], SLOW["key"]),
+                                                                      (BURST_PG["short"], BURST_PG["key"])])
 
 
 def machine_info():
@@ -427,7 +503,14 @@ def markdown(run, tg, date):
                  "(req/s: above 1 is better for triage; CPU, p99 and RSS: below 1 is better).")
     lines.append("")
     for wl in WORKLOADS:
-        t = table(wl, run.results, run.rows())
+        t = table(wl, run.results, [p for p in run.rows() if p != "triagepg"])
+        if wl.get("durable") and ("triagepg", wl["key"]) in run.results:
+            if not any((p, wl["key"]) in run.results for p in ("triage", "triage_mem")):
+                t = ""     # Gin + PostgreSQL alone: its row is in the table below
+            pg = table(wl, run.results, ["triagepg", "ginpg"], subject="triagepg",
+                       title="%s: POST /api/epro/submit, every submission unique, %s connections"
+                       % (PG_TITLE, fmt_num(wl["smoke_conns"] if run.smoke else wl["conns"])))
+            t = (t + "\n" if t else "") + pg
         if t and wl["script"] == "post" and run.store and ("triage", wl["key"]) in run.results:
             t += ("\ntriage's row is the sample app's POST /api/epro/submit, now durable: every request is a "
                   "new submission committed to SQLite before its 200 (these bodies carry no idempotency key). "
@@ -483,6 +566,14 @@ def markdown(run, tg, date):
                      "one per submission. Per submission, triage verifies the bearer token, validates the "
                      "body and commits the submission with its audit entry (group commit); ginpg checks no "
                      "token and commits the submission with its audit entry (bench/NOTES.md).")
+        lines.append("")
+    if "triagepg" in run.peers:
+        lines.append("triage on PostgreSQL (`triagepg`) is triage on the sample app with `--store` pointing at a "
+                     "fresh database of the same throwaway PostgreSQL server and settings as Gin + PostgreSQL "
+                     "(unix socket, synchronous_commit=on), `--store-connections` at its default, %d workers; "
+                     "the server's processes count in its CPU and memory as in Gin + PostgreSQL's. Every "
+                     "durable run on either is followed by a count of the rows and distinct keys the table "
+                     "gained: at least one row per 2xx and no key twice, or the run fails." % CPUS)
         lines.append("")
     if "ceiling" in run.peers:
         lines.append("The ceiling parses nothing and answers every request with the same fixed 200 response "
@@ -544,7 +635,8 @@ unset multiplot
 
 
 def write(report, out, run, readme):
-    """Writes the report to out and the chart beside it; with readme, copies both into README.md.
+    """Writes the report to out and the chart beside it; with readme ("full" or "postgres", see
+    update_readme), copies both into README.md.
     A chart that could not be drawn is one of the run's failures."""
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     png = os.path.splitext(out)[0] + ".png"
@@ -565,32 +657,60 @@ def write(report, out, run, readme):
         f.write(report)
     log("wrote %s%s" % (out, "" if err else " and " + png))
     if readme:
-        problem = update_readme(report, out, None if err else png)
+        problem = update_readme(report, out, None if err else png, readme)
         log("README.md: " + (problem or "updated with this run"))
 
 
-def update_readme(report, out, png):
-    """Put the latest full run's chart, targets and tables into the top-level README, between its
-    bench markers. Returns None, or why it could not."""
+def update_readme(report, out, png, section="full"):
+    """Put a run's chart, targets and tables into the top-level README, between its markers: a full run
+    (section "full") between the bench markers, with its triage-on-PostgreSQL tables between the
+    bench-postgres markers; a `bench/run --postgres` run (section "postgres") between the latter only.
+    Returns None, or why it could not."""
     readme = os.path.join(ROOT, "README.md")
     with open(readme) as f:
         text = f.read()
-    if README_BEGIN not in text or README_END not in text:
-        return "README.md has no %s ... %s markers" % (README_BEGIN, README_END)
-    head = text[:text.index(README_BEGIN)]
-    tail = text[text.index(README_END) + len(README_END):]
     rel_out = os.path.relpath(out, ROOT)
-    parts = [README_BEGIN,
-             "The latest full run of `make bench` ([%s](%s), which also lists the machine and every "
-             "version), on this 2-core machine shared with wrk:" % (rel_out, rel_out), ""]
-    if png:
-        parts += ["![requests/s and CPU per request](%s)" % os.path.relpath(png, ROOT), ""]
-    for title, body in re.findall(r"\n### ([^\n]*)\n(.*?)(?=\n### |\n## |\Z)", report, re.S):
-        parts += ["#### " + title, "", body.strip(), ""]
+    tables = re.findall(r"\n### ([^\n]*)\n(.*?)(?=\n### |\n## |\Z)", report, re.S)
     targets = re.search(r"\n## Targets\n(.*?)(?=\n## |\Z)", report, re.S)
-    if targets:
-        parts += ["#### Targets", "", targets.group(1).strip(), ""]
-    parts.append(README_END)
-    with open(readme, "w") as f:
-        f.write(head + "\n".join(parts) + tail)
+    pg_tables = [t for t in tables if t[0].startswith(PG_TITLE)]
+    chart = ["![requests/s and CPU per request](%s)" % os.path.relpath(png, ROOT), ""] if png else []
+    if section == "full":
+        parts = ["The latest full run of `make bench` ([%s](%s), which also lists the machine and every "
+                 "version), on this 2-core machine shared with wrk:" % (rel_out, rel_out), ""] + chart
+        for title, body in tables:
+            if (title, body) not in pg_tables:
+                parts += ["#### " + title, "", body.strip(), ""]
+        if targets:
+            parts += ["#### Targets", "", targets.group(1).strip(), ""]
+        text, problem = replace_section(text, README_BEGIN, README_END, parts)
+        if problem:
+            return problem
+        if not pg_tables:
+            return write_readme(readme, text)
+        parts = ["From the latest full run of `make bench` ([%s](%s)):" % (rel_out, rel_out), ""]
+        for title, body in pg_tables:
+            parts += ["#### " + title, "", body.strip(), ""]
+    else:
+        parts = ["The latest run of `bench/run --postgres` ([%s](%s), which also lists the machine and every "
+                 "version), on this 2-core machine shared with wrk:" % (rel_out, rel_out), ""] + chart
+        for title, body in tables:
+            parts += ["#### " + title, "", body.strip(), ""]
+        if targets:
+            parts += ["#### Targets", "", targets.group(1).strip(), ""]
+    text, problem = replace_section(text, README_PG_BEGIN, README_PG_END, parts)
+    return problem or write_readme(readme, text)
+
+
+def replace_section(text, begin, end, parts):
+    """(text with parts between the markers begin and end, None), or (text, why not)."""
+    if begin not in text or end not in text:
+        return text, "README.md has no %s ... %s markers" % (begin, end)
+    head = text[:text.index(begin)]
+    tail = text[text.index(end) + len(end):]
+    return head + "\n".join([begin] + parts + [end]) + tail, None
+
+
+def write_readme(path, text):
+    with open(path, "w") as f:
+        f.write(text)
     return None

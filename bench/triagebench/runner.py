@@ -5,11 +5,12 @@ import os
 import subprocess
 import time
 
-from .config import ALL_WORKLOADS, BURST, BUSY_CORES, DURABLE_ONLY, LABELS, SLOW, WORKLOADS, log, runs_on
-from .correctness import check_peer
+from .config import (ALL_WORKLOADS, BURST, BURST_PG, BUSY_CORES, DURABLE_ONLY, LABELS, SLOW, WORKLOADS, log,
+                     runs_on)
+from .correctness import check_peer, cross_node_checks
 from .malloc_count import malloc_test
 from .measure import measure
-from .peers import PEER_CLASSES, Triage, TriageMem
+from .peers import PEER_CLASSES, Cluster, Triage, TriageMem, TriagePG
 from .report import fmt_num
 from .wrk import run_wrk
 
@@ -30,6 +31,7 @@ class Run:
         self.malloc = None    # malloc_test's figures, or {"error": ...}
         self.burst = {}       # peer: the burst's figures and what was stored after the restart, or {"error"}
         self.store = None     # whether the triage binary has the durable store (--data)
+        self.pg_store = None  # whether it has the PostgreSQL backend (--store URL)
         self.slow = {}        # peer: the slow-clients figures (baseline and under attack), or {"error"}
 
     def selected(self, key):
@@ -62,7 +64,26 @@ def run_peer(run, name, workdir, scripts):
         if run.selected("burst"):
             burst_triage(run, workdir, scripts)
         return
-    burst = name in BURST["peers"] and run.selected("burst")
+    if name == "triagepg":
+        run.pg_store = TriagePG.has_pg_store()
+        if not run.pg_store:
+            run.notes.append("This triage binary has no PostgreSQL backend (it takes no --store): triage on "
+                             "PostgreSQL was not measured.")
+            log("== %s: not run (this triage binary takes no --store)" % LABELS[name])
+            return
+        if wls:
+            peer = TriagePG(name, workdir)
+            if run.smoke:
+                peer.settle = 1.1
+            try:
+                serve(run, peer, wls, scripts)
+            finally:
+                peer.destroy()
+        if run.selected(BURST_PG["key"]):
+            burst_cluster(run, workdir, scripts)
+        return
+    # Gin + PostgreSQL's burst is the figure both bursts are set against
+    burst = name in BURST["peers"] and (run.selected("burst") or (name == "ginpg" and run.selected(BURST_PG["key"])))
     if not wls and not burst and not (run.selected("slow") and name in SLOW["peers"]):
         return
     peer = PEER_CLASSES[name](name, workdir)
@@ -247,6 +268,61 @@ def burst_ginpg(run, peer):
     run.burst[peer.name] = r
 
 
+def burst_cluster(run, workdir, scripts):
+    """The burst on two triage nodes (each its own --data) sharing one fresh PostgreSQL database, the
+    phones spread over both ports; first a retry across the nodes (same key, other node: the same
+    receipt). Then SIGKILL to every process of both nodes, PostgreSQL stopped in immediate mode (no
+    checkpoint: the restart replays the WAL, as after a crash) and started again, and the psql count of
+    the burst's rows (keys starting with its run id)."""
+    from .burst import run_burst
+    phones, conc = burst_settings(run)
+    n = BURST_PG["nodes"]
+    log("== %s, %d nodes, the 8:00 burst (%d phones, %d in flight, spread over the nodes)"
+        % (LABELS["triagepg"], n, phones, conc))
+    nodes, r = [], None
+    try:
+        for i in range(n):
+            node = TriagePG("triagepg", os.path.join(workdir, "burstpg-node%d" % (i + 1)),
+                            database=nodes[0].db if nodes else None)
+            if run.smoke:
+                node.settle = 1.1
+            nodes.append(node)
+            node.build()
+            node.start()
+        checks = cross_node_checks([node.port for node in nodes])
+        run.checks["triagepg cluster"] = checks
+        for c in checks:
+            log("   %-32s %s" % (c[0], "ok" if c[1] else "WRONG: " + c[2]))
+        bad = [c for c in checks if not c[1]]
+        if bad:
+            raise RuntimeError("answers wrong across the nodes: %s"
+                               % "; ".join("%s (%s)" % (c[0], c[2]) for c in bad))
+        if run.warmup > 0:
+            for node in nodes:
+                run_wrk(node.port, WORKLOADS[0], 50 if not run.smoke else 8, run.warmup, scripts, run.timeout)
+            time.sleep(0.5 if run.smoke else 1.5)
+        cluster = Cluster(nodes)
+        r = run_burst(cluster, BURST["path"], phones, conc, BURST["timeout"])
+        r["nodes"] = n
+        log_burst(r)
+        log("   acknowledged by node (port): %s" % json.dumps(r.get("acknowledged_by_port")))
+        for node in nodes:
+            node.kill_hard()
+        pg = nodes[0].pg
+        pg.stop("immediate")
+        pg.start()
+        r["stored"] = nodes[0].count_rows(key_prefix=r["run_id"] + "-")
+        judge_stored(run, "triagepg", r)
+    except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as e:
+        r = dict(r or {}, error=str(e).splitlines()[0])
+        run.failures.append("triagepg burst on %d nodes: %s" % (n, r["error"]))
+        log("   FAILED: %s" % e)
+    finally:
+        for node in reversed(nodes):
+            node.destroy()
+    run.burst["triagepg"] = r
+
+
 def run_workload(run, peer, wl, scripts):
     """Runs one workload --repeat times and records the median run. False when the peer is gone."""
     name = peer.name
@@ -294,6 +370,8 @@ def run_workload(run, peer, wl, scripts):
            fmt_num(r["mem"] / 1048576.0 if r["mem"] else None, 1),
            "  (other load: %.2f cores)" % r["other_cores"]
            if (r.get("other_cores") or 0) > BUSY_CORES else ""))
+    if wl.get("durable") and getattr(peer, "counts_rows", False):
+        judge_rows(run, name, wl, r)
     if wl.get("durable") and peer.durable:
         st = r.get("store")
         log("   %-12s %s" % ("", "store: n/a (no counters)" if not st else
@@ -302,6 +380,25 @@ def run_workload(run, peer, wl, scripts):
                                 fmt_num(st.get("commits")), fmt_num(st.get("writes")),
                                 fmt_num(st.get("writes_per_fsync"), 1))))
     return True
+
+
+def judge_rows(run, name, wl, r):
+    """A run on a peer that stores in PostgreSQL: every acknowledged submission is a new row (the rows
+    the table gained are at least the 2xx answers; a request cut off as wrk stopped may be stored
+    unanswered), and no key is stored twice (the rows gained = the distinct keys gained)."""
+    st = r.get("store")
+    if not st or st.get("writes") is None or st.get("keys") is None:
+        run.failures.append("%s %s: the stored rows could not be counted" % (name, wl["key"]))
+        return
+    rows, keys, acked = st["writes"], st["keys"], st["acknowledged"]
+    r["stored_ok"] = rows >= acked and rows == keys
+    log("   %-12s stored: %d new rows, %d new keys, %d acknowledged: %s"
+        % ("", rows, keys, acked, "every acknowledged submission stored once" if r["stored_ok"] else "WRONG"))
+    if rows != keys:
+        run.failures.append("%s %s: %d rows for %d idempotency keys: stored twice" % (name, wl["key"], rows, keys))
+    elif rows < acked:
+        run.failures.append("%s %s: %d acknowledged, %d stored: acknowledged submissions lost"
+                            % (name, wl["key"], acked, rows))
 
 
 def count_mallocs(run, workdir, scripts):
