@@ -176,8 +176,7 @@ def nobody_can_read(path):
 class Triage(Peer):
     binary = os.environ.get("TRIAGE_BIN", os.path.join(ROOT, "build", "triage"))
     app = ROOT
-    _has_store = {}
-    _has_tokens = {}
+    _help = {}  # binary -> its --help text
 
     def __init__(self, name, workdir):
         super().__init__(name, workdir)
@@ -191,26 +190,24 @@ class Triage(Peer):
     @classmethod
     def has_store(cls):
         """Whether this binary has the durable store: it takes --data DIR."""
-        if cls.binary not in cls._has_store:
-            try:
-                r = subprocess.run([cls.binary, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, timeout=20)
-                cls._has_store[cls.binary] = "--data" in r.stdout
-            except (OSError, subprocess.SubprocessError):
-                cls._has_store[cls.binary] = False
-        return cls._has_store[cls.binary]
+        return cls.takes("--data")
 
     @classmethod
     def has_tokens(cls):
         """Whether this binary verifies bearer tokens: it takes --token-keys FILE."""
-        if cls.binary not in cls._has_tokens:
+        return cls.takes("--token-keys")
+
+    @classmethod
+    def takes(cls, flag):
+        """Whether this binary's --help names flag (asked once per binary)."""
+        if cls.binary not in cls._help:
             try:
                 r = subprocess.run([cls.binary, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, timeout=20)
-                cls._has_tokens[cls.binary] = "--token-keys" in r.stdout
+                cls._help[cls.binary] = r.stdout
             except (OSError, subprocess.SubprocessError):
-                cls._has_tokens[cls.binary] = False
-        return cls._has_tokens[cls.binary]
+                cls._help[cls.binary] = ""
+        return flag in cls._help[cls.binary]
 
     @property
     def durable(self):
@@ -393,7 +390,6 @@ class TriagePG(PostgresCounters, Triage):
     database per start (dropped at the next start and by destroy()); --data still holds the admin token
     and the pid file. database: a node of a cluster, on the database its first node made."""
     _numbers = itertools.count(1)
-    _has_pg = {}
 
     def __init__(self, name, workdir, database=None):
         super().__init__(name, workdir)
@@ -404,14 +400,7 @@ class TriagePG(PostgresCounters, Triage):
     @classmethod
     def has_pg_store(cls):
         """Whether this binary has the PostgreSQL backend: it takes --store URL."""
-        if cls.binary not in cls._has_pg:
-            try:
-                r = subprocess.run([cls.binary, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, timeout=20)
-                cls._has_pg[cls.binary] = "--store" in r.stdout
-            except (OSError, subprocess.SubprocessError):
-                cls._has_pg[cls.binary] = False
-        return cls._has_pg[cls.binary]
+        return cls.takes("--store")
 
     @property
     def durable(self):
