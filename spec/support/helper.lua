@@ -15,14 +15,13 @@ if preload and preload:find("libtriage_test", 1, true) then sys.unsetenv("LD_PRE
 -- on SQLite.
 require("support.backend").in_process()
 
--- The same deadlock ends this process too once a spec has connected to PostgreSQL (libpq, through
--- GSSAPI, set p11-kit up): its destructor never returns. Under make test-asan on PostgreSQL the run
+-- The same deadlock can end this process too (seen on PostgreSQL, and on SQLite in error_paths_spec):
+-- p11-kit's destructor never returns. Under make test-asan the run
 -- therefore ends, once busted is done, with _exit and busted's outcome, without the libraries'
 -- destructors. LeakSanitizer cannot run then (its check would come before the Lua state is closed and
 -- count what live Lua objects own), so these runs check memory errors only: spec/tests.cmake turns
--- detect_leaks off for them. The engine's connections are leak-checked in the servers of the
--- lua_pg_integration_* specs, and the code around them in lua_handlers_* on SQLite.
-if preload and preload:find("libasan", 1, true) and require("support.backend").postgres then
+-- detect_leaks off for them. Leaks are checked in the servers of the integration specs and in c_*.
+if preload and preload:find("libasan", 1, true) then
   local busted = require "busted"
   local failed = 0
   local function count()
