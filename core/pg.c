@@ -464,7 +464,8 @@ static int prepared(pg_conn_t *c, tr_store_job_t *job, const char *sql, size_t l
     for (int i = 0; i < STMT_CACHE; i++) {
         pg_stmt_t *st = &c->stmts[i];
         if (st->state != STMT_FREE && st->hash == h && st->len == len && st->nparams == nparams &&
-            memcmp(st->sql, sql, len) == 0 && memcmp(st->sql + len + 1, pp->sig, (size_t)nparams) == 0) {
+            memcmp(st->sql, sql, len) == 0 &&
+            (nparams == 0 || memcmp(st->sql + len + 1, pp->sig, (size_t)nparams) == 0)) {
             st->used = ++c->stmt_clock;
             snprintf(name, 16, "t%u", st->id);
             return 0;
@@ -483,7 +484,8 @@ static int prepared(pg_conn_t *c, tr_store_job_t *job, const char *sql, size_t l
     if (victim->sql == NULL)
         return -1;
     memcpy(victim->sql, sql, len + 1);
-    memcpy(victim->sql + len + 1, pp->sig, (size_t)nparams);
+    if (nparams > 0) /* (no signature yet before a statement with parameters: sig is NULL) */
+        memcpy(victim->sql + len + 1, pp->sig, (size_t)nparams);
     victim->len = len;
     victim->nparams = nparams;
     victim->hash = h;
